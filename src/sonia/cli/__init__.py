@@ -1,0 +1,43 @@
+"""The `sonia` command: thin; it parses, then calls the packages that do the work.
+
+Exit codes: 0 success, 1 a gate said NO-GO or a check failed, 2 bad usage or
+bad configuration (the message says what to fix).
+"""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+from rich.console import Console
+
+from sonia.errors import ConfigError, SoniaError
+
+app = typer.Typer(
+    name="sonia",
+    help="Sonia: a local-first AI assistant stack and the release gates that prove it.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+err = Console(stderr=True)
+
+
+def _register() -> None:
+    from sonia.cli import stack
+
+    stack.register(app)
+
+
+_register()
+
+
+def main() -> None:
+    try:
+        app()
+    except ConfigError as exc:
+        err.print(f"[red]configuration error:[/red] {exc}")
+        sys.exit(2)
+    except SoniaError as exc:
+        err.print(f"[red]error:[/red] {exc}")
+        sys.exit(1)

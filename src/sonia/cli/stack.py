@@ -1,0 +1,130 @@
+"""Commands that run the stack: init, up, down, status, logs, keys."""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from sonia import SERVICES
+from sonia.cli.options import HomeOption, resolve_home
+from sonia.errors import ConfigError
+from sonia.supervisor import control
+
+console = Console()
+
+
+def _mib(n: int | None) -> str:
+    return f"{n / 1048576:.1f} MiB" if n else "-"
+
+
+def register(app: typer.Typer) -> None:
+    keys = typer.Typer(help="user API keys", no_args_is_help=True)
+    app.add_typer(keys, name="keys")
+
+    @app.command()
+    def init(home: HomeOption = None,
+             base_port: Annotated[int, typer.Option(help="gateway port; others follow")] = 7000
+             ) -> None:
+        """Create the home: configuration, secrets, folders, default policies."""
+        h = resolve_home(home)
+        h.init(base_port=base_port)
+        h.check()
+        console.print(f"home ready at {h.root}")
+
+    @app.command()
+    def up(home: HomeOption = None) -> None:
+        """Start the stack in the background and wait until every service is ready."""
+        h = resolve_home(home)
+        ready = control.up(h)
+        table = Table("service", "port", "ready after")
+        settings = h.settings()
+        for name in SERVICES:
+            after = ready.get(name)
+            table.add_row(name, str(settings.port_of(name)),
+                          f"{after:.2f}s" if after is not None else "-")
+        console.print(table)
+
+    @app.command()
+    def down(home: HomeOption = None) -> None:
+        """Stop the stack; returns when every process is gone and every port is free."""
+        h = resolve_home(home)
+        report = control.down(h)
+        if not report.was_running:
+            console.print("the stack was not running")
+        else:
+            console.print(f"stopped in {report.seconds:.2f}s")
+        if report.escalations:
+            console.print(f"[yellow]SIGKILL escalations:[/yellow] {', '.join(report.escalations)}")
+        if report.leftovers_killed:
+            console.print(f"[yellow]leftover processes killed:[/yellow] {report.leftovers_killed}")
+        if report.ports_bound:
+            console.print(f"[red]ports still bound:[/red] {report.ports_bound}")
+            raise typer.Exit(1)
+
+    @app.command()
+    def status(home: HomeOption = None,
+               as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False
+               ) -> None:
+        """Per service: pid, port, ready, uptime, memory (USS), restarts."""
+        h = resolve_home(home)
+        rows = control.status(h)
+        if as_json:
+            print(json.dumps([r.__dict__ for r in rows], indent=1))
+            return
+        table = Table("service", "pid", "port", "ready", "uptime", "memory (USS)", "restarts")
+        for r in rows:
+            table.add_row(r.name, str(r.pid or "-"), str(r.port),
+                          "[green]yes[/green]" if r.ready else "[red]no[/red]",
+                          f"{r.uptime_s:.0f}s" if r.uptime_s else "-", _mib(r.uss_bytes),
+                          str(r.restarts))
+        console.print(table)
+        if not all(r.ready for r in rows):
+            raise typer.Exit(1)
+
+    @app.command()
+    def logs(service: Annotated[str | None, typer.Argument(help="one service")] = None,
+             home: HomeOption = None,
+             follow: Annotated[bool, typer.Option("-f", "--follow")] = False,
+             lines: Annotated[int, typer.Option("-n", "--lines")] = 50) -> None:
+        """Show the JSON log lines of one service or of all of them."""
+        h = resolve_home(home)
+        if service is not None and service not in SERVICES:
+            raise ConfigError(f"unknown service {service!r}; services are {', '.join(SERVICES)}",
+                              key="service")
+        names = [service] if service else list(SERVICES)
+        files = {n: h.log_file(n) for n in names}
+        for name, path in files.items():
+            if path.exists():
+                for line in path.read_text(errors="replace").splitlines()[-lines:]:
+                    print(line if service else f"{name}: {line}")
+        if not follow:
+            return
+        offsets = {n: p.stat().st_size if p.exists() else 0 for n, p in files.items()}
+        try:
+            while True:
+                for name, path in files.items():
+                    if not path.exists():
+                        continue
+                    with open(path, errors="replace") as f:
+                        f.seek(offsets[name])
+                        chunk = f.read()
+                        offsets[name] = f.tell()
+                    for line in chunk.splitlines():
+                        print(line if service else f"{name}: {line}", flush=True)
+                time.sleep(0.25)
+        except KeyboardInterrupt:
+            return
+
+    @keys.command("create")
+    def keys_create(role: Annotated[str, typer.Option(help="user or approver")] = "user",
+                    home: HomeOption = None) -> None:
+        """Create a user API key; prints only the key, so scripts can capture it."""
+        h = resolve_home(home)
+        if not h.exists:
+            h.init()
+        print(h.create_api_key(role))

@@ -1,0 +1,214 @@
+"""Settings, declared once: `sonia.toml` in the home plus `SONIA_*` environment variables.
+
+Every section forbids unknown keys and every value is typed, so a typo or an
+unsafe value stops start-up with a `ConfigError` that names the key; the CLI
+turns it into exit code 2. Environment variables use `__` between a section and
+its key: `SONIA_GATEWAY__MAX_SESSIONS=8`.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import tomllib
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+from sonia import SERVICES
+from sonia.errors import ConfigError
+
+PORT_OFFSETS: dict[str, int] = {
+    "gateway": 0, "router": 10, "memory": 20, "voice": 30, "openclaw": 40, "eva": 50,
+}
+"""Each service's port is `base_port` plus its offset (DESIGN.md: 7000, 7010, ...)."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class GatewaySettings(_Section):
+    max_sessions: int = Field(64, ge=1, le=100_000, description="concurrent open sessions")
+    session_idle_seconds: float = Field(900.0, gt=0, description="idle sessions expire after")
+    max_body_bytes: int = Field(1_048_576, ge=1024, description="largest request body")
+    max_message_chars: int = Field(32_768, ge=1, description="largest chat message")
+    action_ttl_seconds: float = Field(900.0, gt=0, description="pending approvals expire after")
+
+
+class RouterSettings(_Section):
+    profile: str = Field("default", description="routing profile used when a request names none")
+    timeout_seconds: float = Field(30.0, gt=0, description="per provider call")
+    quarantine_seconds: float = Field(30.0, gt=0, description="a failing provider rests this long")
+    openai_base_url: str | None = Field(None, description="an OpenAI-compatible server")
+    openai_model: str = Field("default", description="model name sent to that server")
+    openai_api_key_file: str | None = Field(None, description="file holding its API key")
+    llamacpp_model_path: str | None = Field(None, description="a GGUF file for llamacpp")
+
+
+class VoiceSettings(_Section):
+    tts: str = Field("auto", description="auto | espeak-ng | none")
+    stt_base_url: str | None = Field(None, description="OpenAI-compatible transcription server")
+
+
+class OpenClawSettings(_Section):
+    shell_timeout_seconds: float = Field(10.0, gt=0, le=600)
+    max_output_bytes: int = Field(65_536, ge=1024)
+    max_file_bytes: int = Field(10_485_760, ge=1024)
+    sandbox: str = Field("auto", description="auto | bwrap | rlimits")
+
+    @field_validator("sandbox")
+    @classmethod
+    def _known_sandbox(cls, v: str) -> str:
+        if v not in {"auto", "bwrap", "rlimits"}:
+            raise ValueError("must be one of auto, bwrap, rlimits")
+        return v
+
+
+class EvaSettings(_Section):
+    grant_ttl_seconds: float = Field(30.0, gt=0, le=300, description="execution grants expire after")
+
+
+class SupervisorSettings(_Section):
+    ready_timeout_seconds: float = Field(60.0, gt=0)
+    stop_grace_seconds: float = Field(10.0, gt=0)
+    restart_backoff_initial: float = Field(0.5, gt=0)
+    restart_backoff_max: float = Field(10.0, gt=0)
+
+
+class BackupSettings(_Section):
+    interval_hours: float = Field(6.0, ge=0, description="0 turns scheduled backups off")
+    retention: int = Field(8, ge=1, description="scheduled backups kept")
+
+
+class Settings(BaseSettings):
+    """The whole configuration of one home."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="SONIA_",
+        env_nested_delimiter="__",
+        extra="forbid",
+        frozen=True,
+    )
+
+    bind: str = Field("127.0.0.1", description="address every service listens on (loopback only)")
+    base_port: int = Field(7000, ge=1024, le=65_000, description="gateway port; others at offsets")
+    ports: dict[str, int] = Field(default_factory=dict, description="per-service port overrides")
+    log_level: str = Field("info")
+    gateway: GatewaySettings = GatewaySettings()  # type: ignore[call-arg]
+    router: RouterSettings = RouterSettings()  # type: ignore[call-arg]
+    voice: VoiceSettings = VoiceSettings()  # type: ignore[call-arg]
+    openclaw: OpenClawSettings = OpenClawSettings()  # type: ignore[call-arg]
+    eva: EvaSettings = EvaSettings()  # type: ignore[call-arg]
+    supervisor: SupervisorSettings = SupervisorSettings()  # type: ignore[call-arg]
+    backup: BackupSettings = BackupSettings()  # type: ignore[call-arg]
+
+    @field_validator("bind")
+    @classmethod
+    def _loopback_only(cls, v: str) -> str:
+        try:
+            addr = ipaddress.ip_address(v)
+        except ValueError:
+            raise ValueError(f"{v!r} is not an IP address; use 127.0.0.1") from None
+        if not addr.is_loopback:
+            raise ValueError(f"{v} is not a loopback address; Sonia listens on loopback only")
+        return v
+
+    @field_validator("log_level")
+    @classmethod
+    def _level(cls, v: str) -> str:
+        if v.lower() not in {"debug", "info", "warning", "error"}:
+            raise ValueError("must be one of debug, info, warning, error")
+        return v.lower()
+
+    @field_validator("ports")
+    @classmethod
+    def _known_services(cls, v: dict[str, int]) -> dict[str, int]:
+        for name, port in v.items():
+            if name not in SERVICES:
+                raise ValueError(f"unknown service {name!r}; services are {', '.join(SERVICES)}")
+            if not 1024 <= port <= 65_535:
+                raise ValueError(f"port {port} of {name} is outside 1024-65535")
+        return v
+
+    @model_validator(mode="after")
+    def _distinct_ports(self) -> Settings:
+        seen: dict[int, str] = {}
+        for name in SERVICES:
+            port = self.port_of(name)
+            if port in seen:
+                raise ValueError(f"{seen[port]} and {name} both use port {port}")
+            seen[port] = name
+        return self
+
+    def port_of(self, service: str) -> int:
+        return self.ports.get(service, self.base_port + PORT_OFFSETS[service])
+
+    def url_of(self, service: str) -> str:
+        return f"http://{self.bind}:{self.port_of(service)}"
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # init (explicit) > environment > sonia.toml; no dotenv, no secrets dir.
+        toml = _TOML_FILE.get()
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        if toml is not None:
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=toml))
+        return tuple(sources)
+
+
+class _TomlPath:
+    """Which file the next `load_settings` call reads (pydantic-settings asks a class hook)."""
+
+    def __init__(self) -> None:
+        self._path: Path | None = None
+
+    def get(self) -> Path | None:
+        return self._path
+
+    def set(self, path: Path | None) -> None:
+        self._path = path
+
+
+_TOML_FILE = _TomlPath()
+
+
+def _first_error(exc: ValidationError) -> ConfigError:
+    err = exc.errors()[0]
+    key = ".".join(str(p) for p in err["loc"]) or "(root)"
+    if err["type"] == "extra_forbidden":
+        msg = f"unknown setting {key!r}: remove it or check its spelling"
+    else:
+        value = err.get("input")
+        shown = "" if isinstance(value, dict) else f" (got {value!r})"
+        msg = f"setting {key!r} is invalid{shown}: {err['msg']}"
+    return ConfigError(msg, key=key)
+
+
+def load_settings(config_file: Path | None, **overrides: Any) -> Settings:
+    """Read settings from `config_file` (if any) and the environment, or raise ConfigError."""
+    if config_file is not None and config_file.exists():
+        try:
+            tomllib.loads(config_file.read_text())
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{config_file} is not valid TOML: {exc}", key=None) from exc
+    _TOML_FILE.set(config_file if config_file is not None and config_file.exists() else None)
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        raise _first_error(exc) from exc
+    finally:
+        _TOML_FILE.set(None)

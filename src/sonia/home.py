@@ -1,0 +1,294 @@
+"""The home directory: one folder that holds everything a deployment owns.
+
+    sonia.toml   configuration          secrets/   0700; tokens/<service>, grant key, user keys
+    data/        SQLite databases       workspace/ the only folder tools may touch
+    policies/    tool tiers, allowlist  logs/      <service>.log JSON lines
+    run/         pid files, state       artifacts/ gate evidence, release bundles
+
+`Home.init()` creates it; `Home.check()` refuses a home whose secrets are readable
+by others, whose tokens are missing, short or shared.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import os
+import secrets
+import stat
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from sonia import SERVICES
+from sonia.config import Settings, load_settings
+from sonia.errors import ConfigError
+
+TOKEN_BYTES = 32
+"""256-bit service tokens and user keys."""
+MIN_TOKEN_CHARS = 43
+"""urlsafe base64 of 32 bytes; anything shorter is refused."""
+ROLES = ("user", "approver")
+
+DEFAULT_CONFIG = """\
+# Sonia configuration. Every key is optional; unknown keys refuse to start.
+bind = "127.0.0.1"
+base_port = {base_port}
+
+[gateway]
+max_sessions = 64
+session_idle_seconds = 900
+
+[backup]
+interval_hours = 6
+retention = 8
+"""
+
+
+def _write_private(path: Path, data: bytes) -> None:
+    """Create or replace `path` with mode 0600, atomically."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        os.write(fd, data)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+
+
+@dataclass(frozen=True)
+class ApiKey:
+    id: str
+    role: str
+    created_at: float
+
+
+@dataclass(frozen=True)
+class Home:
+    """Paths of one home; cheap to build, touches the disk only when asked."""
+
+    root: Path
+
+    @classmethod
+    def at(cls, root: str | os.PathLike[str]) -> Home:
+        return cls(Path(root).expanduser().resolve())
+
+    # layout -----------------------------------------------------------------
+    @property
+    def config_file(self) -> Path:
+        return self.root / "sonia.toml"
+
+    @property
+    def secrets(self) -> Path:
+        return self.root / "secrets"
+
+    @property
+    def tokens(self) -> Path:
+        return self.secrets / "tokens"
+
+    @property
+    def grant_key_file(self) -> Path:
+        return self.secrets / "eva_grant_key.pem"
+
+    @property
+    def api_keys_file(self) -> Path:
+        return self.secrets / "api_keys.json"
+
+    @property
+    def data(self) -> Path:
+        return self.root / "data"
+
+    @property
+    def workspace(self) -> Path:
+        return self.root / "workspace"
+
+    @property
+    def policies(self) -> Path:
+        return self.root / "policies"
+
+    @property
+    def logs(self) -> Path:
+        return self.root / "logs"
+
+    @property
+    def run(self) -> Path:
+        return self.root / "run"
+
+    @property
+    def artifacts(self) -> Path:
+        return self.root / "artifacts"
+
+    @property
+    def backups(self) -> Path:
+        return self.root / "backups"
+
+    def db_path(self, service: str) -> Path:
+        return self.data / f"{service}.db"
+
+    def log_file(self, service: str) -> Path:
+        return self.logs / f"{service}.log"
+
+    def token_file(self, service: str) -> Path:
+        return self.tokens / service
+
+    @property
+    def exists(self) -> bool:
+        return self.config_file.exists() and self.tokens.is_dir()
+
+    # creation ---------------------------------------------------------------
+    def init(self, *, base_port: int = 7000) -> None:
+        """Lay out the home; existing files (config, tokens, keys) are kept, never rotated."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        for folder in (self.data, self.workspace, self.policies, self.logs, self.run,
+                       self.artifacts, self.backups):
+            folder.mkdir(exist_ok=True)
+        self.secrets.mkdir(mode=0o700, exist_ok=True)
+        self.tokens.mkdir(mode=0o700, exist_ok=True)
+        os.chmod(self.secrets, 0o700)
+        os.chmod(self.tokens, 0o700)
+        for service in SERVICES:
+            path = self.token_file(service)
+            if not path.exists():
+                _write_private(path, secrets.token_urlsafe(TOKEN_BYTES).encode())
+        if not self.grant_key_file.exists():
+            key = Ed25519PrivateKey.generate()
+            pem = key.private_bytes(
+                serialization.Encoding.PEM,
+                serialization.PrivateFormat.PKCS8,
+                serialization.NoEncryption(),
+            )
+            _write_private(self.grant_key_file, pem)
+        if not self.api_keys_file.exists():
+            _write_private(self.api_keys_file, b"[]\n")
+        if not self.config_file.exists():
+            self.config_file.write_text(DEFAULT_CONFIG.format(base_port=base_port))
+        self._install_default_policies()
+
+    def _install_default_policies(self) -> None:
+        """Copy the shipped policy files (tool tiers, command allowlist) where none exist."""
+        from importlib.resources import files
+
+        for item in files("sonia.policies").iterdir():
+            target = self.policies / item.name
+            if item.name.endswith(".toml") and not target.exists():
+                target.write_text(item.read_text())
+
+    # validation -------------------------------------------------------------
+    def settings(self) -> Settings:
+        """Load and validate this home's configuration (ConfigError when unusable)."""
+        if not self.config_file.exists():
+            raise ConfigError(f"{self.config_file} does not exist: run `sonia init`", key="home")
+        return load_settings(self.config_file)
+
+    def check(self) -> Settings:
+        """Validate configuration and secrets; the first problem raises ConfigError."""
+        settings = self.settings()
+        self._check_private_dir(self.secrets, "secrets")
+        self._check_private_dir(self.tokens, "secrets/tokens")
+        seen: dict[str, str] = {}
+        for service in SERVICES:
+            token = self.read_token(service)
+            if token in seen:
+                raise ConfigError(
+                    f"services {seen[token]} and {service} share a token: "
+                    f"delete {self.token_file(service)} and run `sonia init` to make a new one",
+                    key=f"secrets.tokens.{service}",
+                )
+            seen[token] = service
+        for path in (self.grant_key_file, self.api_keys_file):
+            if path.exists():
+                self._check_private_file(path, f"secrets/{path.name}")
+        return settings
+
+    def _check_private_dir(self, path: Path, key: str) -> None:
+        if not path.is_dir():
+            raise ConfigError(f"{path} is missing: run `sonia init`", key=key)
+        mode = stat.S_IMODE(path.stat().st_mode)
+        if mode & 0o077:
+            raise ConfigError(
+                f"{path} has mode {mode:o} and is open to other users: run `chmod 700 {path}`",
+                key=key,
+            )
+
+    def _check_private_file(self, path: Path, key: str) -> None:
+        mode = stat.S_IMODE(path.stat().st_mode)
+        if mode & 0o077:
+            raise ConfigError(
+                f"{path} has mode {mode:o} and is readable by others: run `chmod 600 {path}`",
+                key=key,
+            )
+
+    # secrets ----------------------------------------------------------------
+    def read_token(self, service: str) -> str:
+        """The service token of `service`, checked for presence, privacy and length."""
+        path = self.token_file(service)
+        key = f"secrets.tokens.{service}"
+        if not path.exists():
+            raise ConfigError(f"token file {path} is missing: run `sonia init`", key=key)
+        self._check_private_file(path, key)
+        token = path.read_text().strip()
+        if len(token) < MIN_TOKEN_CHARS:
+            raise ConfigError(
+                f"token in {path} is {len(token)} characters, shorter than {MIN_TOKEN_CHARS}: "
+                f"delete it and run `sonia init`",
+                key=key,
+            )
+        return token
+
+    def all_tokens(self) -> dict[str, str]:
+        return {service: self.read_token(service) for service in SERVICES}
+
+    def grant_private_key(self) -> Ed25519PrivateKey:
+        self._check_private_file(self.grant_key_file, "secrets/eva_grant_key.pem")
+        key = serialization.load_pem_private_key(self.grant_key_file.read_bytes(), password=None)
+        if not isinstance(key, Ed25519PrivateKey):
+            raise ConfigError("the EVA grant key is not an Ed25519 key", key="secrets")
+        return key
+
+    # user API keys ----------------------------------------------------------
+    def create_api_key(self, role: str) -> str:
+        """Make a user key with `role`; only its SHA-256 is stored. Returns the key once."""
+        if role not in ROLES:
+            raise ConfigError(f"role must be one of {', '.join(ROLES)}, not {role!r}", key="role")
+        key_id = secrets.token_hex(6)
+        key = f"sk-sonia-{key_id}-{secrets.token_urlsafe(TOKEN_BYTES)}"
+        records = self._read_api_key_records()
+        records.append({
+            "id": key_id,
+            "role": role,
+            "sha256": hashlib.sha256(key.encode()).hexdigest(),
+            "created_at": time.time(),
+        })
+        _write_private(self.api_keys_file, (json.dumps(records, indent=1) + "\n").encode())
+        return key
+
+    def _read_api_key_records(self) -> list[dict[str, object]]:
+        if not self.api_keys_file.exists():
+            return []
+        records = json.loads(self.api_keys_file.read_text() or "[]")
+        if not isinstance(records, list):
+            raise ConfigError(f"{self.api_keys_file} is not a JSON list", key="secrets")
+        return records
+
+    def api_key_table(self) -> list[tuple[bytes, ApiKey]]:
+        """(sha256 digest, key) for every stored user key."""
+        return [
+            (bytes.fromhex(str(r["sha256"])),
+             ApiKey(id=str(r["id"]), role=str(r["role"]), created_at=float(str(r["created_at"]))))
+            for r in self._read_api_key_records()
+        ]
+
+
+def match_api_key(table: list[tuple[bytes, ApiKey]], presented: str) -> ApiKey | None:
+    """Find the key whose hash matches, comparing every entry in constant time."""
+    digest = hashlib.sha256(presented.encode()).digest()
+    found: ApiKey | None = None
+    for stored, key in table:
+        if hmac.compare_digest(stored, digest):
+            found = key
+    return found

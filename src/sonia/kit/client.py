@@ -1,0 +1,114 @@
+"""The internal HTTP client: how one service calls another.
+
+Every call carries the caller's own service token and the current correlation
+ID, has a timeout, and turns failures into Sonia's errors at this boundary: a
+problem+json answer becomes the same ApiError again, a refused connection is
+UNAVAILABLE, a call that runs out of time is TIMEOUT.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import httpx
+
+from sonia.errors import ApiError, Internal, Timeout, Unavailable, api_error_for
+from sonia.kit import correlation
+from sonia.kit.auth import SERVICE_TOKEN_HEADER
+
+DEFAULT_TIMEOUT = httpx.Timeout(10.0, connect=2.0)
+
+
+def error_from_response(target: str, response: httpx.Response) -> ApiError:
+    """Rebuild the ApiError a service answered, or describe a non-problem answer."""
+    try:
+        body = response.json()
+    except ValueError:
+        body = None
+    if isinstance(body, dict) and isinstance(body.get("code"), str):
+        extra = {k: v for k, v in body.items()
+                 if k not in {"type", "title", "status", "detail", "code", "correlation_id"}}
+        return api_error_for(body["code"], str(body.get("detail", "")), extra)
+    if response.status_code == 503:
+        return Unavailable(f"{target} answered 503")
+    return Internal(f"{target} answered {response.status_code} without a problem body")
+
+
+class ServiceClient:
+    """Calls one target service on behalf of `caller`."""
+
+    def __init__(self, caller_token: str, target: str, base_url: str,
+                 timeout: httpx.Timeout = DEFAULT_TIMEOUT) -> None:
+        self.target = target
+        self.base_url = base_url
+        self._token = caller_token
+        self._http = httpx.AsyncClient(base_url=base_url, timeout=timeout,
+                                       limits=httpx.Limits(max_connections=200))
+
+    def _headers(self) -> dict[str, str]:
+        return {SERVICE_TOKEN_HEADER: self._token, correlation.HEADER: correlation.current()}
+
+    async def request(self, method: str, path: str, *, json_body: Any = None,
+                      params: dict[str, Any] | None = None,
+                      timeout: float | None = None) -> Any:
+        """Send a request and return the decoded JSON body (None for an empty body)."""
+        kwargs: dict[str, Any] = {"headers": self._headers(), "params": params}
+        if json_body is not None:
+            kwargs["json"] = json_body
+        if timeout is not None:
+            kwargs["timeout"] = httpx.Timeout(timeout, connect=min(timeout, 2.0))
+        try:
+            response = await self._http.request(method, path, **kwargs)
+        except httpx.TimeoutException as exc:
+            raise Timeout(f"{self.target} did not answer {method} {path} in time") from exc
+        except httpx.TransportError as exc:
+            raise Unavailable(f"{self.target} is unreachable: {type(exc).__name__}") from exc
+        if response.status_code >= 400:
+            raise error_from_response(self.target, response)
+        if not response.content:
+            return None
+        return response.json()
+
+    @asynccontextmanager
+    async def stream_lines(self, method: str, path: str, *, json_body: Any = None,
+                           timeout: float | None = None) -> AsyncIterator[AsyncIterator[str]]:
+        """Open a streaming request and yield an iterator over its lines."""
+        kwargs: dict[str, Any] = {"headers": self._headers(), "json": json_body}
+        if timeout is not None:
+            kwargs["timeout"] = httpx.Timeout(timeout, connect=min(timeout, 2.0))
+        try:
+            async with self._http.stream(method, path, **kwargs) as response:
+                if response.status_code >= 400:
+                    await response.aread()
+                    raise error_from_response(self.target, response)
+                yield response.aiter_lines()
+        except httpx.TimeoutException as exc:
+            raise Timeout(f"{self.target} did not answer {method} {path} in time") from exc
+        except httpx.TransportError as exc:
+            raise Unavailable(f"{self.target} is unreachable: {type(exc).__name__}") from exc
+
+    async def ready(self) -> dict[str, Any]:
+        """The target's /readyz; raises Unavailable unless it is ready."""
+        try:
+            response = await self._http.get("/readyz", timeout=2.0)
+        except httpx.HTTPError as exc:
+            raise Unavailable(f"{self.target} is unreachable: {type(exc).__name__}") from exc
+        if response.status_code != 200:
+            raise Unavailable(f"{self.target} is not ready ({response.status_code})")
+        return {"url": self.base_url}
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+
+def parse_sse_data(line: str) -> Any | None:
+    """The JSON payload of one `data:` line of an SSE stream (None for others and [DONE])."""
+    if not line.startswith("data:"):
+        return None
+    data = line[5:].strip()
+    if not data or data == "[DONE]":
+        return None
+    return json.loads(data)

@@ -1,0 +1,75 @@
+"""JSON-lines logging: one object a line, one file a service.
+
+Every line carries ts, level, service, correlation_id and msg, plus the request
+fields (route, method, status, duration_ms) when the access log writes it.
+Secrets are redacted from the rendered line before it reaches the file, so a
+token that slips into a message never lands on disk.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from sonia.kit import correlation
+
+EXTRA_FIELDS = ("route", "method", "status", "duration_ms", "client", "event", "caller")
+
+
+class JsonFormatter(logging.Formatter):
+    def __init__(self, service: str, redact: Callable[[str], str] | None = None) -> None:
+        super().__init__()
+        self.service = service
+        self.redact = redact
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, Any] = {
+            "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
+            + f".{int(record.msecs):03d}Z",
+            "level": record.levelname.lower(),
+            "service": self.service,
+            "correlation_id": getattr(record, "correlation_id", None) or correlation.current(),
+            "logger": record.name,
+            "msg": record.getMessage(),
+        }
+        for field in EXTRA_FIELDS:
+            if hasattr(record, field):
+                entry[field] = getattr(record, field)
+        if record.exc_info:
+            entry["exc"] = self.formatException(record.exc_info)
+        line = json.dumps(entry, default=str)
+        return self.redact(line) if self.redact else line
+
+
+def configure_logging(
+    service: str,
+    path: Path | None,
+    *,
+    level: str = "info",
+    redact: Callable[[str], str] | None = None,
+) -> logging.Logger:
+    """Send every logger of the process to `path` (or stderr) as JSON lines."""
+    handler: logging.Handler
+    if path is None:
+        handler = logging.StreamHandler(sys.stderr)
+    else:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handler = logging.FileHandler(path, encoding="utf-8")
+    handler.setFormatter(JsonFormatter(service, redact))
+    root = logging.getLogger()
+    for old in list(root.handlers):
+        root.removeHandler(old)
+    root.addHandler(handler)
+    root.setLevel(level.upper())
+    # uvicorn's own loggers propagate to ours; its access log is replaced by kit.access.
+    for name in ("uvicorn", "uvicorn.error"):
+        logging.getLogger(name).handlers.clear()
+        logging.getLogger(name).propagate = True
+    logging.getLogger("uvicorn.access").disabled = True
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    return logging.getLogger(f"sonia.{service}")

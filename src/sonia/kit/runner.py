@@ -1,0 +1,82 @@
+"""Running one service process: load the home, configure logs, serve with uvicorn.
+
+`python -m sonia.services NAME --home HOME` ends here. A bad home or bad
+configuration exits 2 with a message that says what to fix. On SIGTERM the
+service first reports not-ready (so a balancer or the supervisor stops sending
+work), then drains its connections and runs its shutdown hooks, which
+checkpoint and close its databases.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import sys
+from typing import Any
+
+import uvicorn
+from fastapi import FastAPI
+
+from sonia import SERVICES
+from sonia.errors import ConfigError
+from sonia.home import Home
+from sonia.kit.app import ServiceContext
+from sonia.kit.logs import configure_logging
+try:
+    from sonia.redact import Redactor
+except ImportError:  # TEMP-SHIM
+    Redactor = None  # type: ignore[assignment,misc]
+
+EXIT_CONFIG = 2
+
+
+class DrainingServer(uvicorn.Server):
+    """uvicorn that flips readiness to 503 the moment it is told to stop."""
+
+    def __init__(self, config: uvicorn.Config, app: FastAPI) -> None:
+        super().__init__(config)
+        self._app = app
+
+    def handle_exit(self, sig: int, frame: Any) -> None:
+        self._app.state.readiness.draining = True
+        super().handle_exit(sig, frame)
+
+
+def build_app(name: str, home: Home) -> tuple[FastAPI, ServiceContext]:
+    settings = home.check()
+    tokens = home.all_tokens()
+    ctx = ServiceContext(name=name, home=home, settings=settings, tokens=tokens)
+    module = importlib.import_module(f"sonia.services.{name}.app")
+    app: FastAPI = module.create(ctx)
+    return app, ctx
+
+
+def serve(name: str, home_root: str) -> int:
+    if name not in SERVICES:
+        print(f"unknown service {name!r}; services are {', '.join(SERVICES)}", file=sys.stderr)
+        return EXIT_CONFIG
+    home = Home.at(home_root)
+    try:
+        app, ctx = build_app(name, home)
+    except ConfigError as exc:
+        print(f"sonia-{name}: configuration error: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    redactor = Redactor(ctx.tokens.values()) if Redactor else None  # TEMP-SHIM
+    log = configure_logging(name, home.log_file(name), level=ctx.settings.log_level,
+                            redact=redactor.redact if redactor else None)  # TEMP-SHIM
+    config = uvicorn.Config(
+        app,
+        host=ctx.settings.bind,
+        port=ctx.settings.port_of(name),
+        log_config=None,
+        access_log=False,
+        lifespan="on",
+        timeout_graceful_shutdown=max(1, int(ctx.settings.supervisor.stop_grace_seconds) - 2),
+        ws="websockets-sansio",
+    )
+    server = DrainingServer(config, app)
+    log.info("starting on %s:%d", ctx.settings.bind, ctx.settings.port_of(name))
+    server.run()
+    log.info("stopped")
+    logging.shutdown()
+    return 0 if server.started else 1

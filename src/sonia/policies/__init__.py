@@ -1,0 +1,1 @@
+"""Default policy files copied into a new home (tool tiers, command allowlist)."""

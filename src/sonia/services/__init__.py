@@ -1,0 +1,1 @@
+"""The six services; each package holds app.py (its routes) beside its domain modules."""

@@ -1,0 +1,5 @@
+import sys
+
+from sonia.supervisor.daemon import main
+
+sys.exit(main())

@@ -1,0 +1,172 @@
+"""The background supervisor: owns the service processes of one home.
+
+It starts every service in its own process group, restarts one that dies (with
+exponential backoff, counting restarts), and on SIGTERM stops them in reverse
+start order (SIGTERM, grace, SIGKILL only when it must), writes a stop report
+naming every escalation, and exits. `python -m sonia.supervisor --home HOME`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from sonia import SERVICES
+from sonia.errors import ConfigError
+from sonia.home import Home
+from sonia.kit.logs import configure_logging
+from sonia.supervisor.process import RUN_MARKER_ENV, ManagedProcess, service_argv
+from sonia.supervisor.state import (
+    state_file,
+    stop_report_file,
+    supervisor_pid_file,
+    write_json_atomic,
+)
+
+STABLE_AFTER_S = 30.0
+"""A service that stayed up this long has its backoff reset."""
+POLL_S = 0.1
+
+log = logging.getLogger("sonia.supervisor")
+
+
+@dataclass
+class Slot:
+    process: ManagedProcess
+    restarts: int = 0
+    backoff: float = 0.0
+    restart_at: float | None = None
+    last_exit: int | None = None
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+
+class Supervisor:
+    def __init__(self, home: Home) -> None:
+        self.home = home
+        self.settings = home.check()
+        self.marker = os.environ.get(RUN_MARKER_ENV) or f"sonia-{os.getpid()}-{time.time_ns()}"
+        env = dict(os.environ)
+        env[RUN_MARKER_ENV] = self.marker
+        env["SONIA_HOME"] = str(home.root)
+        self.slots = {
+            name: Slot(ManagedProcess(
+                name, service_argv(name, home.root), env=env,
+                log_path=home.logs / f"{name}.out", pid_path=home.run / f"{name}.pid"))
+            for name in SERVICES
+        }
+        self.stopping = False
+
+    def write_state(self) -> None:
+        services = {}
+        for name, slot in self.slots.items():
+            proc = slot.process
+            services[name] = {
+                "pid": proc.pid if proc.running() else None,
+                "port": self.settings.port_of(name),
+                "started_at": proc.started_at,
+                "restarts": slot.restarts,
+                "last_exit": slot.last_exit,
+                "state": "running" if proc.running() else (
+                    "restarting" if slot.restart_at else "stopped"),
+            }
+        write_json_atomic(state_file(self.home), {
+            "supervisor_pid": os.getpid(),
+            "marker": self.marker,
+            "bind": self.settings.bind,
+            "services": services,
+            "updated_at": time.time(),
+        })
+
+    def start_all(self) -> None:
+        for name in SERVICES:
+            self.slots[name].process.start()
+            log.info("started %s pid %s", name, self.slots[name].process.pid)
+        self.write_state()
+
+    def watch_once(self) -> None:
+        now = time.monotonic()
+        changed = False
+        for name, slot in self.slots.items():
+            proc = slot.process
+            if slot.restart_at is not None:
+                if now >= slot.restart_at:
+                    slot.restart_at = None
+                    proc.start()
+                    slot.restarts += 1
+                    log.warning("restarted %s (restart %d) pid %s", name, slot.restarts, proc.pid)
+                    changed = True
+                continue
+            code = proc.poll()
+            if code is None:
+                if proc.started_at and time.time() - proc.started_at > STABLE_AFTER_S:
+                    slot.backoff = 0.0
+                continue
+            slot.last_exit = code
+            proc.remove_pid_file()
+            sup = self.settings.supervisor
+            slot.backoff = min(sup.restart_backoff_max,
+                               slot.backoff * 2 if slot.backoff else sup.restart_backoff_initial)
+            slot.restart_at = now + slot.backoff
+            slot.history.append({"exit": code, "at": time.time(), "backoff": slot.backoff})
+            log.warning("%s exited with %s; restarting in %.1fs", name, code, slot.backoff)
+            changed = True
+        if changed:
+            self.write_state()
+
+    def stop_all(self) -> dict[str, Any]:
+        grace = self.settings.supervisor.stop_grace_seconds
+        results = []
+        for name in reversed(SERVICES):
+            slot = self.slots[name]
+            slot.restart_at = None
+            result = slot.process.stop(grace)
+            if result.escalated:
+                log.error("%s did not stop within %.1fs: SIGKILL", name, grace)
+            results.append(result.__dict__)
+        report = {
+            "stopped_at": time.time(),
+            "services": results,
+            "escalations": [r["name"] for r in results if r["escalated"]],
+            "restarts": {name: slot.restarts for name, slot in self.slots.items()},
+        }
+        write_json_atomic(stop_report_file(self.home), report)
+        return report
+
+    def run(self) -> int:
+        def on_signal(signum: int, frame: Any) -> None:
+            self.stopping = True
+
+        signal.signal(signal.SIGTERM, on_signal)
+        signal.signal(signal.SIGINT, on_signal)
+        self.start_all()
+        while not self.stopping:
+            self.watch_once()
+            time.sleep(POLL_S)
+        self.stop_all()
+        self.write_state()
+        return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m sonia.supervisor")
+    parser.add_argument("--home", required=True)
+    args = parser.parse_args(argv)
+    home = Home.at(args.home)
+    configure_logging("supervisor", home.logs / "supervisor.log")
+    try:
+        supervisor = Supervisor(home)
+    except ConfigError as exc:
+        print(f"configuration error: {exc}", file=sys.stderr)
+        return 2
+    pid_file = supervisor_pid_file(home)
+    pid_file.write_text(f"{os.getpid()}\n")
+    try:
+        return supervisor.run()
+    finally:
+        pid_file.unlink(missing_ok=True)

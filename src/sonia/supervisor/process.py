@@ -1,0 +1,123 @@
+"""One managed child process: its own session and process group, its log, its pid file.
+
+Stopping follows the careful order: SIGTERM to the whole group, wait for the
+grace period, and only then SIGKILL, which is reported as an escalation rather
+than hidden. Deadlines use time.monotonic().
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import psutil
+
+RUN_MARKER_ENV = "SONIA_RUN_MARKER"
+"""Set on every process a supervisor starts, so leftovers can be found by it."""
+
+
+@dataclass
+class StopResult:
+    name: str
+    pid: int | None
+    exit_code: int | None
+    seconds: float
+    escalated: bool
+
+
+class ManagedProcess:
+    def __init__(self, name: str, argv: list[str], *, env: dict[str, str], log_path: Path,
+                 pid_path: Path) -> None:
+        self.name = name
+        self.argv = argv
+        self.env = env
+        self.log_path = log_path
+        self.pid_path = pid_path
+        self.popen: subprocess.Popen[bytes] | None = None
+        self.started_at: float | None = None
+
+    @property
+    def pid(self) -> int | None:
+        return self.popen.pid if self.popen else None
+
+    def start(self) -> None:
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.log_path, "ab") as out:
+            self.popen = subprocess.Popen(
+                self.argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+                env=self.env, start_new_session=True, close_fds=True,
+            )
+        self.started_at = time.time()
+        tmp = self.pid_path.with_suffix(".tmp")
+        tmp.write_text(f"{self.popen.pid}\n")
+        os.replace(tmp, self.pid_path)
+
+    def poll(self) -> int | None:
+        """The exit code once the process has ended (reaping it), else None."""
+        return self.popen.poll() if self.popen else None
+
+    def running(self) -> bool:
+        return self.popen is not None and self.popen.poll() is None
+
+    def _signal_group(self, sig: int) -> None:
+        if self.popen is None:
+            return
+        try:
+            os.killpg(self.popen.pid, sig)
+        except ProcessLookupError:
+            pass
+
+    def group_alive(self) -> bool:
+        """Whether any process of this child's process group is still alive (not a zombie)."""
+        if self.popen is None:
+            return False
+        pgid = self.popen.pid
+        for proc in psutil.process_iter(["pid", "status"]):
+            try:
+                if os.getpgid(proc.pid) == pgid and proc.info["status"] != psutil.STATUS_ZOMBIE:
+                    return True
+            except (ProcessLookupError, psutil.Error):
+                continue
+        return False
+
+    def stop(self, grace: float) -> StopResult:
+        start = time.monotonic()
+        pid = self.pid
+        if self.popen is None:
+            return StopResult(self.name, None, None, 0.0, False)
+        self._signal_group(signal.SIGTERM)
+        deadline = start + grace
+        escalated = False
+        code: int | None = None
+        while time.monotonic() < deadline:
+            code = self.popen.poll()
+            if code is not None and not self.group_alive():
+                break
+            time.sleep(0.02)
+        else:
+            escalated = True
+            self._signal_group(signal.SIGKILL)
+            code = self.popen.wait(timeout=10)
+        self.remove_pid_file()
+        return StopResult(self.name, pid, code, time.monotonic() - start, escalated)
+
+    def kill(self) -> None:
+        self._signal_group(signal.SIGKILL)
+        if self.popen is not None:
+            self.popen.wait(timeout=10)
+        self.remove_pid_file()
+
+    def remove_pid_file(self) -> None:
+        try:
+            self.pid_path.unlink()
+        except FileNotFoundError:
+            pass
+
+
+def service_argv(service: str, home: Path) -> list[str]:
+    return [sys.executable, "-m", "sonia.services", service, "--home", str(home)]
