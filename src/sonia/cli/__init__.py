@@ -9,7 +9,6 @@ from __future__ import annotations
 import sys
 
 import typer
-from rich.console import Console
 
 from sonia.errors import ConfigError, SoniaError
 
@@ -20,13 +19,13 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-err = Console(stderr=True)
 
 
 def _register() -> None:
-    from sonia.cli import stack
+    from sonia.cli import gates, stack
 
     stack.register(app)
+    gates.register(app)
 
 
 _register()
@@ -36,8 +35,9 @@ def main() -> None:
     try:
         app()
     except ConfigError as exc:
-        err.print(f"[red]configuration error:[/red] {exc}")
+        where = f" [{exc.key}]" if exc.key else ""
+        print(f"configuration error{where}: {exc}", file=sys.stderr)
         sys.exit(2)
     except SoniaError as exc:
-        err.print(f"[red]error:[/red] {exc}")
+        print(f"error: {exc}", file=sys.stderr)
         sys.exit(1)

@@ -133,9 +133,15 @@ def create_app(ctx: ServiceContext, parts: ServiceParts) -> FastAPI:
         lifespan=lifespan,
         docs_url=None,
         redoc_url=None,
+        openapi_url=None,  # every route but the five open ones needs credentials
     )
     app.state.ctx = ctx
     app.state.readiness = readiness
+    app.state.callers = dict(parts.callers)
+    app.state.service_methods = {
+        r.path: sorted(set(getattr(r, "methods", ())) - {"HEAD"})
+        for router in parts.service_routers for r in router.routes if hasattr(r, "path")
+    }
     for key, value in parts.state.items():
         setattr(app.state, key, value)
 

@@ -15,6 +15,7 @@ import subprocess
 import sys
 import time
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -26,6 +27,10 @@ from sonia.errors import SupervisorError
 from sonia.home import Home
 from sonia.supervisor.process import RUN_MARKER_ENV
 from sonia.supervisor.state import read_json, state_file, stop_report_file, supervisor_pid_file
+
+
+_spawned: dict[Path, subprocess.Popen[bytes]] = {}
+"""Supervisors this process started, kept so their exit status is collected (no zombie)."""
 
 
 @dataclass
@@ -121,7 +126,7 @@ def up(home: Home, *, wait: bool = True) -> dict[str, float]:
     stop_report_file(home).unlink(missing_ok=True)
     home.logs.mkdir(exist_ok=True)
     with open(home.logs / "supervisor.out", "ab") as out:
-        subprocess.Popen(
+        _spawned[home.root] = subprocess.Popen(
             [sys.executable, "-m", "sonia.supervisor", "--home", str(home.root)],
             stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
             start_new_session=True, close_fds=True, env=dict(os.environ),
@@ -182,6 +187,9 @@ def down(home: Home, *, timeout: float | None = None) -> DownReport:
                 report.escalations.append("supervisor")
                 break
             time.sleep(0.02)
+        spawned = _spawned.pop(home.root, None)
+        if spawned is not None:  # this process started it: collect its exit status
+            spawned.wait(timeout=10)
         stop = read_json(stop_report_file(home)) or {}
         report.escalations.extend(stop.get("escalations", []))
         report.services = stop.get("services", [])

@@ -1,0 +1,3 @@
+from sonia.cli import main
+
+main()
