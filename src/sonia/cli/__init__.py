@@ -22,9 +22,10 @@ app = typer.Typer(
 
 
 def _register() -> None:
-    from sonia.cli import gates, stack
+    from sonia.cli import chat, gates, stack
 
     stack.register(app)
+    chat.register(app)
     gates.register(app)
 
 

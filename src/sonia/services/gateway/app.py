@@ -1,4 +1,8 @@
-"""The gateway: the only public API (users, chat, sessions, actions, approvals)."""
+"""The gateway: the only public API (users, chat, sessions, actions, approvals).
+
+Its routes live in one module per concern (conversation, sessions, actions);
+this module only assembles them around the shared `Gateway` state.
+"""
 
 from __future__ import annotations
 
@@ -6,29 +10,30 @@ from fastapi import APIRouter, Depends, FastAPI
 
 from sonia.home import ApiKey
 from sonia.kit.app import ServiceContext, ServiceParts, create_app, run_sync
-from sonia.kit.auth import UserKeys
-from sonia.kit.db import Database
+from sonia.services.gateway import actions_api, conversation, sessions_api
+from sonia.services.gateway.state import Gateway
 
 DOWNSTREAM = ("eva", "memory", "router", "openclaw", "voice")
 
 
 def create(ctx: ServiceContext) -> FastAPI:
-    db = Database(ctx.home.db_path("gateway"), [])
-    keys = UserKeys(ctx.home)
-    user = APIRouter(prefix="/v1", dependencies=[Depends(keys.dependency())])
+    gw = Gateway.build(ctx)
+    whoami_routes = APIRouter(prefix="/v1", tags=["identity"])
 
-    @user.get("/whoami")
-    async def whoami(key: ApiKey = Depends(keys.dependency())) -> dict[str, str]:
+    @whoami_routes.get("/whoami")
+    async def whoami(key: ApiKey = Depends(gw.user)) -> dict[str, str]:  # noqa: B008
+        """Who the presented key is: the cheapest authenticated route (benchmarks' baseline)."""
         return {"key_id": key.id, "role": key.role}
 
     async def database() -> dict[str, object]:
-        await db.ping()
+        await gw.db.ping()
         return {}
 
     checks = {"database": database} | {name: ctx.dependency_check(name) for name in DOWNSTREAM}
     return create_app(ctx, ServiceParts(
-        user_routers=[user],
+        user_routers=[whoami_routes, *conversation.routers(gw), *sessions_api.routers(gw),
+                      *actions_api.routers(gw)],
         checks=checks,
-        on_startup=[run_sync(db.open)],
-        on_shutdown=[run_sync(db.close)],
+        on_startup=[run_sync(gw.db.open), *gw.on_startup],
+        on_shutdown=[*gw.on_shutdown, run_sync(gw.db.close)],
     ))

@@ -1,0 +1,48 @@
+"""What the gateway's route modules share: its database, user keys and policies."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+from fastapi import Request
+
+from sonia.home import ApiKey
+from sonia.kit.app import Hook, ServiceContext
+from sonia.kit.auth import UserKeys
+from sonia.kit.db import Database
+from sonia.services.gateway import sessions
+
+MIGRATIONS: list[str] = [*sessions.MIGRATIONS]
+"""The gateway database's schema; route modules append their tables as new migrations."""
+
+
+@dataclass
+class Gateway:
+    ctx: ServiceContext
+    db: Database
+    keys: UserKeys
+    session_policy: sessions.SessionPolicy
+    on_startup: list[Hook] = field(default_factory=list)
+    on_shutdown: list[Hook] = field(default_factory=list)
+
+    @classmethod
+    def build(cls, ctx: ServiceContext) -> Gateway:
+        gw = ctx.settings.gateway
+        return cls(
+            ctx=ctx,
+            db=Database(ctx.home.db_path("gateway"), MIGRATIONS),
+            keys=UserKeys(ctx.home),
+            session_policy=sessions.SessionPolicy(idle_seconds=gw.session_idle_seconds,
+                                                  max_open=gw.max_sessions),
+        )
+
+    @property
+    def user(self) -> Callable[[Request], Awaitable[ApiKey]]:
+        """Dependency: any valid user key."""
+        return self.keys.dependency()
+
+    @property
+    def approver(self) -> Callable[[Request], Awaitable[ApiKey]]:
+        """Dependency: an approver key."""
+        return self.keys.dependency("approver")

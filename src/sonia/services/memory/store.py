@@ -1,0 +1,459 @@
+"""The memory ledger: memories and conversation turns in one SQLite database.
+
+Memories are things worth recalling (facts the user stated, notes); turns are
+the conversation itself, numbered per session. Memories are never deleted,
+only archived, so the ledger keeps its history and an archived memory simply
+stops being recalled.
+
+Full-text search runs on an FTS5 index kept in step with `memories` by
+triggers (external content, so the text is stored once). User text never
+reaches FTS5 query syntax: `match_expression` keeps only the words of a query,
+quotes each one, and joins them with OR, so recall is broad and BM25 puts the
+best match first. Scores are `-bm25(...)`: positive, higher is better.
+
+The module is plain functions of a `sqlite3.Connection` (each one correct on
+its own, and safe inside a larger transaction) plus `MemoryStore`, the async
+face the service uses: writes go through `Database.write`, which commits with
+`synchronous=FULL` before the call returns, so an acknowledged write is on disk.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import secrets
+import sqlite3
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from sonia.errors import InvalidArgument, NotFound
+from sonia.kit.db import Database
+
+MIGRATIONS: list[str] = [
+    # v0 -> v1: memories, turns, and the full-text index over memories.
+    """
+    CREATE TABLE memories (
+        seq             INTEGER PRIMARY KEY,
+        id              TEXT NOT NULL UNIQUE,
+        kind            TEXT NOT NULL,
+        content         TEXT NOT NULL,
+        metadata        TEXT NOT NULL DEFAULT '{}',
+        session_id      TEXT,
+        idempotency_key TEXT UNIQUE,
+        created_at      TEXT NOT NULL,
+        archived_at     TEXT
+    );
+    CREATE INDEX memories_session ON memories(session_id);
+
+    CREATE TABLE turns (
+        seq        INTEGER PRIMARY KEY,
+        id         TEXT NOT NULL UNIQUE,
+        session_id TEXT NOT NULL,
+        turn_no    INTEGER NOT NULL,
+        role       TEXT NOT NULL CHECK (role IN ('user', 'assistant')),
+        content    TEXT NOT NULL,
+        metadata   TEXT NOT NULL DEFAULT '{}',
+        created_at TEXT NOT NULL,
+        UNIQUE (session_id, turn_no)
+    );
+
+    CREATE VIRTUAL TABLE memories_fts USING fts5(
+        content,
+        content = 'memories',
+        content_rowid = 'seq',
+        tokenize = 'porter unicode61 remove_diacritics 2'
+    );
+
+    CREATE TRIGGER memories_fts_insert AFTER INSERT ON memories BEGIN
+        INSERT INTO memories_fts(rowid, content) VALUES (new.seq, new.content);
+    END;
+    CREATE TRIGGER memories_fts_delete AFTER DELETE ON memories BEGIN
+        INSERT INTO memories_fts(memories_fts, rowid, content)
+            VALUES ('delete', old.seq, old.content);
+    END;
+    CREATE TRIGGER memories_fts_update AFTER UPDATE OF content ON memories BEGIN
+        INSERT INTO memories_fts(memories_fts, rowid, content)
+            VALUES ('delete', old.seq, old.content);
+        INSERT INTO memories_fts(rowid, content) VALUES (new.seq, new.content);
+    END;
+    """,
+]
+"""The schema, one script per version (`PRAGMA user_version`); append, never edit."""
+
+TABLES: tuple[str, ...] = ("memories", "turns")
+"""The tables holding the ledger's rows (the FTS index is derived from `memories`)."""
+
+ROLES = frozenset({"user", "assistant"})
+MAX_CONTENT_CHARS = 65_536
+MAX_LIMIT = 200
+MAX_QUERY_TERMS = 32
+MAX_TERM_CHARS = 64
+_KIND = re.compile(r"[a-z][a-z0-9_.-]{0,31}")
+_WORD = re.compile(r"\w+", re.UNICODE)
+
+Clock = Callable[[], datetime]
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _stamp(clock: Clock) -> str:
+    """An ISO 8601 UTC timestamp with microseconds: sortable as text."""
+    return clock().astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+@dataclass(frozen=True)
+class Memory:
+    """One entry of the ledger."""
+
+    id: str
+    kind: str
+    content: str
+    created_at: str
+    metadata: dict[str, Any] = field(default_factory=dict)
+    session_id: str | None = None
+    archived_at: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id, "kind": self.kind, "content": self.content,
+            "metadata": self.metadata, "session_id": self.session_id,
+            "created_at": self.created_at, "archived_at": self.archived_at,
+        }
+
+
+@dataclass(frozen=True)
+class MemoryHit:
+    """A search result: `score` is positive, higher is a better match."""
+
+    id: str
+    kind: str
+    content: str
+    score: float
+    created_at: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"id": self.id, "kind": self.kind, "content": self.content,
+                "score": self.score, "created_at": self.created_at}
+
+
+@dataclass(frozen=True)
+class Turn:
+    """One message of a conversation; `turn_no` counts from 1 within its session."""
+
+    id: str
+    session_id: str
+    turn_no: int
+    role: str
+    content: str
+    created_at: str
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"id": self.id, "session_id": self.session_id, "turn_no": self.turn_no,
+                "role": self.role, "content": self.content, "created_at": self.created_at,
+                "metadata": self.metadata}
+
+
+@dataclass(frozen=True)
+class SessionSummary:
+    """A session seen through its turns."""
+
+    session_id: str
+    turns: int
+    first_at: str
+    last_at: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"session_id": self.session_id, "turns": self.turns,
+                "first_at": self.first_at, "last_at": self.last_at}
+
+
+def _new_id(prefix: str) -> str:
+    return f"{prefix}_{secrets.token_hex(12)}"
+
+
+def _check_content(content: str) -> str:
+    if not isinstance(content, str) or not content.strip():
+        raise InvalidArgument("content must be a non-empty string")
+    if len(content) > MAX_CONTENT_CHARS:
+        raise InvalidArgument(f"content is longer than {MAX_CONTENT_CHARS} characters")
+    if "\x00" in content:
+        raise InvalidArgument("content must not contain NUL characters")
+    return content
+
+
+def _check_limit(limit: int) -> int:
+    if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= MAX_LIMIT:
+        raise InvalidArgument(f"limit must be an integer from 1 to {MAX_LIMIT}")
+    return limit
+
+
+def _dump(metadata: Mapping[str, Any] | None) -> str:
+    try:
+        return json.dumps(dict(metadata or {}), sort_keys=True, separators=(",", ":"))
+    except (TypeError, ValueError) as exc:
+        raise InvalidArgument(f"metadata must be JSON-serialisable: {exc}") from exc
+
+
+def _memory(row: sqlite3.Row) -> Memory:
+    return Memory(id=row["id"], kind=row["kind"], content=row["content"],
+                  created_at=row["created_at"], metadata=json.loads(row["metadata"]),
+                  session_id=row["session_id"], archived_at=row["archived_at"])
+
+
+def _turn(row: sqlite3.Row) -> Turn:
+    return Turn(id=row["id"], session_id=row["session_id"], turn_no=row["turn_no"],
+                role=row["role"], content=row["content"], created_at=row["created_at"],
+                metadata=json.loads(row["metadata"]))
+
+
+_MEMORY_COLUMNS = "id, kind, content, metadata, session_id, created_at, archived_at"
+
+
+def add_memory(
+    conn: sqlite3.Connection,
+    content: str,
+    *,
+    kind: str = "note",
+    metadata: Mapping[str, Any] | None = None,
+    session_id: str | None = None,
+    idempotency_key: str | None = None,
+    clock: Clock = utc_now,
+) -> Memory:
+    """Store a memory; a retry with the same `idempotency_key` returns the first one.
+
+    Reusing a key for different content or kind is a client bug and is refused
+    (INVALID_ARGUMENT) rather than silently answered with the other record.
+    """
+    _check_content(content)
+    if not isinstance(kind, str) or not _KIND.fullmatch(kind):
+        raise InvalidArgument("kind must match [a-z][a-z0-9_.-]{0,31}")
+    if idempotency_key is not None and not 1 <= len(idempotency_key) <= 200:
+        raise InvalidArgument("idempotency_key must be 1 to 200 characters")
+    cursor = conn.execute(
+        "INSERT INTO memories (id, kind, content, metadata, session_id, idempotency_key,"
+        " created_at) VALUES (?, ?, ?, ?, ?, ?, ?)"
+        " ON CONFLICT (idempotency_key) DO NOTHING",
+        (_new_id("mem"), kind, content, _dump(metadata), session_id, idempotency_key,
+         _stamp(clock)),
+    )
+    if cursor.rowcount == 1:
+        row = conn.execute(f"SELECT {_MEMORY_COLUMNS} FROM memories WHERE seq = ?",
+                           (cursor.lastrowid,)).fetchone()
+        return _memory(row)
+    row = conn.execute(f"SELECT {_MEMORY_COLUMNS} FROM memories WHERE idempotency_key = ?",
+                       (idempotency_key,)).fetchone()
+    existing = _memory(row)
+    if existing.content != content or existing.kind != kind:
+        raise InvalidArgument("idempotency_key was already used for a different memory",
+                              extra={"memory_id": existing.id})
+    return existing
+
+
+def get_memory(conn: sqlite3.Connection, memory_id: str) -> Memory:
+    row = conn.execute(f"SELECT {_MEMORY_COLUMNS} FROM memories WHERE id = ?",
+                       (memory_id,)).fetchone()
+    if row is None:
+        raise NotFound(f"no memory {memory_id!r}")
+    return _memory(row)
+
+
+def archive_memory(
+    conn: sqlite3.Connection, memory_id: str, *, clock: Clock = utc_now
+) -> Memory:
+    """Stop recalling a memory (kept in the ledger); archiving twice changes nothing."""
+    conn.execute("UPDATE memories SET archived_at = ? WHERE id = ? AND archived_at IS NULL",
+                 (_stamp(clock), memory_id))
+    return get_memory(conn, memory_id)
+
+
+def match_expression(query: str) -> str | None:
+    """Turn free user text into a safe FTS5 query: quoted words joined by OR.
+
+    Only runs of word characters survive, so quotes, `*`, `:`, `-`, parentheses,
+    NEAR and column filters cannot reach FTS5; the words OR/AND/NOT are quoted
+    too and so match literally. Returns None when no word is left.
+    """
+    terms: list[str] = []
+    for word in _WORD.findall(query):
+        term = word[:MAX_TERM_CHARS].lower()
+        if term not in terms:
+            terms.append(term)
+        if len(terms) == MAX_QUERY_TERMS:
+            break
+    if not terms:
+        return None
+    return " OR ".join('"' + term.replace('"', '""') + '"' for term in terms)
+
+
+def search(conn: sqlite3.Connection, query: str, limit: int = 10) -> list[MemoryHit]:
+    """The live (unarchived) memories matching any word of `query`, best first."""
+    _check_limit(limit)
+    expression = match_expression(query) if isinstance(query, str) else None
+    if expression is None:
+        return []
+    rows = conn.execute(
+        "SELECT m.id, m.kind, m.content, m.created_at, bm25(memories_fts) AS bm25_rank"
+        " FROM memories_fts JOIN memories AS m ON m.seq = memories_fts.rowid"
+        " WHERE memories_fts MATCH ? AND m.archived_at IS NULL"
+        " ORDER BY bm25_rank, m.seq DESC LIMIT ?",
+        (expression, limit),
+    ).fetchall()
+    return [MemoryHit(id=r["id"], kind=r["kind"], content=r["content"],
+                      score=round(-float(r["bm25_rank"]), 6), created_at=r["created_at"])
+            for r in rows]
+
+
+def add_turn(
+    conn: sqlite3.Connection,
+    session_id: str,
+    role: str,
+    content: str,
+    *,
+    metadata: Mapping[str, Any] | None = None,
+    clock: Clock = utc_now,
+) -> Turn:
+    """Append a turn to a session; its number is one past the session's last."""
+    if not isinstance(session_id, str) or not 1 <= len(session_id) <= 200:
+        raise InvalidArgument("session_id must be 1 to 200 characters")
+    if role not in ROLES:
+        raise InvalidArgument(f"role must be one of {', '.join(sorted(ROLES))}")
+    _check_content(content)
+    # One statement computes the number and inserts, so it is atomic on its own.
+    cursor = conn.execute(
+        "INSERT INTO turns (id, session_id, turn_no, role, content, metadata, created_at)"
+        " SELECT ?, ?, coalesce(max(turn_no), 0) + 1, ?, ?, ?, ?"
+        " FROM turns WHERE session_id = ?",
+        (_new_id("turn"), session_id, role, content, _dump(metadata), _stamp(clock),
+         session_id),
+    )
+    row = conn.execute("SELECT * FROM turns WHERE seq = ?", (cursor.lastrowid,)).fetchone()
+    return _turn(row)
+
+
+def list_turns(conn: sqlite3.Connection, session_id: str, limit: int = 50) -> list[Turn]:
+    """The last `limit` turns of a session, oldest first (ready to become a prompt)."""
+    _check_limit(limit)
+    rows = conn.execute(
+        "SELECT * FROM (SELECT * FROM turns WHERE session_id = ? ORDER BY turn_no DESC LIMIT ?)"
+        " ORDER BY turn_no",
+        (session_id, limit),
+    ).fetchall()
+    return [_turn(r) for r in rows]
+
+
+def recent_sessions(conn: sqlite3.Connection, limit: int = 20) -> list[SessionSummary]:
+    """Sessions by their latest turn, most recent first."""
+    _check_limit(limit)
+    rows = conn.execute(
+        "SELECT session_id, count(*) AS turns, min(created_at) AS first_at,"
+        " max(created_at) AS last_at, max(seq) AS last_seq"
+        " FROM turns GROUP BY session_id ORDER BY last_seq DESC LIMIT ?",
+        (limit,),
+    ).fetchall()
+    return [SessionSummary(session_id=r["session_id"], turns=r["turns"],
+                           first_at=r["first_at"], last_at=r["last_at"]) for r in rows]
+
+
+def counts(conn: sqlite3.Connection) -> dict[str, int]:
+    """Rows per table, plus live and archived memories: what a backup manifest records."""
+    result = {table: int(conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0])
+              for table in TABLES}
+    result["memories_archived"] = int(conn.execute(
+        "SELECT count(*) FROM memories WHERE archived_at IS NOT NULL").fetchone()[0])
+    result["sessions"] = int(conn.execute(
+        "SELECT count(DISTINCT session_id) FROM turns").fetchone()[0])
+    return result
+
+
+def check_index(conn: sqlite3.Connection) -> None:
+    """Raise sqlite3.DatabaseError when the FTS index disagrees with `memories`."""
+    conn.execute("INSERT INTO memories_fts(memories_fts, rank) VALUES ('integrity-check', 1)")
+
+
+class MemoryStore:
+    """The async repository the memory service's routes call.
+
+    Writes run on the database's single writer inside one transaction and are
+    committed (fsync'd) before the awaited call returns; reads run in parallel.
+    """
+
+    def __init__(self, db: Database, *, clock: Clock = utc_now) -> None:
+        self.db = db
+        self._clock = clock
+
+    @classmethod
+    def open(cls, path: Path, *, clock: Clock = utc_now) -> MemoryStore:
+        """Open (creating and migrating) the database at `path`."""
+        db = Database(path, MIGRATIONS)
+        db.open()
+        return cls(db, clock=clock)
+
+    def close(self) -> None:
+        self.db.close()
+
+    async def ping(self) -> None:
+        await self.db.ping()
+
+    async def add_memory(
+        self,
+        content: str,
+        *,
+        kind: str = "note",
+        metadata: Mapping[str, Any] | None = None,
+        session_id: str | None = None,
+        idempotency_key: str | None = None,
+    ) -> Memory:
+        return await self.db.write(lambda c: add_memory(
+            c, content, kind=kind, metadata=metadata, session_id=session_id,
+            idempotency_key=idempotency_key, clock=self._clock))
+
+    async def get_memory(self, memory_id: str) -> Memory:
+        return await self.db.read(lambda c: get_memory(c, memory_id))
+
+    async def archive_memory(self, memory_id: str) -> Memory:
+        return await self.db.write(lambda c: archive_memory(c, memory_id, clock=self._clock))
+
+    async def search(self, query: str, limit: int = 10) -> list[MemoryHit]:
+        _check_limit(limit)
+        return await self.db.read(lambda c: search(c, query, limit))
+
+    async def add_turn(
+        self, session_id: str, role: str, content: str,
+        *, metadata: Mapping[str, Any] | None = None,
+    ) -> Turn:
+        return await self.db.write(lambda c: add_turn(
+            c, session_id, role, content, metadata=metadata, clock=self._clock))
+
+    async def add_exchange(
+        self, session_id: str, user: str, assistant: str,
+        *, metadata: Mapping[str, Any] | None = None,
+    ) -> tuple[Turn, Turn]:
+        """Store a user message and its reply in one transaction: both or neither."""
+        def both(c: sqlite3.Connection) -> tuple[Turn, Turn]:
+            asked = add_turn(c, session_id, "user", user, metadata=metadata, clock=self._clock)
+            answered = add_turn(c, session_id, "assistant", assistant, metadata=metadata,
+                                clock=self._clock)
+            return asked, answered
+        return await self.db.write(both)
+
+    async def list_turns(self, session_id: str, limit: int = 50) -> list[Turn]:
+        return await self.db.read(lambda c: list_turns(c, session_id, limit))
+
+    async def recent_sessions(self, limit: int = 20) -> list[SessionSummary]:
+        return await self.db.read(lambda c: recent_sessions(c, limit))
+
+    async def counts(self) -> dict[str, int]:
+        return await self.db.read(counts)
+
+
+__all__ = [
+    "MIGRATIONS", "Memory", "MemoryHit", "MemoryStore", "SessionSummary", "TABLES", "Turn",
+    "add_memory", "add_turn", "archive_memory", "check_index", "counts", "get_memory",
+    "list_turns", "match_expression", "recent_sessions", "search",
+]

@@ -1,0 +1,1 @@
+"""The router service: model providers, routing profiles, fallbacks, quarantine and probe-back."""

@@ -1,0 +1,1 @@
+"""The voice service: realtime sessions, the turn state machine and speech adapters."""
