@@ -18,6 +18,7 @@ import httpx
 from sonia.errors import ApiError, Internal, Timeout, Unavailable, api_error_for
 from sonia.kit import correlation
 from sonia.kit.auth import SERVICE_TOKEN_HEADER
+from sonia.kit.breaker import CircuitBreaker
 
 DEFAULT_TIMEOUT = httpx.Timeout(10.0, connect=2.0)
 
@@ -38,12 +39,17 @@ def error_from_response(target: str, response: httpx.Response) -> ApiError:
 
 
 class ServiceClient:
-    """Calls one target service on behalf of `caller`."""
+    """Calls one target service on behalf of `caller`.
+
+    Only idempotent reads (GET) are retried, once, and only when the connection
+    could not be made, so a retry can never run a write twice.
+    """
 
     def __init__(self, caller_token: str, target: str, base_url: str,
                  timeout: httpx.Timeout = DEFAULT_TIMEOUT) -> None:
         self.target = target
         self.base_url = base_url
+        self.breaker = CircuitBreaker(target)
         self._token = caller_token
         self._http = httpx.AsyncClient(base_url=base_url, timeout=timeout,
                                        limits=httpx.Limits(max_connections=200))
@@ -60,12 +66,24 @@ class ServiceClient:
             kwargs["json"] = json_body
         if timeout is not None:
             kwargs["timeout"] = httpx.Timeout(timeout, connect=min(timeout, 2.0))
-        try:
-            response = await self._http.request(method, path, **kwargs)
-        except httpx.TimeoutException as exc:
-            raise Timeout(f"{self.target} did not answer {method} {path} in time") from exc
-        except httpx.TransportError as exc:
-            raise Unavailable(f"{self.target} is unreachable: {type(exc).__name__}") from exc
+        self.breaker.before_call()
+        attempts = 2 if method == "GET" else 1
+        for attempt in range(attempts):
+            try:
+                response = await self._http.request(method, path, **kwargs)
+                break
+            except httpx.ConnectError as exc:
+                if attempt + 1 < attempts:
+                    continue
+                self.breaker.failed()
+                raise Unavailable(f"{self.target} is unreachable: {type(exc).__name__}") from exc
+            except httpx.TimeoutException as exc:
+                self.breaker.failed()
+                raise Timeout(f"{self.target} did not answer {method} {path} in time") from exc
+            except httpx.TransportError as exc:
+                self.breaker.failed()
+                raise Unavailable(f"{self.target} is unreachable: {type(exc).__name__}") from exc
+        self.breaker.succeeded()
         if response.status_code >= 400:
             raise error_from_response(self.target, response)
         if not response.content:
@@ -79,15 +97,19 @@ class ServiceClient:
         kwargs: dict[str, Any] = {"headers": self._headers(), "json": json_body}
         if timeout is not None:
             kwargs["timeout"] = httpx.Timeout(timeout, connect=min(timeout, 2.0))
+        self.breaker.before_call()
         try:
             async with self._http.stream(method, path, **kwargs) as response:
+                self.breaker.succeeded()
                 if response.status_code >= 400:
                     await response.aread()
                     raise error_from_response(self.target, response)
                 yield response.aiter_lines()
         except httpx.TimeoutException as exc:
+            self.breaker.failed()
             raise Timeout(f"{self.target} did not answer {method} {path} in time") from exc
         except httpx.TransportError as exc:
+            self.breaker.failed()
             raise Unavailable(f"{self.target} is unreachable: {type(exc).__name__}") from exc
 
     async def ready(self) -> dict[str, Any]:

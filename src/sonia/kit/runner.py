@@ -22,10 +22,7 @@ from sonia.errors import ConfigError
 from sonia.home import Home
 from sonia.kit.app import ServiceContext
 from sonia.kit.logs import configure_logging
-try:
-    from sonia.redact import Redactor
-except ImportError:  # TEMP-SHIM
-    Redactor = None  # type: ignore[assignment,misc]
+from sonia.redact import Redactor
 
 EXIT_CONFIG = 2
 
@@ -61,9 +58,9 @@ def serve(name: str, home_root: str) -> int:
     except ConfigError as exc:
         print(f"sonia-{name}: configuration error: {exc}", file=sys.stderr)
         return EXIT_CONFIG
-    redactor = Redactor(ctx.tokens.values()) if Redactor else None  # TEMP-SHIM
+    redactor = Redactor(ctx.tokens.values())
     log = configure_logging(name, home.log_file(name), level=ctx.settings.log_level,
-                            redact=redactor.redact if redactor else None)  # TEMP-SHIM
+                            redact=redactor.redact)
     config = uvicorn.Config(
         app,
         host=ctx.settings.bind,

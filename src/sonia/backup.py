@@ -1,0 +1,587 @@
+"""Online backup and verified restore of a home.
+
+A backup holds what a deployment cannot recreate from the code: every database in
+`data/`, the configuration `sonia.toml` and the `policies/` folder. It does NOT
+hold `secrets/` (service tokens, the EVA grant key, user API key hashes): secrets
+never leave their home in a copy that may be stored elsewhere, and a restore into
+a clean home keeps that home's own secrets (users then need new API keys there).
+
+Layout of one backup, `backups/<UTC timestamp>/`:
+
+    data/<name>.db     a consistent snapshot of each database (rollback-journal mode,
+                       so the file is complete on its own: no -wal to lose)
+    sonia.toml         the configuration, as it was
+    policies/...       the policy files, as they were
+    manifest.json      per file: path, size, sha256; per database: PRAGMA
+                       user_version, integrity_check, and per table the row count
+                       and a digest of its rows; created_at; the Sonia version
+    manifest.sha256    the sha256 of manifest.json (sha256sum format)
+
+Consistency: each database is copied with the SQLite online backup API in ONE step
+(`pages=-1`), which reads the whole database inside one read transaction: the copy
+is the database as of one commit, even while services keep writing (WAL readers
+never block the writer). Databases are snapshotted one after the other, so two
+databases are each consistent but not at the same instant; services do not rely on
+transactions across databases.
+
+A backup is built in `.<name>.partial` and renamed into place when complete, so an
+interrupted backup never looks like a backup.
+
+Restore verifies everything first (sizes, sha256, integrity_check, row digests); a
+truncated or altered backup raises BackupError naming the file and leaves the home
+untouched. It then stages the files in a temporary folder inside the home (same
+file system, so renames are atomic), and swaps each item in: the live `data/` is
+renamed away and the staged one renamed into place (so stale `-wal`/`-shm` files
+of the old databases go with the old folder and can never be replayed onto the
+restored ones), then `policies/` likewise, then `sonia.toml` by an atomic replace.
+If a step fails the items already swapped are put back. The stack must be stopped:
+by default restore refuses while any `run/*.pid` names a live process; pass
+`require_stopped` to use another check (the supervisor's own).
+
+Row digests: sha256 over the column names, then every row in rowid order (primary
+key order for WITHOUT ROWID tables, which have no rowid), each value encoded with
+a type tag and, for text and blobs, a length prefix (so no two different tables
+encode alike). Virtual tables are skipped: their rows live in shadow tables, which
+are ordinary tables and are digested.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import os
+import secrets
+import shutil
+import sqlite3
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+import psutil
+
+from sonia import __version__
+from sonia.config import load_settings
+from sonia.errors import BackupError, ConfigError
+from sonia.home import Home
+
+__all__ = [
+    "BackupInfo",
+    "RestoreResult",
+    "VerifyReport",
+    "create_backup",
+    "database_facts",
+    "list_backups",
+    "prune_backups",
+    "require_stack_stopped",
+    "restore_backup",
+    "verify_backup",
+]
+
+FORMAT = 1
+MANIFEST = "manifest.json"
+MANIFEST_DIGEST = "manifest.sha256"
+_CHUNK = 1 << 20
+_SIDE_FILES = ("-wal", "-shm", "-journal")
+
+
+# digests --------------------------------------------------------------------------
+def _sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while chunk := handle.read(_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _encode_value(value: Any) -> bytes:
+    if value is None:
+        return b"N;"
+    if isinstance(value, int):
+        return b"I" + str(value).encode() + b";"
+    if isinstance(value, float):
+        return b"F" + value.hex().encode() + b";"
+    if isinstance(value, str):
+        data = value.encode("utf-8", "surrogatepass")
+        return b"S" + str(len(data)).encode() + b":" + data
+    if isinstance(value, bytes):
+        return b"B" + str(len(value)).encode() + b":" + value
+    raise TypeError(f"unexpected SQLite value of type {type(value).__name__}")
+
+
+def _quote(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def _table_facts(conn: sqlite3.Connection, table: str) -> dict[str, Any]:
+    """Row count and row digest of one table (see the module docstring)."""
+    quoted = _quote(table)
+    try:
+        cursor = conn.execute(f"SELECT rowid, * FROM {quoted} ORDER BY rowid")
+    except sqlite3.OperationalError:  # WITHOUT ROWID: order by the primary key
+        info = conn.execute(f"PRAGMA table_info({quoted})").fetchall()
+        keys = [row[1] for row in sorted(info, key=lambda r: r[5]) if row[5] > 0]
+        order = ", ".join(_quote(k) for k in keys) or "1"
+        cursor = conn.execute(f"SELECT * FROM {quoted} ORDER BY {order}")
+    digest = hashlib.sha256()
+    for column in cursor.description:
+        digest.update(_encode_value(str(column[0])))
+    digest.update(b"\n")
+    rows = 0
+    for row in cursor:
+        for value in row:
+            digest.update(_encode_value(value))
+        digest.update(b"\n")
+        rows += 1
+    return {"rows": rows, "sha256": digest.hexdigest()}
+
+
+def database_facts(path: Path) -> dict[str, Any]:
+    """user_version, integrity_check and per-table facts of a database file.
+
+    The file is opened read-only and immutable: no lock, no -wal or -shm is made,
+    not a byte of it changes, so its sha256 holds before and after. Use it on
+    files nothing else writes (a backup, a restored home with the stack stopped).
+    """
+    conn = sqlite3.connect(f"file:{path}?mode=ro&immutable=1", uri=True)
+    try:
+        integrity = "; ".join(str(r[0]) for r in conn.execute("PRAGMA integrity_check"))
+        user_version = int(conn.execute("PRAGMA user_version").fetchone()[0])
+        tables: dict[str, Any] = {}
+        schema = conn.execute(
+            "SELECT name, sql FROM sqlite_master WHERE type = 'table' ORDER BY name"
+        ).fetchall()
+        for name, sql in schema:
+            if str(sql or "").upper().startswith("CREATE VIRTUAL TABLE"):
+                continue
+            tables[str(name)] = _table_facts(conn, str(name))
+    finally:
+        conn.close()
+    return {"user_version": user_version, "integrity_check": integrity, "tables": tables}
+
+
+# creating -------------------------------------------------------------------------
+def _snapshot(source: Path, target: Path) -> None:
+    """Copy `source` to `target` in one backup step, then make `target` self-contained."""
+    src = sqlite3.connect(f"file:{source}?mode=ro", uri=True, timeout=30)
+    try:
+        dst = sqlite3.connect(target)
+        try:
+            src.backup(dst, pages=-1)
+            dst.execute("PRAGMA journal_mode=DELETE")
+        finally:
+            dst.close()
+    finally:
+        src.close()
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _walk_files(root: Path) -> Iterator[Path]:
+    for path in sorted(root.rglob("*")):
+        if path.is_file() or path.is_symlink():
+            yield path
+
+
+def _file_entry(root: Path, path: Path) -> dict[str, Any]:
+    return {"path": path.relative_to(root).as_posix(), "size": path.stat().st_size,
+            "sha256": _sha256_file(path)}
+
+
+def _write_manifest(folder: Path, manifest: dict[str, Any]) -> None:
+    data = (json.dumps(manifest, indent=2, sort_keys=True) + "\n").encode()
+    (folder / MANIFEST).write_bytes(data)
+    (folder / MANIFEST_DIGEST).write_text(f"{hashlib.sha256(data).hexdigest()}  {MANIFEST}\n")
+
+
+def create_backup(home: Home, dest_dir: Path | None = None) -> Path:
+    """Back up `home` into `dest_dir` (default `home.backups`); return the new folder.
+
+    Safe while the stack runs. Raises BackupError when a database cannot be read
+    or its snapshot fails integrity_check (nothing is left behind then).
+    """
+    root = dest_dir if dest_dir is not None else home.backups
+    root.mkdir(parents=True, exist_ok=True)
+    created = dt.datetime.now(dt.UTC)
+    name = created.strftime("%Y%m%dT%H%M%S.%fZ")
+    final = root / name
+    partial = root / f".{name}.partial"
+    if final.exists():
+        raise BackupError(f"{final} already exists")
+    partial.mkdir()
+    try:
+        (partial / "data").mkdir()
+        databases: dict[str, Any] = {}
+        for source in sorted(home.data.glob("*.db")) if home.data.is_dir() else []:
+            target = partial / "data" / source.name
+            try:
+                _snapshot(source, target)
+                facts = database_facts(target)
+            except sqlite3.Error as exc:
+                raise BackupError(f"could not back up database {source}: {exc}") from exc
+            if facts["integrity_check"] != "ok":
+                raise BackupError(
+                    f"database {source} fails integrity_check "
+                    f"({facts['integrity_check'][:200]}); not backed up"
+                )
+            databases[source.stem] = {"path": f"data/{source.name}", **facts}
+        if home.config_file.exists():
+            shutil.copy2(home.config_file, partial / "sonia.toml")
+        if home.policies.is_dir():
+            shutil.copytree(home.policies, partial / "policies", symlinks=False)
+        manifest = {
+            "format": FORMAT,
+            "created_at": created.isoformat(),
+            "sonia_version": __version__,
+            "sqlite_version": sqlite3.sqlite_version,
+            "source_home": str(home.root),
+            "contains": ["data", "sonia.toml", "policies"],
+            "excludes_secrets": True,
+            "files": [_file_entry(partial, p) for p in _walk_files(partial)],
+            "databases": databases,
+        }
+        _write_manifest(partial, manifest)
+        for path in [*_walk_files(partial)]:
+            with open(path, "rb") as handle:
+                os.fsync(handle.fileno())
+        _fsync_dir(partial)
+        os.rename(partial, final)
+        _fsync_dir(root)
+    except BaseException:
+        shutil.rmtree(partial, ignore_errors=True)
+        raise
+    return final
+
+
+# verifying ------------------------------------------------------------------------
+@dataclass
+class VerifyReport:
+    """The outcome of checking a backup; `problems` are "file: reason" lines."""
+
+    path: Path
+    problems: list[str] = field(default_factory=list)
+    first_bad_file: str | None = None
+    files_checked: int = 0
+    databases_checked: int = 0
+    manifest: dict[str, Any] | None = None
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    def fail(self, file: str, reason: str) -> None:
+        if self.first_bad_file is None:
+            self.first_bad_file = file
+        self.problems.append(f"{file}: {reason}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"path": str(self.path), "ok": self.ok, "problems": self.problems,
+                "first_bad_file": self.first_bad_file, "files_checked": self.files_checked,
+                "databases_checked": self.databases_checked}
+
+
+def _safe_relative(path: str) -> bool:
+    pure = PurePosixPath(path)
+    return bool(path) and not pure.is_absolute() and ".." not in pure.parts \
+        and "\\" not in path and "\x00" not in path
+
+
+def _load_manifest(folder: Path, report: VerifyReport) -> dict[str, Any] | None:
+    manifest_path = folder / MANIFEST
+    digest_path = folder / MANIFEST_DIGEST
+    if not manifest_path.is_file():
+        report.fail(MANIFEST, "missing: this is not a complete backup")
+        return None
+    data = manifest_path.read_bytes()
+    if not digest_path.is_file():
+        report.fail(MANIFEST_DIGEST, "missing")
+        return None
+    stated = digest_path.read_text(errors="replace").split()
+    if not stated or stated[0] != hashlib.sha256(data).hexdigest():
+        report.fail(MANIFEST, f"sha256 does not match {MANIFEST_DIGEST}: altered or truncated")
+        return None
+    try:
+        manifest = json.loads(data)
+    except ValueError as exc:
+        report.fail(MANIFEST, f"not valid JSON: {exc}")
+        return None
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+        report.fail(MANIFEST, f"unknown manifest format (expected {FORMAT})")
+        return None
+    return manifest
+
+
+def verify_backup(path: Path) -> VerifyReport:
+    """Check every file's size and sha256, nothing extra, and each database's facts."""
+    report = VerifyReport(path=path)
+    if not path.is_dir():
+        report.fail(str(path), "no such backup folder")
+        return report
+    manifest = _load_manifest(path, report)
+    if manifest is None:
+        return report
+    report.manifest = manifest
+    listed: set[str] = {MANIFEST, MANIFEST_DIGEST}
+    good: set[str] = set()
+    for entry in manifest.get("files", []):
+        rel = str(entry.get("path", ""))
+        if not _safe_relative(rel):
+            report.fail(rel or "?", "unsafe path in manifest")
+            continue
+        listed.add(rel)
+        file = path / rel
+        report.files_checked += 1
+        if not file.is_file() or file.is_symlink():
+            report.fail(rel, "missing")
+            continue
+        size = file.stat().st_size
+        if size != entry.get("size"):
+            report.fail(rel, f"size {size} bytes, manifest says {entry.get('size')}: "
+                             "truncated or altered")
+            continue
+        if _sha256_file(file) != entry.get("sha256"):
+            report.fail(rel, "sha256 does not match the manifest: altered")
+            continue
+        good.add(rel)
+    for file in _walk_files(path):
+        rel = file.relative_to(path).as_posix()
+        if rel not in listed:
+            report.fail(rel, "not in the manifest")
+    for name, expected in sorted(manifest.get("databases", {}).items()):
+        rel = str(expected.get("path", ""))
+        if rel not in good:
+            if rel not in listed:
+                report.fail(rel or name, "database not listed among the files")
+            continue
+        report.databases_checked += 1
+        try:
+            facts = database_facts(path / rel)
+        except sqlite3.Error as exc:
+            report.fail(rel, f"cannot be read as SQLite: {exc}")
+            continue
+        if facts["integrity_check"] != "ok":
+            report.fail(rel, f"integrity_check: {facts['integrity_check'][:200]}")
+        if facts["user_version"] != expected.get("user_version"):
+            report.fail(rel, f"user_version {facts['user_version']}, manifest says "
+                             f"{expected.get('user_version')}")
+        if facts["tables"] != expected.get("tables"):
+            differing = sorted(
+                t for t in set(facts["tables"]) | set(expected.get("tables", {}))
+                if facts["tables"].get(t) != expected.get("tables", {}).get(t)
+            )
+            report.fail(rel, f"row digests differ from the manifest in tables {differing}")
+    return report
+
+
+# listing and pruning --------------------------------------------------------------
+@dataclass(frozen=True)
+class BackupInfo:
+    path: Path
+    created_at: dt.datetime | None
+    age_seconds: float | None
+    ok: bool | None
+    problem: str | None
+    size: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"path": str(self.path),
+                "created_at": self.created_at.isoformat() if self.created_at else None,
+                "age_seconds": self.age_seconds, "ok": self.ok, "problem": self.problem,
+                "size": self.size}
+
+
+def _created_at(folder: Path) -> dt.datetime | None:
+    try:
+        manifest = json.loads((folder / MANIFEST).read_text())
+        return dt.datetime.fromisoformat(str(manifest["created_at"]))
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def _backup_folders(home: Home) -> list[Path]:
+    root = home.backups
+    if not root.is_dir():
+        return []
+    return [p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")]
+
+
+def list_backups(home: Home, *, verify: bool = True) -> list[BackupInfo]:
+    """Every backup of `home`, newest first; with `verify`, each one checked in full."""
+    now = dt.datetime.now(dt.UTC)
+    infos: list[BackupInfo] = []
+    for folder in _backup_folders(home):
+        created = _created_at(folder)
+        ok: bool | None = None
+        problem: str | None = None
+        if verify:
+            report = verify_backup(folder)
+            ok = report.ok
+            problem = report.problems[0] if report.problems else None
+        size = sum(p.stat().st_size for p in _walk_files(folder) if p.is_file())
+        infos.append(BackupInfo(
+            path=folder, created_at=created,
+            age_seconds=(now - created).total_seconds() if created else None,
+            ok=ok, problem=problem, size=size,
+        ))
+    epoch = dt.datetime.min.replace(tzinfo=dt.UTC)
+    infos.sort(key=lambda i: (i.created_at or epoch, i.path.name), reverse=True)
+    return infos
+
+
+def prune_backups(home: Home, retention: int) -> list[Path]:
+    """Delete all but the newest `retention` backups; return what was deleted.
+
+    Only folders with a readable manifest count and are deleted: anything else in
+    `backups/` (a backup in progress, a folder someone put there) is left alone.
+    """
+    if retention < 1:
+        raise BackupError(f"retention must be at least 1, got {retention}")
+    dated = [(created, folder) for folder in _backup_folders(home)
+             if (created := _created_at(folder)) is not None]
+    dated.sort(key=lambda item: (item[0], item[1].name), reverse=True)
+    removed: list[Path] = []
+    for _, folder in dated[retention:]:
+        shutil.rmtree(folder)
+        removed.append(folder)
+    return removed
+
+
+# restoring ------------------------------------------------------------------------
+@dataclass(frozen=True)
+class RestoreResult:
+    backup: Path
+    files: int
+    databases: tuple[str, ...]
+    duration_s: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"backup": str(self.backup), "files": self.files,
+                "databases": list(self.databases), "duration_s": self.duration_s}
+
+
+def _read_pid(path: Path) -> int | None:
+    text = path.read_text(errors="replace").strip()
+    try:
+        data = json.loads(text)
+    except ValueError:
+        data = text.split()[0] if text else None
+    if isinstance(data, dict):
+        data = data.get("pid")
+    try:
+        return int(str(data))
+    except (TypeError, ValueError):
+        return None
+
+
+def require_stack_stopped(home: Home) -> None:
+    """Refuse while any `run/*.pid` (a number, or JSON with "pid") names a live process."""
+    if not home.run.is_dir():
+        return
+    for pid_file in sorted(home.run.glob("*.pid")):
+        pid = _read_pid(pid_file)
+        if pid is None or pid == os.getpid():
+            continue
+        try:
+            alive = psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+        except psutil.Error:
+            alive = False
+        if alive:
+            raise BackupError(
+                f"the stack is running ({pid_file} names live process {pid}): "
+                f"run `sonia down` first (or delete the pid file if it is stale)"
+            )
+
+
+def _copy_verified(source: Path, target: Path, entry: dict[str, Any]) -> None:
+    """Copy one file while hashing it: the staged copy is exactly what was verified."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    digest = hashlib.sha256()
+    with open(source, "rb") as src, open(target, "wb") as dst:
+        while chunk := src.read(_CHUNK):
+            digest.update(chunk)
+            dst.write(chunk)
+        dst.flush()
+        os.fsync(dst.fileno())
+    if digest.hexdigest() != entry["sha256"]:
+        raise BackupError(f"{entry['path']} changed while it was being restored")
+
+
+def restore_backup(home: Home, backup_path: Path, *,
+                   require_stopped: Callable[[], None] | None = None) -> RestoreResult:
+    """Replace `home`'s databases, config and policies with the backup's, or change nothing.
+
+    `require_stopped` raises (any exception, BackupError preferred) when the stack
+    runs; the default checks `run/*.pid`. Secrets are not touched.
+    """
+    started = time.monotonic()
+    if require_stopped is not None:
+        require_stopped()
+    else:
+        require_stack_stopped(home)
+    report = verify_backup(backup_path)
+    if not report.ok or report.manifest is None:
+        raise BackupError(
+            f"backup {backup_path} is not usable, nothing was restored: "
+            f"{report.first_bad_file}: {'; '.join(report.problems[:3])}"
+        )
+    manifest = report.manifest
+    home.root.mkdir(parents=True, exist_ok=True)
+    stage = home.root / f".restore-{secrets.token_hex(4)}"
+    stage.mkdir()
+    try:
+        staged = stage / "new"
+        (staged / "data").mkdir(parents=True)
+        for entry in manifest["files"]:
+            _copy_verified(backup_path / entry["path"], staged / entry["path"], entry)
+        for side in (p for p in (staged / "data").iterdir() if p.name.endswith(_SIDE_FILES)):
+            side.unlink()
+        if (staged / "sonia.toml").exists():
+            try:
+                load_settings(staged / "sonia.toml")
+            except ConfigError as exc:
+                raise BackupError(f"sonia.toml in backup {backup_path} is not valid: {exc}") \
+                    from exc
+        _swap_in(home, staged, stage / "old")
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
+    _fsync_dir(home.root)
+    return RestoreResult(backup=backup_path, files=len(manifest["files"]),
+                         databases=tuple(sorted(manifest.get("databases", {}))),
+                         duration_s=round(time.monotonic() - started, 3))
+
+
+def _swap_in(home: Home, staged: Path, old: Path) -> None:
+    """Rename each live item into `old` and its staged twin into place; undo on failure."""
+    old.mkdir()
+    items = [("data", home.data)]
+    if (staged / "policies").exists():
+        items.append(("policies", home.policies))
+    if (staged / "sonia.toml").exists():
+        items.append(("sonia.toml", home.config_file))
+    done: list[tuple[str, Path, bool]] = []  # (name, live path, had a live item)
+    try:
+        for name, live in items:
+            had_live = live.exists()
+            if had_live:
+                os.rename(live, old / name)
+            done.append((name, live, had_live))
+            os.rename(staged / name, live)
+    except OSError as exc:
+        for name, live, had_live in reversed(done):
+            if (old / name).exists() or not had_live:
+                if live.is_dir():
+                    shutil.rmtree(live, ignore_errors=True)
+                elif live.exists():
+                    live.unlink()
+                if had_live:
+                    os.rename(old / name, live)
+        raise BackupError(f"restore failed while swapping in {name}: {exc}; "
+                          f"the home was put back as it was") from exc

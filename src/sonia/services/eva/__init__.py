@@ -1,0 +1,1 @@
+"""EVA, supervisory control: policy tiers, approvals, execution grants, audit chain."""

@@ -1,0 +1,239 @@
+"""EVA's audit log: every decision as an append-only, hash-chained record in SQLite.
+
+Each record is `{seq, ts, kind, action_id, actor, detail}` plus `prev_hash` and
+
+    hash = sha256_hex(prev_hash + canonical_json({seq, ts, kind, action_id, actor, detail}))
+
+with `prev_hash` of the first record 64 zeros. `verify` walks the chain in seq
+order and finds the first record that was edited (its hash no longer matches),
+deleted (a gap in seq, a broken link) or moved (seq is inside the hash, and the
+links break).
+
+Deleting the *last* records leaves a shorter chain that is still consistent, so
+the log also keeps a one-row `audit_head` table (last seq and hash), written in
+the same transaction as every append: a chain that ends before its head is
+truncated. Someone able to rewrite the database file can of course rewrite the
+head too; to catch that, keep the head elsewhere (`VerifyResult.head_hash` is
+printed by `sonia audit verify` and belongs in backup manifests) and pass it back
+as `expected_head`. Triggers refuse UPDATE and DELETE on records so that no
+code path edits history by accident.
+
+Never put secrets (grant tokens, keys) into `detail`: record the grant's `jti`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sqlite3
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, TypeVar
+
+from sonia.kit.db import connect, transaction
+from sonia.services.eva.plan import canonical_json
+
+__all__ = [
+    "GENESIS_HASH",
+    "KINDS",
+    "MIGRATIONS",
+    "AuditRecord",
+    "VerifyResult",
+    "append",
+    "head",
+    "read_records",
+    "record_hash",
+    "verify",
+]
+
+T = TypeVar("T")
+
+GENESIS_HASH = "0" * 64
+KINDS = ("allowed", "pending", "approved", "denied", "executed", "rejected")
+
+MIGRATIONS: list[str] = [
+    f"""
+    CREATE TABLE audit_log (
+        seq INTEGER PRIMARY KEY,
+        ts TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        action_id TEXT,
+        actor TEXT NOT NULL,
+        detail TEXT NOT NULL,
+        prev_hash TEXT NOT NULL,
+        hash TEXT NOT NULL
+    );
+    CREATE INDEX audit_log_action ON audit_log (action_id);
+    CREATE TABLE audit_head (
+        id INTEGER PRIMARY KEY CHECK (id = 1),
+        seq INTEGER NOT NULL,
+        hash TEXT NOT NULL
+    );
+    INSERT INTO audit_head (id, seq, hash) VALUES (1, 0, '{GENESIS_HASH}');
+    CREATE TRIGGER audit_log_no_update BEFORE UPDATE ON audit_log
+    BEGIN
+        SELECT RAISE(ABORT, 'audit records are append-only');
+    END;
+    CREATE TRIGGER audit_log_no_delete BEFORE DELETE ON audit_log
+    BEGIN
+        SELECT RAISE(ABORT, 'audit records are append-only');
+    END;
+    """,
+]
+"""Schema of the audit log, for EVA's database; append new steps, never edit old ones."""
+
+
+@dataclass(frozen=True)
+class AuditRecord:
+    seq: int
+    ts: str
+    kind: str
+    action_id: str | None
+    actor: str
+    detail: dict[str, Any]
+    prev_hash: str
+    hash: str
+
+
+@dataclass(frozen=True)
+class VerifyResult:
+    """What `verify` found: ok, how many records, the first bad one and why."""
+
+    ok: bool
+    count: int
+    first_bad_seq: int | None = None
+    reason: str = ""
+    head_hash: str = GENESIS_HASH
+
+
+def record_hash(prev_hash: str, seq: int, ts: str, kind: str, action_id: str | None,
+                actor: str, detail: dict[str, Any]) -> str:
+    """The chained hash of one record."""
+    body = canonical_json({"seq": seq, "ts": ts, "kind": kind, "action_id": action_id,
+                           "actor": actor, "detail": detail})
+    return hashlib.sha256(prev_hash.encode("ascii") + body).hexdigest()
+
+
+def _in_transaction(conn: sqlite3.Connection, fn: Callable[[sqlite3.Connection], T]) -> T:
+    return fn(conn) if conn.in_transaction else transaction(conn, fn)
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
+
+
+def append(
+    conn: sqlite3.Connection,
+    kind: str,
+    *,
+    actor: str,
+    action_id: str | None = None,
+    detail: dict[str, Any] | None = None,
+    ts: str | None = None,
+) -> AuditRecord:
+    """Append one record and move the head, in one transaction (the caller's, if open)."""
+    if kind not in KINDS:
+        raise ValueError(f"audit kind {kind!r} is not one of {', '.join(KINDS)}")
+    body = dict(detail or {})
+    stamp = ts or _now()
+
+    def _write(c: sqlite3.Connection) -> AuditRecord:
+        last_seq, last_hash = c.execute("SELECT seq, hash FROM audit_head WHERE id = 1").fetchone()
+        seq = int(last_seq) + 1
+        digest = record_hash(last_hash, seq, stamp, kind, action_id, actor, body)
+        c.execute(
+            "INSERT INTO audit_log (seq, ts, kind, action_id, actor, detail, prev_hash, hash)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (seq, stamp, kind, action_id, actor, canonical_json(body).decode(), last_hash,
+             digest),
+        )
+        c.execute("UPDATE audit_head SET seq = ?, hash = ? WHERE id = 1", (seq, digest))
+        return AuditRecord(seq, stamp, kind, action_id, actor, body, last_hash, digest)
+
+    return _in_transaction(conn, _write)
+
+
+def head(conn: sqlite3.Connection) -> tuple[int, str]:
+    """(seq, hash) of the last record as the head table says."""
+    row = conn.execute("SELECT seq, hash FROM audit_head WHERE id = 1").fetchone()
+    return int(row[0]), str(row[1])
+
+
+def read_records(
+    conn: sqlite3.Connection, *, action_id: str | None = None, after_seq: int = 0,
+    limit: int = 100,
+) -> list[AuditRecord]:
+    """Records in seq order, optionally of one action, for listing."""
+    sql = ("SELECT seq, ts, kind, action_id, actor, detail, prev_hash, hash FROM audit_log"
+           " WHERE seq > ?")
+    params: list[Any] = [after_seq]
+    if action_id is not None:
+        sql += " AND action_id = ?"
+        params.append(action_id)
+    sql += " ORDER BY seq LIMIT ?"
+    params.append(limit)
+    return [AuditRecord(int(r[0]), r[1], r[2], r[3], r[4], json.loads(r[5]), r[6], r[7])
+            for r in conn.execute(sql, params)]
+
+
+def _walk(conn: sqlite3.Connection, expected_head: str | None) -> VerifyResult:
+    previous = GENESIS_HASH
+    count = 0
+    rows = conn.execute(
+        "SELECT seq, ts, kind, action_id, actor, detail, prev_hash, hash FROM audit_log"
+        " ORDER BY seq"
+    )
+    for seq, ts, kind, action_id, actor, detail, prev_hash, stored in rows:
+        expected_seq = count + 1
+        if seq != expected_seq:
+            return VerifyResult(False, count, expected_seq,
+                                f"record {expected_seq} is missing (next is {seq})", previous)
+        if prev_hash != previous:
+            return VerifyResult(False, count, seq,
+                                f"record {seq} does not link to record {seq - 1}", previous)
+        body: Any = None
+        try:
+            body = json.loads(detail)
+            digest = record_hash(prev_hash, seq, ts, kind, action_id, actor, body)
+        except (ValueError, TypeError):
+            digest = ""
+        if kind not in KINDS or not isinstance(body, dict) or digest != stored:
+            return VerifyResult(False, count, seq,
+                                f"record {seq} was altered (its hash does not match)", previous)
+        previous = stored
+        count += 1
+    row = conn.execute("SELECT seq, hash FROM audit_head WHERE id = 1").fetchone()
+    if row is None:
+        return VerifyResult(False, count, None, "the audit head is missing", previous)
+    head_seq, head_hash = int(row[0]), str(row[1])
+    if head_seq != count or head_hash != previous:
+        return VerifyResult(
+            False, count, count + 1 if head_seq > count else head_seq,
+            f"the log ends at record {count} but its head says {head_seq}: records were "
+            f"removed from the end or the head was altered",
+            previous,
+        )
+    if expected_head is not None and expected_head != previous:
+        return VerifyResult(False, count, None,
+                            "the head differs from the expected (anchored) head", previous)
+    return VerifyResult(True, count, None, "", previous)
+
+
+def verify(
+    source: sqlite3.Connection | Path | str, *, expected_head: str | None = None
+) -> VerifyResult:
+    """Check the whole chain; a path is opened read-only. Never raises for a bad log."""
+    if isinstance(source, sqlite3.Connection):
+        return _walk(source, expected_head)
+    path = Path(source)
+    if not path.is_file():
+        return VerifyResult(False, 0, None, f"{path} does not exist")
+    conn = connect(path, readonly=True)
+    try:
+        return _walk(conn, expected_head)
+    except sqlite3.DatabaseError as exc:
+        return VerifyResult(False, 0, None, f"the audit log cannot be read: {exc}")
+    finally:
+        conn.close()

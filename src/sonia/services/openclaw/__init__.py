@@ -1,0 +1,1 @@
+"""OpenClaw, tool execution: the tool registry, the path sandbox, the OS sandbox."""

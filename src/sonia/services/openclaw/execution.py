@@ -1,0 +1,382 @@
+"""Running a validated command: the OS sandbox around `shell.run`.
+
+The command allowlist (EVA's `commands` module) turns an argv into a `CommandPlan`:
+an absolute binary and literal arguments. This module only runs such a plan, and
+never through a shell:
+
+- an empty environment plus `LANG=C.UTF-8`, `PATH=/usr/bin:/bin`, `HOME=<workspace>`
+  and `PWD=<cwd>`;
+- the working directory inside the workspace, entered with `fchdir` on a directory
+  fd resolved by the path sandbox (so no symlink swapped in meanwhile is followed);
+- rlimits set in the child before exec: CPU seconds, 1 GiB of address space, file
+  size, open files, no core dumps. RLIMIT_NPROC is not set: it counts every process
+  of the user (the services included), and root ignores it;
+- its own session and process group; at the deadline, or when the output passes
+  its cap, the whole group gets SIGKILL. The group is also killed when the command
+  exits, so nothing it left in the background outlives it. The leader is waited
+  for with WNOWAIT and reaped only after `killpg`, so the group id can never have
+  been reused by an unrelated process when the signal is sent;
+- stdout and stderr are each kept up to `max_output_bytes`, then cut with a marker,
+  decoded as UTF-8 and redacted;
+- where bubblewrap works, inside `bwrap --unshare-all` (no network, own PID, IPC
+  and UTS namespaces), with only /usr (and the merged-/usr links), a few files of
+  /etc, a fresh /proc, /dev and /tmp, and the workspace (read-write) visible.
+
+`detect_sandbox()` probes bubblewrap once, by really running it, and reports the
+level in force; it never claims bwrap when the probe failed. A run past its
+deadline raises `sonia.errors.Timeout` (504) carrying the partial result.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import resource
+import selectors
+import shutil
+import signal
+import subprocess
+import tempfile
+import threading
+import time
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
+
+from sonia.errors import ConfigError, InvalidCommand, Timeout
+from sonia.redact import Redactor, default_redactor
+from sonia.services.openclaw.paths import Workspace
+
+__all__ = [
+    "CHILD_PATH",
+    "CommandPlan",
+    "ExecutionResult",
+    "Executor",
+    "Limits",
+    "SandboxLevel",
+    "bwrap_argv",
+    "detect_sandbox",
+]
+
+CHILD_PATH = "/usr/bin:/bin"
+_READ_CHUNK = 65536
+_DRAIN_AFTER_EXIT_SECONDS = 2.0
+_PROBE_TIMEOUT_SECONDS = 10.0
+
+
+@dataclass(frozen=True)
+class CommandPlan:
+    """A command the allowlist accepted: absolute `binary`, `argv[0]` its name, a tier."""
+
+    binary: str
+    argv: list[str]
+    tier: int
+
+
+@dataclass(frozen=True)
+class SandboxLevel:
+    """The isolation actually in force, as found by running it."""
+
+    level: Literal["bwrap", "rlimits"]
+    network: Literal["none", "host"]
+    reason: str
+    bwrap_path: str | None = None
+
+    def as_dict(self) -> dict[str, str]:
+        return {"level": self.level, "network": self.network, "reason": self.reason}
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Resource limits of a child; CPU seconds follow from the timeout."""
+
+    address_space_bytes: int = 1 << 30
+    file_size_bytes: int = 64 << 20
+    open_files: int = 256
+
+
+@dataclass(frozen=True)
+class ExecutionResult:
+    exit_code: int
+    stdout: str
+    stderr: str
+    stdout_truncated: bool
+    stderr_truncated: bool
+    duration_seconds: float
+    timed_out: bool
+    sandbox: dict[str, str] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+# --- bubblewrap -----------------------------------------------------------------
+_MERGED_USR_TOPS = ("/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32")
+_ETC_FILES = ("/etc/ld.so.cache", "/etc/alternatives", "/etc/localtime")
+
+
+def bwrap_argv(bwrap: str, workspace: str, cwd: str, env: Mapping[str, str]) -> list[str]:
+    """The bwrap command line up to and including `--`; the binary and its args follow."""
+    argv = [bwrap, "--unshare-all", "--die-with-parent", "--new-session", "--clearenv",
+            "--cap-drop", "ALL", "--ro-bind", "/usr", "/usr"]
+    for top in _MERGED_USR_TOPS:
+        if os.path.islink(top):
+            argv += ["--symlink", os.readlink(top), top]
+        elif os.path.isdir(top):
+            argv += ["--ro-bind", top, top]
+    for path in _ETC_FILES:
+        argv += ["--ro-bind-try", path, path]
+    argv += ["--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp",
+             "--bind", workspace, workspace, "--chdir", cwd]
+    for key, value in env.items():
+        argv += ["--setenv", key, value]
+    return [*argv, "--"]
+
+
+def _child_env(home: str, cwd: str) -> dict[str, str]:
+    """The whole environment of a child (bwrap sets PWD itself; so do we without it)."""
+    return {"LANG": "C.UTF-8", "PATH": CHILD_PATH, "HOME": home, "PWD": cwd}
+
+
+def _probe_bwrap(bwrap: str) -> tuple[bool, str, bool]:
+    """(works, reason, network isolated) from running `true` and reading /proc/net/dev."""
+    with tempfile.TemporaryDirectory(prefix="sonia-bwrap-probe-") as scratch:
+        prefix = bwrap_argv(bwrap, scratch, scratch, _child_env(scratch, scratch))
+        true = shutil.which("true", path=CHILD_PATH) or "/usr/bin/true"
+        try:
+            done = subprocess.run([*prefix, true], stdin=subprocess.DEVNULL,
+                                  capture_output=True, env={}, timeout=_PROBE_TIMEOUT_SECONDS,
+                                  start_new_session=True, check=False)
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            return False, f"bwrap probe failed: {exc}", False
+        if done.returncode != 0:
+            message = done.stderr.decode("utf-8", "replace").strip().splitlines()
+            why = message[0] if message else f"exit code {done.returncode}"
+            return False, f"bwrap probe failed: {why}", False
+        cat = shutil.which("cat", path=CHILD_PATH)
+        if cat is None:
+            return True, "bwrap probe ran true; --unshare-net is mandatory in bwrap", True
+        try:
+            net = subprocess.run([*prefix, cat, "/proc/net/dev"], stdin=subprocess.DEVNULL,
+                                 capture_output=True, env={}, timeout=_PROBE_TIMEOUT_SECONDS,
+                                 start_new_session=True, check=False)
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            return False, f"bwrap network probe failed: {exc}", False
+        interfaces = {line.split(":", 1)[0].strip()
+                      for line in net.stdout.decode("utf-8", "replace").splitlines()[2:]
+                      if ":" in line}
+        if net.returncode != 0 or interfaces - {"lo"}:
+            return True, f"bwrap runs but sees interfaces {sorted(interfaces)}", False
+        return True, "bwrap probe ran true; only loopback inside", True
+
+
+_PROBES: dict[str, tuple[bool, str, bool]] = {}
+_PROBE_LOCK = threading.Lock()
+
+
+def detect_sandbox(preference: str = "auto", *, bwrap: str | None = None) -> SandboxLevel:
+    """The sandbox level for `preference` (auto | bwrap | rlimits), probed once per binary.
+
+    `bwrap` demands bubblewrap: a failed probe is a ConfigError (the service should
+    refuse to start rather than run commands with less isolation than configured).
+    """
+    if preference not in ("auto", "bwrap", "rlimits"):
+        raise ConfigError(f"sandbox must be auto, bwrap or rlimits, not {preference!r}",
+                          key="openclaw.sandbox")
+    if preference == "rlimits":
+        return SandboxLevel("rlimits", "host", "configured: openclaw.sandbox = rlimits")
+    path = bwrap or shutil.which("bwrap", path="/usr/bin:/bin:/usr/local/bin")
+    if path is None:
+        works, reason, isolated = False, "bwrap is not installed", False
+    else:
+        with _PROBE_LOCK:
+            if path not in _PROBES:
+                _PROBES[path] = _probe_bwrap(path)
+            works, reason, isolated = _PROBES[path]
+    if works:
+        return SandboxLevel("bwrap", "none" if isolated else "host", reason, bwrap_path=path)
+    if preference == "bwrap":
+        raise ConfigError(f"openclaw.sandbox is bwrap but {reason}", key="openclaw.sandbox")
+    return SandboxLevel("rlimits", "host", f"fell back to rlimits: {reason}")
+
+
+# --- running --------------------------------------------------------------------
+class _Capture:
+    """Keeps the first `cap` bytes of a stream and notes whether more came."""
+
+    def __init__(self, cap: int) -> None:
+        self.cap = cap
+        self.data = bytearray()
+        self.truncated = False
+
+    def add(self, chunk: bytes) -> None:
+        room = self.cap - len(self.data)
+        if room > 0:
+            self.data += chunk[:room]
+        if len(chunk) > room:
+            self.truncated = True
+
+    def text(self, redactor: Redactor) -> str:
+        text = redactor.redact(self.data.decode("utf-8", "replace"))
+        if self.truncated:
+            text += f"\n[output truncated at {self.cap} bytes]"
+        return text
+
+
+def _kill_group(pgid: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, signal.SIGKILL)
+
+
+def _has_exited(pid: int) -> bool:
+    """Whether `pid` exited, leaving it unreaped (a zombie keeps its group id taken)."""
+    try:
+        return os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None
+    except ChildProcessError:
+        return True
+
+
+class Executor:
+    """Runs command plans in the workspace under the sandbox level it was given."""
+
+    def __init__(
+        self,
+        workspace: Workspace,
+        sandbox: SandboxLevel,
+        *,
+        timeout_seconds: float = 10.0,
+        max_output_bytes: int = 65536,
+        limits: Limits | None = None,
+        redactor: Redactor | None = None,
+    ) -> None:
+        self.workspace = workspace
+        self.sandbox = sandbox
+        self.timeout_seconds = timeout_seconds
+        self.max_output_bytes = max_output_bytes
+        self.limits = limits or Limits()
+        self.redactor = redactor or default_redactor()
+
+    def _rlimits(self, timeout: float) -> list[tuple[int, int]]:
+        wanted = [
+            (resource.RLIMIT_CPU, math.ceil(timeout) + 1),
+            (resource.RLIMIT_AS, self.limits.address_space_bytes),
+            (resource.RLIMIT_FSIZE, self.limits.file_size_bytes),
+            (resource.RLIMIT_NOFILE, self.limits.open_files),
+            (resource.RLIMIT_CORE, 0),
+        ]
+        out = []
+        for which, value in wanted:
+            _soft, hard = resource.getrlimit(which)
+            if hard != resource.RLIM_INFINITY:
+                value = min(value, hard)
+            out.append((which, value))
+        return out
+
+    def run(self, plan: CommandPlan, *, cwd: str = ".", timeout: float | None = None
+            ) -> ExecutionResult:
+        """Run `plan` with working directory `cwd` (workspace-relative)."""
+        if not os.path.isabs(plan.binary) or not plan.argv:
+            raise InvalidCommand("a command plan needs an absolute binary and an argv")
+        if any("\x00" in arg for arg in [plan.binary, *plan.argv]):
+            raise InvalidCommand("a command argument contains a NUL byte")
+        timeout = self.timeout_seconds if timeout is None else timeout
+        parts = self.workspace.parse(cwd)
+        cwd_fd = self.workspace.open_dir(cwd)
+        try:
+            return self._run(plan, cwd_fd, self.workspace.absolute(parts), timeout)
+        finally:
+            os.close(cwd_fd)
+
+    def _run(self, plan: CommandPlan, cwd_fd: int, cwd_path: str, timeout: float
+             ) -> ExecutionResult:
+        env = _child_env(self.workspace.root, cwd_path)
+        limits = self._rlimits(timeout)
+
+        def child_setup() -> None:  # runs in the child between fork and exec
+            os.fchdir(cwd_fd)
+            for which, value in limits:
+                resource.setrlimit(which, (value, value))
+
+        if self.sandbox.level == "bwrap" and self.sandbox.bwrap_path:
+            prefix = bwrap_argv(self.sandbox.bwrap_path, self.workspace.root, cwd_path, env)
+            args, executable, child_env = [*prefix, plan.binary, *plan.argv[1:]], None, {}
+        else:
+            args, executable, child_env = list(plan.argv), plan.binary, env
+        started = time.monotonic()
+        try:
+            proc = subprocess.Popen(
+                args, executable=executable, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE, env=child_env, start_new_session=True,
+                preexec_fn=child_setup, close_fds=True, shell=False,
+            )
+        except OSError as exc:
+            raise InvalidCommand(f"{plan.argv[0]!r} could not be started: {exc.strerror}"
+                                 ) from exc
+        out, err = _Capture(self.max_output_bytes), _Capture(self.max_output_bytes)
+        timed_out = self._collect(proc, out, err, started + timeout)
+        duration = time.monotonic() - started
+        result = ExecutionResult(
+            exit_code=proc.returncode if proc.returncode is not None else -signal.SIGKILL,
+            stdout=out.text(self.redactor), stderr=err.text(self.redactor),
+            stdout_truncated=out.truncated, stderr_truncated=err.truncated,
+            duration_seconds=round(duration, 6), timed_out=timed_out,
+            sandbox=self.sandbox.as_dict(),
+        )
+        if timed_out:
+            raise Timeout(
+                f"{plan.argv[0]!r} ran longer than {timeout:g} s; its process group was killed",
+                extra={"result": result.as_dict()},
+            )
+        return result
+
+    def _collect(self, proc: subprocess.Popen[bytes], out: _Capture, err: _Capture,
+                 deadline: float) -> bool:
+        """Read both pipes until exit and EOF, the deadline, or too much output.
+
+        Returns whether the deadline passed before the command exited. Always leaves
+        the process group killed and the leader reaped.
+        """
+        assert proc.stdout is not None and proc.stderr is not None
+        selector = selectors.DefaultSelector()
+        pidfd = -1
+        with contextlib.suppress(OSError, AttributeError):
+            pidfd = os.pidfd_open(proc.pid)
+        try:
+            selector.register(proc.stdout.fileno(), selectors.EVENT_READ, out)
+            selector.register(proc.stderr.fileno(), selectors.EVENT_READ, err)
+            if pidfd >= 0:
+                selector.register(pidfd, selectors.EVENT_READ, None)
+            exited = timed_out = False
+            pipes = 2
+            while pipes or not exited:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    timed_out = not exited
+                    break
+                wait = remaining if pidfd >= 0 else min(remaining, 0.05)
+                for key, _events in selector.select(wait):
+                    if key.data is None:
+                        selector.unregister(key.fd)
+                        continue
+                    chunk = os.read(key.fd, _READ_CHUNK)
+                    if chunk:
+                        key.data.add(chunk)
+                    else:
+                        selector.unregister(key.fd)
+                        pipes -= 1
+                if out.truncated or err.truncated:
+                    break
+                if not exited and _has_exited(proc.pid):
+                    exited = True
+                    _kill_group(proc.pid)  # leftovers; the leader is an unreaped zombie
+                    deadline = min(deadline, time.monotonic() + _DRAIN_AFTER_EXIT_SECONDS)
+            _kill_group(proc.pid)
+            proc.wait()
+            return timed_out
+        finally:
+            selector.close()
+            if pidfd >= 0:
+                os.close(pidfd)
+            proc.stdout.close()
+            proc.stderr.close()

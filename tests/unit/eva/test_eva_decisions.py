@@ -1,0 +1,286 @@
+"""EVA's decisions: tiers 0-1 run at once, tiers 2-3 wait for an approver, denied tools are
+denied; and an action is approved, denied, executed or expired exactly once."""
+
+from __future__ import annotations
+
+import dataclasses
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Iterator
+from importlib.resources import files
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from sonia.errors import AlreadyDecided, InvalidArgument, InvalidCommand, NotFound, PolicyDenied
+from sonia.kit.db import connect, migrate, transaction
+from sonia.services.eva import audit
+from sonia.services.eva.decisions import (
+    EVA_MIGRATIONS,
+    POLICY_ACTOR,
+    Decider,
+    Verdict,
+    approve,
+    deny,
+    expire_pending,
+    get_decision,
+    mark_executed,
+    record_decision,
+)
+from sonia.services.eva.plan import plan_hash
+from sonia.services.eva.policy import Policy, ToolPolicy, load_policy
+
+NOW = 1_750_000_000.0
+
+
+@pytest.fixture(scope="module")
+def policy() -> Policy:
+    return load_policy(Path(str(files("sonia.policies"))))
+
+
+@pytest.fixture()
+def decider(policy: Policy) -> Decider:
+    return Decider(policy)
+
+
+@pytest.fixture()
+def db_path(tmp_path: Path) -> Path:
+    return tmp_path / "eva.db"
+
+
+@pytest.fixture()
+def conn(db_path: Path) -> Iterator[sqlite3.Connection]:
+    conn = connect(db_path)
+    migrate(conn, EVA_MIGRATIONS)
+    yield conn
+    conn.close()
+
+
+# --- deciding ------------------------------------------------------------------------------
+@pytest.mark.parametrize("tool, args, decision, tier", [
+    ("file.read", {"path": "a.txt"}, "allow", 0),
+    ("file.list", {}, "allow", 0),
+    ("file.search", {"query": "x"}, "allow", 0),
+    ("shell.run", {"argv": ["ls", "-la"]}, "allow", 1),
+    ("shell.run", {"argv": ["grep", "-rn", "x", "."]}, "allow", 1),
+    ("file.write", {"path": "a.txt", "content": "hi"}, "approval_required", 2),
+    ("file.delete", {"path": "a.txt"}, "approval_required", 3),
+    ("shell.run", {"argv": ["rm", "-rf", "build"]}, "approval_required", 3),
+    ("shell.run", {"argv": ["mkdir", "d"]}, "approval_required", 3),
+])
+def test_tiers_decide_what_runs_at_once(
+        decider: Decider, tool: str, args: dict[str, Any], decision: str, tier: int) -> None:
+    verdict = decider.decide(tool, args)
+    assert (verdict.decision, verdict.tier) == (decision, tier)
+    assert verdict.plan_hash == plan_hash(tool, args)
+    assert verdict.args == args
+
+
+def test_shell_run_carries_its_command_plan(decider: Decider, policy: Policy) -> None:
+    verdict = decider.decide("shell.run", {"argv": ["cat", "notes.txt"]})
+    assert verdict.command is not None
+    assert verdict.command.binary == policy.commands["cat"].binary
+
+
+def test_the_plan_hash_covers_the_args_as_requested(decider: Decider) -> None:
+    bare = decider.decide("file.list", {})
+    explicit = decider.decide("file.list", {"path": "."})
+    assert bare.plan_hash == plan_hash("file.list", {}) != explicit.plan_hash
+
+
+def test_a_tool_denied_by_policy_is_denied(policy: Policy) -> None:
+    tools = {**policy.tools, "file.delete": ToolPolicy("file.delete", 3, deny=True)}
+    verdict = Decider(dataclasses.replace(policy, tools=tools)).decide(
+        "file.delete", {"path": "a"})
+    assert verdict.decision == "deny"
+    error = verdict.denial()
+    assert isinstance(error, PolicyDenied) and error.status == 403 and "denied" in error.detail
+
+
+def test_a_tool_missing_from_the_policy_is_denied(policy: Policy) -> None:
+    tools = {name: tool for name, tool in policy.tools.items() if name != "file.write"}
+    verdict = Decider(dataclasses.replace(policy, tools=tools)).decide(
+        "file.write", {"path": "a", "content": ""})
+    assert verdict.decision == "deny" and "tools.toml" in verdict.reason
+
+
+def test_the_policy_can_raise_shell_run_above_its_commands(policy: Policy) -> None:
+    tools = {**policy.tools, "shell.run": ToolPolicy("shell.run", 2, tier_from_command=True)}
+    verdict = Decider(dataclasses.replace(policy, tools=tools)).decide(
+        "shell.run", {"argv": ["ls"]})
+    assert (verdict.decision, verdict.tier) == ("approval_required", 2)
+
+
+@pytest.mark.parametrize("tool, args, error", [
+    ("file.read", {}, InvalidArgument),
+    ("file.read", {"path": "a", "mode": "x"}, InvalidArgument),
+    ("file.exec", {"path": "a"}, InvalidArgument),
+    ("shell.run", {"argv": "rm -rf /"}, InvalidArgument),
+    ("shell.run", {"argv": ["bash", "-c", "id"]}, InvalidCommand),
+    ("shell.run", {"argv": ["rm", "-rf", "/"]}, InvalidCommand),
+    ("file.read", {"path": float("nan")}, InvalidArgument),
+])
+def test_bad_requests_raise_instead_of_deciding(
+        decider: Decider, tool: str, args: Any, error: type[Exception]) -> None:
+    with pytest.raises(error):
+        decider.decide(tool, args)
+
+
+# --- the store -----------------------------------------------------------------------------
+def _pending(conn: sqlite3.Connection, decider: Decider, ttl: float = 900) -> str:
+    verdict = decider.decide("file.write", {"path": "a.txt", "content": "hi"})
+    return record_decision(conn, verdict, principal="user:k1", session_id="s1", ttl=ttl,
+                           now=NOW).action_id
+
+
+def test_a_pending_action_is_stored_with_its_plan(
+        conn: sqlite3.Connection, decider: Decider) -> None:
+    action_id = _pending(conn, decider)
+    record = get_decision(conn, action_id)
+    assert record.status == "pending" and record.decision == "approval_required"
+    assert record.args == {"path": "a.txt", "content": "hi"}
+    assert record.expires_at == NOW + 900 and record.decided_by is None
+    assert record.principal == "user:k1" and record.session_id == "s1"
+    assert action_id.startswith("act_")
+
+
+def test_allow_and_deny_verdicts_are_stored_as_decided_by_policy(
+        conn: sqlite3.Connection, decider: Decider) -> None:
+    allowed = record_decision(conn, decider.decide("file.read", {"path": "a"}),
+                              principal="user:k1", now=NOW)
+    assert (allowed.status, allowed.decided_by) == ("approved", POLICY_ACTOR)
+    denied = record_decision(conn, Verdict("file.delete", {"path": "a"}, 3, "0" * 64, "deny",
+                                           "no"), principal="user:k1", now=NOW)
+    assert (denied.status, denied.decided_by) == ("denied", POLICY_ACTOR)
+    with pytest.raises(AlreadyDecided):
+        approve(conn, denied.action_id, "approver:k2", now=NOW)
+
+
+def test_an_action_is_approved_exactly_once(conn: sqlite3.Connection, decider: Decider) -> None:
+    action_id = _pending(conn, decider)
+    record = approve(conn, action_id, "approver:k2", now=NOW + 1)
+    assert (record.status, record.decided_by, record.decided_at) == (
+        "approved", "approver:k2", NOW + 1)
+    with pytest.raises(AlreadyDecided) as caught:
+        approve(conn, action_id, "approver:k2", now=NOW + 2)
+    assert caught.value.status == 409 and "approved" in caught.value.detail
+    with pytest.raises(AlreadyDecided):
+        deny(conn, action_id, "approver:k3", now=NOW + 2)
+
+
+def test_a_denied_action_cannot_be_approved(conn: sqlite3.Connection, decider: Decider) -> None:
+    action_id = _pending(conn, decider)
+    assert deny(conn, action_id, "approver:k2", now=NOW).status == "denied"
+    with pytest.raises(AlreadyDecided):
+        approve(conn, action_id, "approver:k2", now=NOW)
+    with pytest.raises(AlreadyDecided):
+        mark_executed(conn, action_id, now=NOW)
+
+
+def test_unknown_actions_are_not_found(conn: sqlite3.Connection) -> None:
+    for operation in (approve, deny):
+        with pytest.raises(NotFound):
+            operation(conn, "act_nope", "approver:k2")
+    with pytest.raises(NotFound):
+        mark_executed(conn, "act_nope")
+    with pytest.raises(NotFound):
+        get_decision(conn, "act_nope")
+
+
+def test_an_expired_action_cannot_be_approved(conn: sqlite3.Connection, decider: Decider) -> None:
+    action_id = _pending(conn, decider, ttl=60)
+    with pytest.raises(AlreadyDecided) as caught:
+        approve(conn, action_id, "approver:k2", now=NOW + 60)
+    assert "expired" in caught.value.detail
+    assert get_decision(conn, action_id).status == "expired"
+
+
+def test_expire_pending_sweeps_only_overdue_actions(
+        conn: sqlite3.Connection, decider: Decider) -> None:
+    short = _pending(conn, decider, ttl=10)
+    long = _pending(conn, decider, ttl=1000)
+    assert expire_pending(conn, now=NOW + 11) == [short]
+    assert get_decision(conn, long).status == "pending"
+    assert expire_pending(conn, now=NOW + 11) == []
+
+
+def test_an_approved_action_is_executed_exactly_once(
+        conn: sqlite3.Connection, decider: Decider) -> None:
+    action_id = _pending(conn, decider)
+    approve(conn, action_id, "approver:k2", now=NOW)
+    record = mark_executed(conn, action_id, now=NOW + 3)
+    assert (record.status, record.executed_at) == ("executed", NOW + 3)
+    with pytest.raises(AlreadyDecided):
+        mark_executed(conn, action_id, now=NOW + 4)
+
+
+def _race(db_path: Path, attempts: list[Callable[[sqlite3.Connection], Any]]) -> list[Any]:
+    """Run each attempt on its own connection and thread, released together."""
+    conns = [connect(db_path) for _ in attempts]
+    barrier = threading.Barrier(len(attempts), timeout=10)
+    outcomes: list[Any] = [None] * len(attempts)
+
+    def run(index: int) -> None:
+        barrier.wait()
+        try:
+            outcomes[index] = attempts[index](conns[index])
+        except Exception as exc:  # the outcome under test
+            outcomes[index] = exc
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(len(attempts))]
+    for thread in threads:
+        thread.start()
+    deadline = time.monotonic() + 30
+    for thread in threads:
+        thread.join(timeout=max(0.0, deadline - time.monotonic()))
+    for c in conns:
+        c.close()
+    assert not any(thread.is_alive() for thread in threads)
+    return outcomes
+
+
+def _approver(action_id: str, who: str) -> Callable[[sqlite3.Connection], Any]:
+    return lambda c: approve(c, action_id, who, now=NOW)
+
+
+def _denier(action_id: str, who: str) -> Callable[[sqlite3.Connection], Any]:
+    return lambda c: deny(c, action_id, who, now=NOW)
+
+
+def test_concurrent_approvals_have_exactly_one_winner(
+        conn: sqlite3.Connection, decider: Decider, db_path: Path) -> None:
+    for _ in range(10):
+        action_id = _pending(conn, decider)
+        outcomes = _race(db_path, [_approver(action_id, f"approver:{n}") for n in range(4)])
+        winners = [o for o in outcomes if not isinstance(o, Exception)]
+        assert len(winners) == 1, outcomes
+        assert all(isinstance(o, AlreadyDecided) for o in outcomes if o not in winners)
+        assert get_decision(conn, action_id).decided_by == winners[0].decided_by
+
+
+def test_approve_racing_deny_has_exactly_one_winner(
+        conn: sqlite3.Connection, decider: Decider, db_path: Path) -> None:
+    for _ in range(10):
+        action_id = _pending(conn, decider)
+        outcomes = _race(db_path, [_approver(action_id, "approver:a"),
+                                   _denier(action_id, "approver:b")])
+        assert sum(not isinstance(o, Exception) for o in outcomes) == 1, outcomes
+        assert get_decision(conn, action_id).status in {"approved", "denied"}
+
+
+def test_a_decision_and_its_audit_record_commit_together(
+        conn: sqlite3.Connection, decider: Decider) -> None:
+    verdict = decider.decide("file.write", {"path": "a.txt", "content": "hi"})
+
+    def write(c: sqlite3.Connection) -> str:
+        record = record_decision(c, verdict, principal="user:k1", now=NOW)
+        audit.append(c, "pending", actor="user:k1", action_id=record.action_id,
+                     detail={"tool": verdict.tool, "plan_hash": verdict.plan_hash})
+        raise RuntimeError("crash before commit")
+
+    with pytest.raises(RuntimeError):
+        transaction(conn, write)
+    assert conn.execute("SELECT count(*) FROM decisions").fetchone()[0] == 0
+    assert audit.verify(conn).count == 0

@@ -1,0 +1,44 @@
+"""The soak report is one self-contained HTML file with its plots inline."""
+
+from __future__ import annotations
+
+import base64
+import re
+from pathlib import Path
+from typing import Any
+
+from sonia.gates.evidence import Check, Verdict
+from sonia.gates.load_rows import memory_field, route_field, row_columns
+from sonia.gates.report import write_report
+
+
+def rows(windows: int = 12) -> list[dict[str, Any]]:
+    result = []
+    for i in range(windows):
+        row: dict[str, Any] = dict.fromkeys(row_columns(["chat"], ["gateway"]), 0)
+        row.update({"window": i, "start_s": 10.0 * i, "end_s": 10.0 * (i + 1),
+                    route_field("chat", "count"): 10, route_field("chat", "p50_ms"): 5.0,
+                    route_field("chat", "p95_ms"): 9.0 + i, route_field("chat", "p99_ms"): "",
+                    route_field("chat", "err_5xx"): 1 if i == 3 else 0,
+                    memory_field("gateway"): 50_000_000 + i})
+        result.append(row)
+    return result
+
+
+def test_report_is_a_single_file_with_plots_and_the_verdict(tmp_path: Path) -> None:
+    verdict = Verdict.of("soak", [Check("error rate <chat>", 0.005, 0.01, False)])
+    path = write_report(rows(), {"verdict": verdict.to_dict(), "run_id": "r1"},
+                        tmp_path / "soak-report.html")
+    text = path.read_text()
+    images = re.findall(r'src="data:image/png;base64,([A-Za-z0-9+/=]+)"', text)
+    assert len(images) == 3  # latency of chat, errors, memory
+    assert all(base64.b64decode(i).startswith(b"\x89PNG") for i in images)
+    assert "verdict: NO-GO" in text
+    assert "error rate &lt;chat&gt;" in text  # escaped, never raw HTML
+    assert not re.search(r'(src|href)="(https?:)?//', text)  # nothing fetched from elsewhere
+
+
+def test_report_of_an_empty_run_still_renders(tmp_path: Path) -> None:
+    path = write_report([], {"verdict": Verdict.of("soak", []).to_dict()},
+                        tmp_path / "r.html")
+    assert "No windows were recorded" in path.read_text()
