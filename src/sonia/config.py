@@ -9,6 +9,7 @@ its key: `SONIA_GATEWAY__MAX_SESSIONS=8`.
 from __future__ import annotations
 
 import ipaddress
+import re
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,9 @@ from pydantic_settings import (
 
 from sonia import SERVICES
 from sonia.errors import ConfigError
+
+PROVIDERS: tuple[str, ...] = ("builtin", "openai", "llamacpp")
+"""The model providers a routing profile may name (DESIGN.md, "Conversation")."""
 
 PORT_OFFSETS: dict[str, int] = {
     "gateway": 0, "router": 10, "memory": 20, "voice": 30, "openclaw": 40, "eva": 50,
@@ -50,11 +54,38 @@ class RouterSettings(_Section):
     openai_model: str = Field("default", description="model name sent to that server")
     openai_api_key_file: str | None = Field(None, description="file holding its API key")
     llamacpp_model_path: str | None = Field(None, description="a GGUF file for llamacpp")
+    profiles: dict[str, list[str]] = Field(
+        default_factory=dict,
+        description="routing profiles: name -> providers in fallback order (builtin, openai, "
+                    "llamacpp); without one, `default` is every configured provider, then builtin")
+
+    @field_validator("profiles")
+    @classmethod
+    def _known_providers(cls, v: dict[str, list[str]]) -> dict[str, list[str]]:
+        for name, chain in v.items():
+            if not re.fullmatch(r"[a-z][a-z0-9_-]{0,31}", name):
+                raise ValueError(f"profile name {name!r} must match [a-z][a-z0-9_-]{{0,31}}")
+            if not chain:
+                raise ValueError(f"profile {name!r} names no provider")
+            unknown = [p for p in chain if p not in PROVIDERS]
+            if unknown:
+                raise ValueError(f"profile {name!r} names unknown providers {unknown}; "
+                                 f"providers are {', '.join(PROVIDERS)}")
+            if len(set(chain)) != len(chain):
+                raise ValueError(f"profile {name!r} names a provider twice")
+        return v
 
 
 class VoiceSettings(_Section):
     tts: str = Field("auto", description="auto | espeak-ng | none")
     stt_base_url: str | None = Field(None, description="OpenAI-compatible transcription server")
+
+    @field_validator("tts")
+    @classmethod
+    def _known_tts(cls, v: str) -> str:
+        if v not in {"auto", "espeak-ng", "none"}:
+            raise ValueError("must be one of auto, espeak-ng, none")
+        return v
 
 
 class OpenClawSettings(_Section):
@@ -100,6 +131,10 @@ class Settings(BaseSettings):
     bind: str = Field("127.0.0.1", description="address every service listens on (loopback only)")
     base_port: int = Field(7000, ge=1024, le=65_000, description="gateway port; others at offsets")
     ports: dict[str, int] = Field(default_factory=dict, description="per-service port overrides")
+    upstreams: dict[str, str] = Field(
+        default_factory=dict,
+        description="where callers reach a service, when not at its own port (e.g. through "
+                    "a loopback proxy): service -> http://127.0.0.1:PORT")
     log_level: str = Field("info")
     gateway: GatewaySettings = GatewaySettings()  # type: ignore[call-arg]
     router: RouterSettings = RouterSettings()  # type: ignore[call-arg]
@@ -137,6 +172,17 @@ class Settings(BaseSettings):
                 raise ValueError(f"port {port} of {name} is outside 1024-65535")
         return v
 
+    @field_validator("upstreams")
+    @classmethod
+    def _loopback_upstreams(cls, v: dict[str, str]) -> dict[str, str]:
+        for name, url in v.items():
+            if name not in SERVICES:
+                raise ValueError(f"unknown service {name!r}; services are {', '.join(SERVICES)}")
+            match = re.fullmatch(r"http://(127\.\d+\.\d+\.\d+|\[::1\]):(\d{4,5})", url)
+            if match is None:
+                raise ValueError(f"upstream of {name} must be http://<loopback>:<port>, not {url!r}")
+        return v
+
     @model_validator(mode="after")
     def _distinct_ports(self) -> Settings:
         seen: dict[int, str] = {}
@@ -151,7 +197,12 @@ class Settings(BaseSettings):
         return self.ports.get(service, self.base_port + PORT_OFFSETS[service])
 
     def url_of(self, service: str) -> str:
+        """Where a service listens (health checks, the supervisor, gates)."""
         return f"http://{self.bind}:{self.port_of(service)}"
+
+    def upstream_of(self, service: str) -> str:
+        """Where other services call it: its own address unless an upstream is configured."""
+        return self.upstreams.get(service, self.url_of(service))
 
     @classmethod
     def settings_customise_sources(

@@ -22,11 +22,14 @@ app = typer.Typer(
 
 
 def _register() -> None:
-    from sonia.cli import chat, gates, stack
+    from sonia.cli import actions, chat, data, gates, release, stack
 
     stack.register(app)
     chat.register(app)
     gates.register(app)
+    actions.register(app)
+    data.register(app)
+    release.register(app)
 
 
 _register()

@@ -9,7 +9,9 @@ from rich.console import Console
 from rich.table import Table
 
 from sonia.cli.options import HomeOption, resolve_home
+from sonia.errors import ConfigError, ReleaseError
 from sonia.gates import registry
+from sonia.home import Home
 
 console = Console()
 
@@ -55,12 +57,35 @@ def register(app: typer.Typer) -> None:
         if name == "all":
             console.print(verdict_table(runs))
         passed = all(r.verdict.passed for r in runs)
-        if name == "all" and passed and release_tag:
-            from sonia.cli.release import release_from_runs
-
-            release_from_runs(h, runs, release_tag)
+        if name == "all":
+            release_step(h, runs, release_tag, passed)
         if not passed:
             raise typer.Exit(1)
+
+
+def release_step(home: Home, runs: list[registry.GateRun], tag: str, passed: bool) -> None:
+    """After `gate all`: release only when every gate passed.
+
+    With an explicit --tag the release is what the user asked for, so any refusal
+    (a dirty tree, an existing tag, ...) exits 1. Without one, the step tries a
+    candidate tag `rc-<commit>` and a refusal is a note, not a failure: the gates'
+    verdicts are the result of the run, and a developer's tree is often dirty.
+    """
+    from sonia.cli.release import default_tag, release_from_runs, source_repo
+
+    if not passed:
+        console.print("release step not run: not every gate passed")
+        return
+    try:
+        chosen = tag or default_tag(source_repo())
+        release_from_runs(home, runs, chosen)
+    except (ReleaseError, ConfigError) as exc:
+        if tag:
+            console.print(f"[red]release step refused[/red]: {exc}")
+            raise typer.Exit(1) from None
+        console.print(f"[yellow]note: release step skipped[/yellow]: {exc}")
+        console.print("every gate passed; commit your changes and run `sonia release --tag "
+                      "TAG` (or `sonia gate all --tag TAG`) to make a signed bundle")
 
 
 def parse_duration(text: str) -> float:

@@ -24,7 +24,13 @@ from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
-from scipy import stats
+
+
+def _scipy_stats():  # type: ignore[no-untyped-def]
+    """scipy.stats, imported on first use: it costs seconds, and most commands never need it."""
+    from scipy import stats
+
+    return stats
 
 __all__ = [
     "TrendResult",
@@ -41,7 +47,7 @@ def theil_sen_slope(xs: Sequence[float], ys: Sequence[float]) -> float:
         raise ValueError(f"xs has {len(xs)} points but ys has {len(ys)}")
     if len(xs) < 2:
         return 0.0
-    result = stats.theilslopes(np.asarray(ys, dtype=float), np.asarray(xs, dtype=float))
+    result = _scipy_stats().theilslopes(np.asarray(ys, dtype=float), np.asarray(xs, dtype=float))
     return float(result.slope)
 
 
@@ -75,11 +81,11 @@ def mann_kendall(ys: Sequence[float],
         return 0.0, 1.0
     z = (s - math.copysign(1, s)) / math.sqrt(var) if s != 0 else 0.0
     if alternative == "greater":
-        p = float(stats.norm.sf(z))
+        p = float(_scipy_stats().norm.sf(z))
     elif alternative == "less":
-        p = float(stats.norm.cdf(z))
+        p = float(_scipy_stats().norm.cdf(z))
     else:
-        p = float(2 * stats.norm.sf(abs(z)))
+        p = float(2 * _scipy_stats().norm.sf(abs(z)))
     return float(tau), min(1.0, p)
 
 
@@ -95,7 +101,7 @@ def wilson_upper(errors: int, total: int, confidence: float = 0.95) -> float:
         raise ValueError(f"confidence must be between 0 and 1, got {confidence}")
     if total == 0:
         return 1.0
-    z = float(stats.norm.ppf(confidence))
+    z = float(_scipy_stats().norm.ppf(confidence))
     p = errors / total
     denominator = 1 + z * z / total
     centre = p + z * z / (2 * total)

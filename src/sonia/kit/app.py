@@ -58,7 +58,7 @@ class ServiceContext:
         """The (shared) internal client for calls from this service to `target`."""
         if target not in self._clients:
             self._clients[target] = ServiceClient(self.token, target,
-                                                  self.settings.url_of(target))
+                                                  self.settings.upstream_of(target))
         return self._clients[target]
 
     def dependency_check(self, target: str) -> Check:

@@ -55,7 +55,7 @@ class Readiness:
 
 
 def health_router(readiness: Readiness, registry: CollectorRegistry) -> APIRouter:
-    router = APIRouter(tags=["health"])
+    router = APIRouter(tags=["health"], include_in_schema=False)
 
     @router.api_route("/livez", methods=["GET", "HEAD"])
     async def livez() -> Response:

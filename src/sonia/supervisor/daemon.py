@@ -4,6 +4,11 @@ It starts every service in its own process group, restarts one that dies (with
 exponential backoff, counting restarts), and on SIGTERM stops them in reverse
 start order (SIGTERM, grace, SIGKILL only when it must), writes a stop report
 naming every escalation, and exits. `python -m sonia.supervisor --home HOME`.
+
+While the stack is up it also takes scheduled backups (`[backup] interval_hours`,
+0 = off; the first one interval after start) in a worker thread, so a long
+backup never delays the watch loop, and prunes to `[backup] retention`. A failed
+backup is logged and recorded in the state file; it never stops the supervisor.
 """
 
 from __future__ import annotations
@@ -13,11 +18,14 @@ import logging
 import os
 import signal
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
 from sonia import SERVICES
+from sonia.backup import create_backup, prune_backups
+from sonia.config import BackupSettings
 from sonia.errors import ConfigError
 from sonia.home import Home
 from sonia.kit.logs import configure_logging
@@ -46,6 +54,66 @@ class Slot:
     history: list[dict[str, Any]] = field(default_factory=list)
 
 
+class ScheduledBackups:
+    """Online backups every `interval_hours` while the stack is up, pruned to `retention`."""
+
+    def __init__(self, home: Home, settings: BackupSettings) -> None:
+        self.home = home
+        self.interval_s = settings.interval_hours * 3600.0
+        self.retention = settings.retention
+        self.next_at = time.monotonic() + self.interval_s if self.interval_s > 0 else None
+        self.thread: threading.Thread | None = None
+        self.last: dict[str, Any] = {"enabled": self.interval_s > 0,
+                                     "interval_hours": settings.interval_hours,
+                                     "retention": self.retention}
+        self._finished = threading.Event()
+
+    def due(self, now: float) -> bool:
+        return self.next_at is not None and now >= self.next_at and self.thread is None
+
+    def start(self, now: float) -> None:
+        """Begin one backup in a worker thread; the next is due an interval from now."""
+        self.next_at = now + self.interval_s
+        self._finished.clear()
+        self.thread = threading.Thread(target=self._backup, name="scheduled-backup",
+                                       daemon=True)
+        self.thread.start()
+
+    def collect(self) -> bool:
+        """True once, when a backup that was running has finished (state changed)."""
+        if self.thread is None or not self._finished.is_set():
+            return False
+        self.thread.join()
+        self.thread = None
+        return True
+
+    def wait(self, timeout: float) -> None:
+        """Let a running backup finish before the services stop (bounded)."""
+        if self.thread is not None:
+            self.thread.join(timeout)
+            if self.thread.is_alive():
+                log.error("scheduled backup still running after %.0fs; stopping anyway", timeout)
+
+    def _backup(self) -> None:
+        started = time.monotonic()
+        try:
+            path = create_backup(self.home)
+            removed = prune_backups(self.home, self.retention)
+            seconds = time.monotonic() - started
+            self.last = self.last | {
+                "last_ok": True, "last_path": str(path), "last_at": time.time(),
+                "last_seconds": round(seconds, 3), "last_error": None}
+            log.info("scheduled backup %s in %.2fs; pruned %d older", path.name, seconds,
+                     len(removed))
+        except Exception as exc:  # a failed backup is reported, never fatal
+            self.last = self.last | {
+                "last_ok": False, "last_at": time.time(),
+                "last_error": f"{type(exc).__name__}: {exc}"[:500]}
+            log.error("scheduled backup failed: %s: %s", type(exc).__name__, exc)
+        finally:
+            self._finished.set()
+
+
 class Supervisor:
     def __init__(self, home: Home) -> None:
         self.home = home
@@ -61,6 +129,7 @@ class Supervisor:
             for name in SERVICES
         }
         self.stopping = False
+        self.backups = ScheduledBackups(home, self.settings.backup)
 
     def write_state(self) -> None:
         services = {}
@@ -80,6 +149,7 @@ class Supervisor:
             "marker": self.marker,
             "bind": self.settings.bind,
             "services": services,
+            "backup": dict(self.backups.last),
             "updated_at": time.time(),
         })
 
@@ -147,7 +217,13 @@ class Supervisor:
         self.start_all()
         while not self.stopping:
             self.watch_once()
+            now = time.monotonic()
+            if self.backups.due(now):
+                self.backups.start(now)
+            if self.backups.collect():
+                self.write_state()
             time.sleep(POLL_S)
+        self.backups.wait(timeout=60.0)
         self.stop_all()
         self.write_state()
         return 0

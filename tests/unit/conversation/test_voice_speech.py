@@ -211,7 +211,10 @@ def test_auto_falls_back_to_no_speech_only_when_espeak_does_not_run() -> None:
     assert isinstance(tts, EspeakTTS if HAS_ESPEAK else NullTTS)
 
 
-def test_an_unknown_tts_setting_is_a_config_error() -> None:
+def test_an_unknown_tts_setting_is_refused_by_the_settings_and_by_the_adapters() -> None:
+    with pytest.raises(ValueError, match="auto, espeak-ng, none"):
+        VoiceSettings(tts="festival", stt_base_url=None)
+    unchecked = VoiceSettings.model_construct(tts="festival", stt_base_url=None)
     with pytest.raises(ConfigError) as raised:
-        asyncio.run(select_tts(VoiceSettings(tts="festival", stt_base_url=None)))
+        asyncio.run(select_tts(unchecked))
     assert raised.value.key == "voice.tts"

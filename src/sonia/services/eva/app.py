@@ -1,36 +1,245 @@
-"""The EVA service: policy tiers, approvals, signed execution grants, the audit chain."""
+"""The EVA service: policy tiers, approvals, signed execution grants, the audit chain.
+
+Internal routes (service token; callers in `CALLERS`):
+
+    POST /v1/decisions {tool, args, principal, session_id?}
+        -> {action_id, decision: allow|approval_required, status, tier, plan_hash,
+            reason, expires_at, grant?}; a policy denial is 403 POLICY_DENIED (with
+            action_id); bad arguments or commands 400 (audited as `rejected`)
+    GET  /v1/decisions/{action_id}                 the stored action and its status
+    POST /v1/decisions/{action_id}/approve {approver}
+        -> {action_id, status: approved, tool, args, plan_hash, grant}
+    POST /v1/decisions/{action_id}/deny {approver} -> {action_id, status: denied}
+    POST /v1/decisions/{action_id}/executed {jti, outcome, result_digest, error_code?}
+        OpenClaw's report that a grant was consumed and the tool ran (or failed)
+    GET  /v1/grant-key                             the public key, as a JWK
+
+The policy (policies/*.toml) is loaded inside `create`, so a policy that cannot
+be trusted stops the service with exit code 2 before it binds a port. Every
+decision and its audit record commit in one transaction; audit details carry a
+grant's `jti`, never the grant itself.
+"""
 
 from __future__ import annotations
 
-import base64
+import logging
+import sqlite3
+from typing import Annotated, Any, Literal
 
-from cryptography.hazmat.primitives import serialization
 from fastapi import APIRouter, FastAPI
+from pydantic import BaseModel, ConfigDict, Field, StrictStr
 
+from sonia.errors import ApiError, PolicyDenied
 from sonia.kit.app import ServiceContext, ServiceParts, create_app, run_sync
 from sonia.kit.db import Database
+from sonia.services.eva import audit
+from sonia.services.eva.decisions import (
+    EVA_MIGRATIONS,
+    POLICY_ACTOR,
+    Decider,
+    DecisionRecord,
+    Verdict,
+    approve,
+    deny,
+    get_decision,
+    mark_executed,
+    new_action_id,
+    record_decision,
+)
+from sonia.services.eva.grants import GrantSigner, public_key_jwk
+from sonia.services.eva.policy import load_policy
+
+log = logging.getLogger("sonia.eva")
+
+GATEWAY = frozenset({"gateway"})
+CALLERS: dict[str, frozenset[str]] = {
+    "/v1/decisions": GATEWAY,
+    "/v1/decisions/{action_id}": GATEWAY,
+    "/v1/decisions/{action_id}/approve": GATEWAY,
+    "/v1/decisions/{action_id}/deny": GATEWAY,
+    "/v1/decisions/{action_id}/executed": frozenset({"openclaw"}),
+    "/v1/grant-key": frozenset({"openclaw", "gateway"}),
+}
+"""Only the gateway proposes and decides; only OpenClaw reports executions."""
+
+Name = Annotated[StrictStr, Field(min_length=1, max_length=200)]
+ActionId = Annotated[str, Field(pattern=r"^act_[0-9a-f]{24}$")]
+
+
+class _Body(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Proposal(_Body):
+    tool: Annotated[StrictStr, Field(min_length=1, max_length=100)]
+    args: dict[str, Any]
+    principal: Name
+    session_id: Name | None = None
+
+
+class Decision(_Body):
+    approver: Name
+
+
+class Execution(_Body):
+    jti: Name
+    outcome: Literal["ok", "error"]
+    result_digest: Annotated[StrictStr, Field(pattern=r"^[0-9a-f]{64}$")] | None = None
+    error_code: Annotated[StrictStr, Field(max_length=64)] | None = None
+
+
+def describe(record: DecisionRecord) -> dict[str, Any]:
+    """The public view of a stored action."""
+    return {
+        "action_id": record.action_id, "tool": record.tool, "args": record.args,
+        "principal": record.principal, "session_id": record.session_id, "tier": record.tier,
+        "plan_hash": record.plan_hash, "decision": record.decision, "reason": record.reason,
+        "status": record.status, "created_at": record.created_at,
+        "expires_at": record.expires_at, "decided_by": record.decided_by,
+        "decided_at": record.decided_at, "executed_at": record.executed_at,
+    }
+
+
+_AUDIT_KIND = {"allow": "allowed", "approval_required": "pending", "deny": "denied"}
+
+
+class Eva:
+    """The decisions of one EVA: policy, grant signer, database."""
+
+    def __init__(self, ctx: ServiceContext) -> None:
+        home = ctx.home
+        self.policy = load_policy(home.policies, forbidden_roots=[home.root, home.workspace])
+        self.decider = Decider(self.policy)
+        self.signer = GrantSigner(home.grant_private_key(), ctx.settings.eva.grant_ttl_seconds)
+        self.action_ttl = ctx.settings.gateway.action_ttl_seconds
+        self.db = Database(home.db_path("eva"), EVA_MIGRATIONS)
+
+    async def propose(self, body: Proposal) -> dict[str, Any]:
+        try:
+            verdict = self.decider.decide(body.tool, body.args)
+        except ApiError as exc:
+            await self._rejected(body, exc)
+            raise
+        return await self.db.write(lambda c: self._record(c, body, verdict))
+
+    async def _rejected(self, body: Proposal, exc: ApiError) -> None:
+        detail = {"tool": body.tool, "principal": body.principal, "code": exc.code,
+                  "reason": exc.detail[:500]}
+        await self.db.write(lambda c: audit.append(c, "rejected", actor=POLICY_ACTOR,
+                                                   detail=detail))
+
+    def _record(self, conn: sqlite3.Connection, body: Proposal,
+                verdict: Verdict) -> dict[str, Any]:
+        record = record_decision(conn, verdict, principal=body.principal,
+                                 session_id=body.session_id, ttl=self.action_ttl,
+                                 action_id=new_action_id())
+        detail: dict[str, Any] = {"tool": verdict.tool, "tier": verdict.tier,
+                                  "plan_hash": verdict.plan_hash, "principal": body.principal,
+                                  "reason": verdict.reason}
+        answer = {"action_id": record.action_id, "decision": verdict.decision,
+                  "status": record.status, "tier": verdict.tier,
+                  "plan_hash": verdict.plan_hash, "reason": verdict.reason,
+                  "expires_at": record.expires_at}
+        if verdict.decision == "allow":
+            grant, claims = self.signer.mint(record.action_id, verdict.tool, verdict.plan_hash)
+            detail["jti"] = claims.jti
+            answer["grant"] = grant
+        audit.append(conn, _AUDIT_KIND[verdict.decision], actor=POLICY_ACTOR,
+                     action_id=record.action_id, detail=detail)
+        if verdict.decision == "deny":
+            # Committed with its audit record: the caller's transaction ends normally
+            # and the route turns the answer into 403 POLICY_DENIED.
+            answer["denial"] = verdict.reason
+        return answer
+
+    async def approve(self, action_id: str, approver: str) -> dict[str, Any]:
+        def write(conn: sqlite3.Connection) -> dict[str, Any]:
+            record = approve(conn, action_id, approver)
+            grant, claims = self.signer.mint(record.action_id, record.tool, record.plan_hash)
+            audit.append(conn, "approved", actor=approver, action_id=action_id,
+                         detail={"tool": record.tool, "plan_hash": record.plan_hash,
+                                 "jti": claims.jti})
+            return {"action_id": action_id, "status": record.status, "tool": record.tool,
+                    "args": record.args, "tier": record.tier, "plan_hash": record.plan_hash,
+                    "principal": record.principal, "grant": grant}
+
+        return await self.db.write(write)
+
+    async def deny(self, action_id: str, approver: str) -> dict[str, Any]:
+        def write(conn: sqlite3.Connection) -> dict[str, Any]:
+            record = deny(conn, action_id, approver)
+            audit.append(conn, "denied", actor=approver, action_id=action_id,
+                         detail={"tool": record.tool, "plan_hash": record.plan_hash})
+            return {"action_id": action_id, "status": record.status, "tool": record.tool,
+                    "principal": record.principal}
+
+        return await self.db.write(write)
+
+    async def executed(self, action_id: str, body: Execution) -> dict[str, Any]:
+        def write(conn: sqlite3.Connection) -> dict[str, Any]:
+            record = mark_executed(conn, action_id)
+            detail: dict[str, Any] = {"tool": record.tool, "jti": body.jti,
+                                      "outcome": body.outcome}
+            if body.result_digest is not None:
+                detail["result_digest"] = body.result_digest
+            if body.error_code is not None:
+                detail["error_code"] = body.error_code
+            audit.append(conn, "executed", actor="openclaw", action_id=action_id,
+                         detail=detail)
+            return {"action_id": action_id, "status": record.status}
+
+        return await self.db.write(write)
+
+
+def routes(eva: Eva) -> APIRouter:
+    router = APIRouter(prefix="/v1")
+    public_key = public_key_jwk(eva.signer.public_key)
+
+    @router.post("/decisions")
+    async def decide(body: Proposal) -> dict[str, Any]:
+        answer = await eva.propose(body)
+        if "denial" in answer:
+            raise PolicyDenied(answer["denial"], extra={"action_id": answer["action_id"]})
+        return answer
+
+    @router.get("/decisions/{action_id}")
+    async def get(action_id: ActionId) -> dict[str, Any]:
+        return describe(await eva.db.read(lambda c: get_decision(c, action_id)))
+
+    @router.post("/decisions/{action_id}/approve")
+    async def approve_route(action_id: ActionId, body: Decision) -> dict[str, Any]:
+        return await eva.approve(action_id, body.approver)
+
+    @router.post("/decisions/{action_id}/deny")
+    async def deny_route(action_id: ActionId, body: Decision) -> dict[str, Any]:
+        return await eva.deny(action_id, body.approver)
+
+    @router.post("/decisions/{action_id}/executed")
+    async def executed(action_id: ActionId, body: Execution) -> dict[str, Any]:
+        return await eva.executed(action_id, body)
+
+    @router.get("/grant-key")
+    async def grant_key() -> dict[str, str]:
+        return public_key
+
+    return router
 
 
 def create(ctx: ServiceContext) -> FastAPI:
-    db = Database(ctx.home.db_path("eva"), [])
-    key = ctx.home.grant_private_key()
-    public_raw = key.public_key().public_bytes(serialization.Encoding.Raw,
-                                               serialization.PublicFormat.Raw)
-    routes = APIRouter(prefix="/v1")
-
-    @routes.get("/grant-key")
-    async def grant_key() -> dict[str, str]:
-        return {"alg": "EdDSA", "crv": "Ed25519",
-                "x": base64.urlsafe_b64encode(public_raw).rstrip(b"=").decode()}
+    eva = Eva(ctx)  # ConfigError here (policy, key) exits 2 before any port is bound
 
     async def database() -> dict[str, object]:
-        await db.ping()
+        await eva.db.ping()
         return {}
 
+    async def policy() -> dict[str, object]:
+        return {"tools": len(eva.policy.tools), "commands": sorted(eva.policy.commands),
+                "unavailable": list(eva.policy.unavailable)}
+
     return create_app(ctx, ServiceParts(
-        service_routers=[routes],
-        callers={"/v1/grant-key": frozenset({"openclaw", "gateway"})},
-        checks={"database": database},
-        on_startup=[run_sync(db.open)],
-        on_shutdown=[run_sync(db.close)],
+        service_routers=[routes(eva)],
+        callers=CALLERS,
+        checks={"database": database, "policy": policy},
+        on_startup=[run_sync(eva.db.open)],
+        on_shutdown=[run_sync(eva.db.close)],
     ))

@@ -1,11 +1,219 @@
-"""Gateway routes: actions_api (being built)."""
+"""Gateway routes: actions, approvals and the tool registry (user and approver keys).
 
-from __future__ import annotations
+    GET  /v1/tools                 the registry, from OpenClaw: tools, tiers, argument
+                                   schemas, allowlisted commands, sandbox in force
+    POST /v1/actions {tool, args, session_id?, idempotency_key?}
+                                   tier 0-1: 200 {id, status: executed, tool, result}
+                                   tier 2-3: 202 {id, status: pending_approval, tool,
+                                                  plan_hash, expires_at}
+                                   denied by policy: 403 POLICY_DENIED
+    GET  /v1/actions/{id}          its status (the proposer's key or an approver)
+    POST /v1/actions/{id}/approve  approver key: EVA mints a grant, OpenClaw runs it once
+                                   -> 200 {id, status: executed, tool, result};
+                                   again: 409 ALREADY_DECIDED
+    POST /v1/actions/{id}/deny     approver key -> 200 {id, status: denied}
 
-from fastapi import APIRouter
+The gateway decides nothing itself: EVA decides (and audits), OpenClaw executes
+only with EVA's grant. A tool that fails answers its own problem (404 NOT_FOUND,
+403 PATH_OUTSIDE_SANDBOX, ...) with the action's id; the action is then spent.
+"""
 
+# No `from __future__ import annotations`: FastAPI must see the dependency
+# aliases local to `routers()` as real objects.
+
+import asyncio
+import re
+import time
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Path
+from pydantic import BaseModel, ConfigDict, Field, StrictStr
+from starlette.responses import JSONResponse
+
+from sonia.errors import ApiError, NotFound
+from sonia.home import ApiKey
+from sonia.services.gateway import actions
 from sonia.services.gateway.state import Gateway
+
+ACTION_ID = re.compile(r"^act_[0-9a-f]{24}$")
+EVA_STATUS = {"pending": "pending_approval", "approved": "approved", "executed": "executed",
+              "denied": "denied", "expired": "expired"}
+"""EVA's status of an action, as the public API names it."""
+
+Name = Annotated[StrictStr, Field(min_length=1, max_length=200)]
+
+
+class NewAction(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    tool: Annotated[StrictStr, Field(min_length=1, max_length=100)]
+    args: dict[str, Any] = Field(default_factory=dict)
+    session_id: Name | None = None
+    idempotency_key: Name | None = None
+
+
+def principal(key: ApiKey) -> str:
+    return f"key:{key.id}"
+
+
+def key_id_of(principal_name: str) -> str:
+    return principal_name.removeprefix("key:")
+
+
+class _Slot:
+    """The lock of one (key id, idempotency key) and how many requests hold or await it."""
+
+    def __init__(self) -> None:
+        self.lock = asyncio.Lock()
+        self.users = 0
+
+
+class Actions:
+    """Proposing, approving and running actions on behalf of user keys."""
+
+    def __init__(self, gw: Gateway) -> None:
+        self.gw = gw
+        self.eva = gw.ctx.client("eva")
+        self.claw = gw.ctx.client("openclaw")
+        self.execute_timeout = gw.ctx.settings.openclaw.shell_timeout_seconds + 15.0
+        self._locks: dict[tuple[str, str], _Slot] = {}
+
+    async def propose(self, key: ApiKey, body: NewAction) -> actions.StoredAnswer:
+        if body.idempotency_key is None:
+            return await self._propose(key, body)
+        slot = (key.id, body.idempotency_key)
+        entry = self._locks.setdefault(slot, _Slot())
+        entry.users += 1
+        digest = actions.request_hash(body.tool, body.args, body.session_id)
+        try:
+            async with entry.lock:  # one request per key at a time; the DB keeps the answer
+                stored = await self.gw.db.read(lambda c: actions.load_answer(
+                    c, key.id, slot[1], digest))
+                if stored is not None:
+                    return stored
+                try:
+                    answer = await self._propose(key, body)
+                except ApiError as exc:
+                    if exc.status >= 500:
+                        raise
+                    answer = actions.answer_of_error(exc)
+                await self.gw.db.write(lambda c: actions.save_answer(
+                    c, key.id, slot[1], digest, answer))
+                return answer
+        finally:
+            entry.users -= 1
+            if entry.users == 0:
+                del self._locks[slot]
+
+    async def _propose(self, key: ApiKey, body: NewAction) -> actions.StoredAnswer:
+        decision = await self.eva.request("POST", "/v1/decisions", json_body={
+            "tool": body.tool, "args": body.args, "principal": principal(key),
+            "session_id": body.session_id})
+        action_id = str(decision["action_id"])
+        if decision["decision"] == "allow":
+            result = await self._execute(key.id, action_id, body.tool, body.args,
+                                         str(decision["grant"]))
+            return actions.StoredAnswer(200, {"id": action_id, "status": "executed",
+                                              "tool": body.tool, "result": result})
+        await self.gw.db.write(lambda c: actions.save_action(
+            c, action_id, key.id, body.tool, "pending_approval"))
+        return actions.StoredAnswer(202, {
+            "id": action_id, "status": "pending_approval", "tool": body.tool,
+            "tier": decision["tier"], "plan_hash": decision["plan_hash"],
+            "expires_at": actions.iso_time(decision.get("expires_at"))})
+
+    async def _execute(self, key_id: str, action_id: str, tool: str, args: dict[str, Any],
+                       grant: str) -> Any:
+        try:
+            answer = await self.claw.request("POST", "/v1/execute", json_body={
+                "tool": tool, "args": args, "grant": grant}, timeout=self.execute_timeout)
+        except ApiError as exc:
+            exc.extra.setdefault("action_id", action_id)
+            failure = exc
+            await self.gw.db.write(lambda c: actions.save_action(
+                c, action_id, key_id, tool, "failed", error=failure))
+            raise
+        result = answer["result"]
+        await self.gw.db.write(lambda c: actions.save_action(
+            c, action_id, key_id, tool, "executed", result=result))
+        return result
+
+    async def approve(self, key: ApiKey, action_id: str) -> dict[str, Any]:
+        approved = await self.eva.request("POST", f"/v1/decisions/{action_id}/approve",
+                                          json_body={"approver": principal(key)})
+        owner = key_id_of(str(approved["principal"]))
+        result = await self._execute(owner, action_id, str(approved["tool"]),
+                                     dict(approved["args"]), str(approved["grant"]))
+        return {"id": action_id, "status": "executed", "tool": approved["tool"],
+                "result": result}
+
+    async def deny(self, key: ApiKey, action_id: str) -> dict[str, Any]:
+        denied = await self.eva.request("POST", f"/v1/decisions/{action_id}/deny",
+                                        json_body={"approver": principal(key)})
+        owner = key_id_of(str(denied["principal"]))
+        await self.gw.db.write(lambda c: actions.save_action(
+            c, action_id, owner, str(denied["tool"]), "denied"))
+        return {"id": action_id, "status": "denied", "tool": denied["tool"]}
+
+    async def show(self, key: ApiKey, action_id: str) -> dict[str, Any]:
+        record = await self.eva.request("GET", f"/v1/decisions/{action_id}")
+        if record["principal"] != principal(key) and key.role != "approver":
+            raise NotFound(f"no action {action_id}")
+        row = await self.gw.db.read(lambda c: actions.get_action(c, action_id))
+        status = EVA_STATUS.get(str(record["status"]), str(record["status"]))
+        if status == "pending_approval" and (record["expires_at"] or 0) <= time.time():
+            status = "expired"  # EVA marks it so when it is next decided on
+        if status == "executed" and row is not None and row.error is not None:
+            status = "failed"
+        shown: dict[str, Any] = {
+            "id": action_id, "status": status, "tool": record["tool"], "args": record["args"],
+            "tier": record["tier"], "plan_hash": record["plan_hash"],
+            "reason": record["reason"], "session_id": record["session_id"],
+            "created_at": actions.iso_time(record["created_at"]),
+            "expires_at": actions.iso_time(record["expires_at"]),
+            "decided_by": record["decided_by"],
+            "decided_at": actions.iso_time(record["decided_at"]),
+            "executed_at": actions.iso_time(record["executed_at"]),
+        }
+        if row is not None and row.result is not None:
+            shown["result"] = row.result
+        if row is not None and row.error is not None:
+            shown["error"] = row.error
+        return shown
+
+
+def _action_id(action_id: str) -> str:
+    if not ACTION_ID.match(action_id):
+        raise NotFound(f"no action {action_id[:80]!r}")
+    return action_id
 
 
 def routers(gw: Gateway) -> list[APIRouter]:
-    return []
+    service = Actions(gw)
+    User = Annotated[ApiKey, Depends(gw.user)]
+    Approver = Annotated[ApiKey, Depends(gw.approver)]
+    ActionId = Annotated[str, Path(max_length=200)]
+    router = APIRouter(prefix="/v1", tags=["actions"])
+
+    @router.get("/tools")
+    async def tools(key: User) -> dict[str, Any]:
+        answer: dict[str, Any] = await service.claw.request("GET", "/v1/tools")
+        return answer
+
+    @router.post("/actions")
+    async def propose(key: User, body: NewAction) -> JSONResponse:
+        answer = await service.propose(key, body)
+        return JSONResponse(answer.replay(), status_code=answer.status_code)
+
+    @router.get("/actions/{action_id}")
+    async def show(key: User, action_id: ActionId) -> dict[str, Any]:
+        return await service.show(key, _action_id(action_id))
+
+    @router.post("/actions/{action_id}/approve")
+    async def approve(key: Approver, action_id: ActionId) -> dict[str, Any]:
+        return await service.approve(key, _action_id(action_id))
+
+    @router.post("/actions/{action_id}/deny")
+    async def deny(key: Approver, action_id: ActionId) -> dict[str, Any]:
+        return await service.deny(key, _action_id(action_id))
+
+    return [router]

@@ -11,9 +11,10 @@ from sonia.home import ApiKey
 from sonia.kit.app import Hook, ServiceContext
 from sonia.kit.auth import UserKeys
 from sonia.kit.db import Database
-from sonia.services.gateway import sessions
+from sonia.services.gateway import actions, sessions
 
-MIGRATIONS: list[str] = [*sessions.MIGRATIONS]
+MIGRATIONS: list[str] = [*sessions.MIGRATIONS, sessions.DEFAULT_SESSIONS_MIGRATION,
+                         *actions.MIGRATIONS]
 """The gateway database's schema; route modules append their tables as new migrations."""
 
 

@@ -1,32 +1,172 @@
-"""The memory service: the memory ledger and conversation turns in SQLite."""
+"""The memory service: the memory ledger and conversation turns in SQLite (WAL, FTS5).
+
+Internal routes (service token; callers in `CALLERS`):
+
+    POST /v1/memories                          store a memory -> 201 memory
+    GET  /v1/memories/search?q=&limit=         {results: [{id, kind, content, score, created_at}]}
+    GET  /v1/memories/{memory_id}              one memory (archived ones too)
+    POST /v1/memories/{memory_id}/archive      stop recalling it (never deleted)
+    POST /v1/facts                             remember the facts stated in a text -> 201
+    POST /v1/sessions/{session_id}/turns       append one turn -> 201 turn
+    POST /v1/sessions/{session_id}/exchanges   user turn + reply + facts, one transaction -> 201
+    GET  /v1/sessions/{session_id}/turns       the last turns, oldest first
+    GET  /v1/sessions/{session_id}/context?q=&recall=&turns=
+                                               what a reply needs in one read: the memories
+                                               recalled for q and the session's last turns
+    GET  /v1/stats                             tables and row counts
+
+Every write is committed (WAL, synchronous=FULL) before its answer is sent.
+"""
 
 from __future__ import annotations
 
-from fastapi import APIRouter, FastAPI
+import sqlite3
+from typing import Annotated, Any
+
+from fastapi import APIRouter, FastAPI, Query
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictStr
+from starlette.responses import JSONResponse
 
 from sonia.kit.app import ServiceContext, ServiceParts, create_app, run_sync
 from sonia.kit.db import Database
+from sonia.services.memory import facts, store
+from sonia.services.memory.store import MAX_CONTENT_CHARS, MAX_LIMIT, MIGRATIONS, MemoryStore
+
+GW_VOICE = frozenset({"gateway", "voice"})
+GATEWAY = frozenset({"gateway"})
+
+CALLERS: dict[str, frozenset[str]] = {
+    "/v1/memories": GW_VOICE,
+    "/v1/memories/search": GW_VOICE,
+    "/v1/memories/{memory_id}": GATEWAY,
+    "/v1/memories/{memory_id}/archive": GATEWAY,
+    "/v1/facts": GW_VOICE,
+    "/v1/sessions/{session_id}/turns": GW_VOICE,
+    "/v1/sessions/{session_id}/context": GW_VOICE,
+    "/v1/sessions/{session_id}/exchanges": GW_VOICE,
+    "/v1/stats": GATEWAY,
+}
+"""Who may call what: the gateway for everything, voice for what a realtime turn needs."""
+
+Content = Annotated[StrictStr, Field(min_length=1, max_length=MAX_CONTENT_CHARS)]
+SessionId = Annotated[str, Field(min_length=1, max_length=200)]
+
+
+class _Body(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class NewMemory(_Body):
+    content: Content
+    kind: StrictStr = "note"
+    metadata: dict[str, Any] = Field(default_factory=dict)
+    session_id: Annotated[StrictStr, Field(min_length=1, max_length=200)] | None = None
+    idempotency_key: Annotated[StrictStr, Field(min_length=1, max_length=200)] | None = None
+
+
+class NewTurn(_Body):
+    role: StrictStr
+    content: Content
+    metadata: dict[str, Any] = Field(default_factory=dict)
+
+
+class NewExchange(_Body):
+    user: Content
+    assistant: Annotated[StrictStr, Field(max_length=MAX_CONTENT_CHARS)] | None = None
+    metadata: dict[str, Any] = Field(default_factory=dict)
+    remember: StrictBool = True
+
+
+class FactsIn(_Body):
+    text: Content
+    session_id: Annotated[StrictStr, Field(min_length=1, max_length=200)] | None = None
+
+
+def routes(memory: MemoryStore) -> APIRouter:
+    router = APIRouter(prefix="/v1")
+    db = memory.db
+
+    @router.post("/memories", status_code=201)
+    async def add_memory(body: NewMemory) -> dict[str, Any]:
+        added = await memory.add_memory(body.content, kind=body.kind, metadata=body.metadata,
+                                        session_id=body.session_id,
+                                        idempotency_key=body.idempotency_key)
+        return added.to_dict()
+
+    @router.get("/memories/search")
+    async def search(q: Annotated[str, Query(max_length=4096)],
+                     limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = 10) -> dict[str, Any]:
+        hits = await memory.search(q, limit)
+        return {"query": q, "results": [h.to_dict() for h in hits]}
+
+    @router.get("/memories/{memory_id}")
+    async def get_memory(memory_id: str) -> dict[str, Any]:
+        return (await memory.get_memory(memory_id)).to_dict()
+
+    @router.post("/memories/{memory_id}/archive")
+    async def archive(memory_id: str) -> dict[str, Any]:
+        return (await memory.archive_memory(memory_id)).to_dict()
+
+    @router.post("/facts", status_code=201)
+    async def remember(body: FactsIn) -> dict[str, Any]:
+        stored = await db.write(
+            lambda c: facts.remember_facts(c, body.text, session_id=body.session_id))
+        return {"memories": [r.to_dict() for r in stored]}
+
+    @router.post("/sessions/{session_id}/turns", status_code=201)
+    async def add_turn(session_id: SessionId, body: NewTurn) -> dict[str, Any]:
+        turn = await memory.add_turn(session_id, body.role, body.content,
+                                     metadata=body.metadata)
+        return turn.to_dict()
+
+    @router.post("/sessions/{session_id}/exchanges", status_code=201)
+    async def add_exchange(session_id: SessionId, body: NewExchange) -> dict[str, Any]:
+        asked, answered, stored = await db.write(lambda c: facts.store_exchange(
+            c, session_id, body.user, body.assistant, metadata=body.metadata,
+            remember=body.remember))
+        return {"session_id": session_id,
+                "turns": [t.to_dict() for t in (asked, answered) if t is not None],
+                "memories": [r.to_dict() for r in stored]}
+
+    @router.get("/sessions/{session_id}/turns")
+    async def list_turns(session_id: SessionId,
+                         limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = 50
+                         ) -> dict[str, Any]:
+        turns = await memory.list_turns(session_id, limit)
+        return {"session_id": session_id, "turns": [t.to_dict() for t in turns]}
+
+    @router.get("/sessions/{session_id}/context")
+    async def context(session_id: SessionId, q: Annotated[str, Query(max_length=65_536)],
+                      recall: Annotated[int, Query(ge=0, le=MAX_LIMIT)] = 5,
+                      turns: Annotated[int, Query(ge=0, le=MAX_LIMIT)] = 20) -> dict[str, Any]:
+        def read(conn: sqlite3.Connection) -> dict[str, Any]:
+            hits = store.search(conn, q, recall) if recall else []
+            recent = store.list_turns(conn, session_id, turns) if turns else []
+            return {"session_id": session_id, "recalled": [h.to_dict() for h in hits],
+                    "turns": [t.to_dict() for t in recent]}
+
+        return await db.read(read)
+
+    @router.get("/stats")
+    async def stats() -> JSONResponse:
+        tables = await db.read(lambda c: [
+            r[0] for r in c.execute("SELECT name FROM sqlite_master WHERE type='table'")])
+        return JSONResponse({"tables": tables, "counts": await memory.counts()})
+
+    return router
 
 
 def create(ctx: ServiceContext) -> FastAPI:
-    db = Database(ctx.home.db_path("memory"), [])
-    routes = APIRouter(prefix="/v1")
-
-    @routes.get("/stats")
-    async def stats() -> dict[str, object]:
-        tables = await db.read(
-            lambda c: [r[0] for r in c.execute("SELECT name FROM sqlite_master WHERE type='table'")]
-        )
-        return {"tables": tables}
+    memory = MemoryStore(Database(ctx.home.db_path("memory"), MIGRATIONS))
 
     async def database() -> dict[str, object]:
-        await db.ping()
+        await memory.ping()
         return {}
 
     return create_app(ctx, ServiceParts(
-        service_routers=[routes],
-        callers={"/v1/stats": frozenset({"gateway"})},
+        service_routers=[routes(memory)],
+        callers=CALLERS,
         checks={"database": database},
-        on_startup=[run_sync(db.open)],
-        on_shutdown=[run_sync(db.close)],
+        on_startup=[run_sync(memory.db.open)],
+        on_shutdown=[run_sync(memory.close)],
     ))

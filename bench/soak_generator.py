@@ -1,0 +1,179 @@
+"""How fast the soak's load generator can drive a bare endpoint without falling behind,
+beside Locust against the same endpoint in the same run.
+
+    python bench/soak_generator.py [--step-seconds 6] [--locust-seconds 20] [--users 20]
+
+The endpoint is a one-route Starlette app under uvicorn in its own process on
+loopback, so the numbers describe the instrument, not Sonia. The generator is
+run at doubling rates for a few seconds each; a rate is *held*
+when, over the run, the scheduler lag p99 stayed under 100 ms, no request was
+dropped for lack of a concurrency slot (at most 0.1 %), none failed and nothing
+was left in flight (the 1-second windows flagged behind are printed too: on a
+shared machine a single hiccup flags one). A rate is *kept in pace* when no
+request was dropped or failed and at least 97 % of the scheduled rate completed:
+on a loaded machine the lag criterion fails first, from CPU contention, at any rate. Locust
+(FastHttpUser, no wait time: a closed loop, as fast as its users can go) runs
+headless against the same app; its throughput is the baseline the generator's
+sustainable open-loop rate is compared with.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import csv
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+from pathlib import Path
+
+import httpx
+
+from sonia.gates.loadgen import CORRELATION_HEADER, LoadGenerator, Stream, outcome_of
+from sonia.kit.deadline import wait_until
+
+BARE_APP = textwrap.dedent("""
+    from starlette.applications import Starlette
+    from starlette.responses import PlainTextResponse
+    from starlette.routing import Route
+
+    async def ok(request):
+        return PlainTextResponse("ok")
+
+    app = Starlette(routes=[Route("/", ok)])
+""")
+
+LOCUSTFILE = textwrap.dedent("""
+    from locust import constant
+    from locust.contrib.fasthttp import FastHttpUser
+    from locust import task
+
+    class Bare(FastHttpUser):
+        wait_time = constant(0)
+
+        @task
+        def hit(self):
+            self.client.get("/")
+""")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def start_bare(folder: Path) -> tuple[subprocess.Popen[bytes], str]:
+    (folder / "bare_app.py").write_text(BARE_APP)
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "uvicorn", "bare_app:app", "--port", str(port),
+         "--log-level", "warning", "--no-access-log"],
+        cwd=folder, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    url = f"http://127.0.0.1:{port}"
+
+    def answers() -> bool:
+        return httpx.get(url + "/", timeout=1).status_code == 200
+
+    wait_until(answers, timeout=30, what="bare app ready")
+    return proc, url
+
+
+async def generator_at(url: str, rate: float, seconds: float, folder: Path) -> dict[str, float]:
+    async def hit(client: httpx.AsyncClient, cid: str) -> tuple[bool, str | None]:
+        return outcome_of(await client.get("/", headers={CORRELATION_HEADER: cid}))
+
+    limits = httpx.Limits(max_connections=256, max_keepalive_connections=256)
+    async with httpx.AsyncClient(base_url=url, limits=limits, timeout=10) as client:
+        gen = LoadGenerator(client, [Stream("bare", rate, hit)],
+                            csv_path=folder / f"rate-{rate:.0f}.csv", window_seconds=1.0)
+        result = await gen.run(seconds)
+    return {"rate": rate, "completed_per_s": result.completed / result.duration_s,
+            "lag_p99_ms": result.lag_p99_ms, "dropped": result.dropped,
+            "errors": result.errors, "windows_behind": result.windows_behind,
+            "held": float(not result.behind and result.errors == 0),
+            "paced": float(result.completed >= 0.99 * result.scheduled and result.dropped == 0
+                           and result.errors == 0 and result.abandoned == 0
+                           and result.completed / result.duration_s >= 0.97 * rate)}
+
+
+def ladder(url: str, seconds: float,
+           folder: Path) -> tuple[float, float, list[dict[str, float]]]:
+    """Double the rate until the generator no longer keeps pace; return
+    (highest rate held by the gate's criterion, highest rate kept in pace, trials)."""
+    trials: list[dict[str, float]] = []
+    held = paced = 0.0
+    rate = 25.0
+    while rate <= 12_800:
+        trial = asyncio.run(generator_at(url, rate, seconds, folder))
+        trials.append(trial)
+        if trial["held"]:
+            held = rate
+        if not trial["paced"]:
+            break
+        paced = rate
+        rate *= 2
+    return held, paced, trials
+
+
+def locust_throughput(url: str, seconds: float, users: int, folder: Path) -> dict[str, float]:
+    (folder / "locustfile.py").write_text(LOCUSTFILE)
+    locust = Path(sys.executable).with_name("locust")
+    prefix = folder / "locust"
+    subprocess.run(
+        [str(locust), "-f", str(folder / "locustfile.py"), "--headless", "-u", str(users),
+         "-r", str(users), "--run-time", f"{int(seconds)}s", "--host", url,
+         "--csv", str(prefix), "--only-summary", "--loglevel", "ERROR"],
+        cwd=folder, capture_output=True, timeout=seconds + 60,
+        env={**os.environ, "PYTHONWARNINGS": "ignore"},
+    )
+    with open(f"{prefix}_stats.csv", newline="") as handle:
+        rows = {row["Name"]: row for row in csv.DictReader(handle)}
+    total = rows["Aggregated"]
+    return {"requests_per_s": float(total["Requests/s"]),
+            "requests": float(total["Request Count"]), "failures": float(total["Failure Count"]),
+            "p99_ms": float(total["99%"])}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--step-seconds", type=float, default=6.0)
+    parser.add_argument("--locust-seconds", type=float, default=20.0)
+    parser.add_argument("--users", type=int, default=20)
+    args = parser.parse_args()
+    print(f"machine: {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f} at start")
+    with tempfile.TemporaryDirectory(prefix="sonia-bench-") as tmp:
+        folder = Path(tmp)
+        server, url = start_bare(folder)
+        try:
+            started = time.monotonic()
+            held, paced, trials = ladder(url, args.step_seconds, folder)
+            for t in trials:
+                print(f"  generator at {t['rate']:8.1f}/s: "
+                      f"completed {t['completed_per_s']:8.1f}/s, "
+                      f"lag p99 {t['lag_p99_ms']:7.1f} ms, dropped {t['dropped']:.0f}, "
+                      f"errors {t['errors']:.0f}, windows behind {t['windows_behind']:.0f}, "
+                      f"{'held' if t['held'] else 'BEHIND'}")
+            print(f"generator: highest rate held with lag p99 < 100 ms: {held:.0f} req/s; "
+                  f"highest rate kept in pace (no drops, >= 97 % completed): {paced:.0f} req/s "
+                  f"({time.monotonic() - started:.0f}s of trials)")
+            found = locust_throughput(url, args.locust_seconds, args.users, folder)
+            print(f"locust (FastHttpUser, {args.users} users, closed loop): "
+                  f"{found['requests_per_s']:.0f} req/s, p99 {found['p99_ms']:.0f} ms, "
+                  f"{found['failures']:.0f} failures of {found['requests']:.0f}")
+            if found["requests_per_s"] > 0:
+                print(f"ratio generator (in pace) / locust: "
+                      f"{paced / found['requests_per_s']:.2f}")
+        finally:
+            server.terminate()
+            server.wait(timeout=10)
+    print(f"load average {os.getloadavg()[0]:.2f} at end")
+
+
+if __name__ == "__main__":
+    main()

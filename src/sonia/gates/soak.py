@@ -1,0 +1,337 @@
+"""Gate soak: no degradation under continuous open-loop traffic.
+
+In a fresh home the stack is started and the load generator (`loadgen`) drives
+the public API on a fixed schedule for the profile's duration:
+
+    chat         POST /v1/chat (the key's default session)
+    action_read  POST /v1/actions, a tier-0 tool (file.list): executed at once
+    action_write POST /v1/actions, a tier-2 tool (file.write): pending, then
+                 POST /v1/actions/{id}/approve with the approver key: executed
+    session      POST /v1/sessions, then POST /v1/sessions/{id}/stop (churn)
+
+Every operation carries its own `X-Correlation-ID` (both requests of a two-step
+operation share it). Each window becomes a row of `soak-metrics.csv` as it
+closes, with every service's memory (USS of its whole process tree, pid from
+`run/<service>.pid`). Afterwards the gate counts stuck sessions (active sessions
+other than the chat's default session), looks a sample of correlation IDs up in
+`logs/gateway.log`, and judges the rows with `soak_verdict.evaluate_soak`.
+Evidence: `soak-metrics.csv`, `soak-summary.json`, `soak-report.html`.
+
+The quick profile runs the very same code for a few minutes at a higher rate
+with short windows, so the trend tests still have enough points; its trend
+thresholds are wider (a 2-minute run extrapolated to an hour magnifies start-up
+effects and neighbours' noise: services still fill caches, so memory rises by
+10-25 MiB per hour-equivalent, and a p95 drifting 25 ms in two minutes on a
+shared machine reads as 750 ms/h; quick fails a p95 rising 1 ms per second of
+run, 120 ms in its two minutes, or memory rising 256 MiB/h),
+it judges the observed error rate, not the Wilson bound, which needs about 600
+error-free requests per route to prove 0.5 %, and it tolerates a generator that
+lags up to 500 ms in a tenth of the windows (CI machines are shared; latency is
+measured from the scheduled time, so lag is never hidden, only the pace slips).
+The release profile allows no window behind at 100 ms, and its rates give every
+route more than 600 requests an hour, so a one-hour run can already pass Wilson.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import dataclasses
+import itertools
+import json
+import sqlite3
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from sonia import SERVICES
+from sonia.gates.evidence import CRITERION, Check, Verdict, capture_environment, write_json
+from sonia.gates.fresh_stack import FreshStack
+from sonia.gates.loadgen import (
+    CORRELATION_HEADER,
+    LoadGenerator,
+    LoadProgress,
+    LoadResult,
+    Stream,
+    outcome_of,
+)
+from sonia.gates.progress import GateProgress
+from sonia.gates.soak_verdict import MIB, SoakProfile, evaluate_soak
+from sonia.home import Home
+from sonia.supervisor.control import tree_uss
+
+__all__ = ["PROFILES", "SoakGateProfile", "count_stuck_sessions", "run", "trace_correlation_ids"]
+
+METRICS = "soak-metrics.csv"
+SUMMARY = "soak-summary.json"
+REPORT = "soak-report.html"
+WRITE_SLOTS = 16
+"""Approved writes cycle over this many files, so a 48 h soak does not fill the workspace."""
+CHAT_MESSAGES = (
+    "hello, how are you today?",
+    "what do you remember about me?",
+    "what is my favourite colour?",
+    "tell me something about the weather",
+)
+
+
+@dataclass(frozen=True)
+class SoakGateProfile:
+    """How long, how fast, how the windows are cut, and the verdict's numbers."""
+
+    duration_s: float
+    window_seconds: float
+    chat_per_s: float
+    action_read_per_s: float
+    action_write_per_s: float
+    session_churn_per_s: float
+    verdict: SoakProfile
+    max_concurrency: int = 256
+    request_timeout_s: float = 30.0
+    behind_lag_p99_ms: float = 100.0
+    behind_drop_fraction: float = 0.001
+    correlation_sample: int = 50
+
+
+PROFILES: dict[str, SoakGateProfile] = {
+    "quick": SoakGateProfile(
+        duration_s=120.0, window_seconds=4.0, chat_per_s=4.0, action_read_per_s=2.0,
+        action_write_per_s=1.0, session_churn_per_s=1.0, behind_lag_p99_ms=500.0,
+        verdict=SoakProfile(
+            warmup_windows=4, min_windows=20, max_error_rate=0.005, use_wilson=False,
+            latency_p95_slope_ms_per_hour=3600.0, memory_slope_bytes_per_hour=256 * MIB,
+            max_behind_window_fraction=0.1,
+        ),
+    ),
+    "release": SoakGateProfile(
+        duration_s=48 * 3600.0, window_seconds=60.0, chat_per_s=1.0, action_read_per_s=0.5,
+        action_write_per_s=0.2, session_churn_per_s=0.2,
+        verdict=SoakProfile(
+            warmup_windows=10, min_windows=30, max_error_rate=0.005, use_wilson=True,
+            latency_p95_slope_ms_per_hour=5.0, memory_slope_bytes_per_hour=4 * MIB,
+            max_behind_window_fraction=0.0,
+        ),
+    ),
+}
+
+
+def _failed(response: httpx.Response, expect_status: int, expect_state: str | None
+            ) -> tuple[bool, str | None] | None:
+    """None when the answer is as expected, else the (ok, error class) to report."""
+    ok, error = outcome_of(response)
+    if not ok:
+        return ok, error
+    if response.status_code != expect_status:
+        return False, "other"
+    if expect_state is not None:
+        try:
+            state = response.json().get("status")
+        except ValueError:
+            return False, "other"
+        if state != expect_state:
+            return False, "other"
+    return None
+
+
+@dataclass
+class SoakTraffic:
+    """The four kinds of request the soak sends, and what it must remember of them."""
+
+    user: Mapping[str, str]
+    approver: Mapping[str, str]
+    chat_sessions: set[str] = field(default_factory=set)
+    _counter: itertools.count[int] = field(default_factory=itertools.count)
+
+    def _headers(self, who: Mapping[str, str], correlation_id: str) -> dict[str, str]:
+        return {**who, CORRELATION_HEADER: correlation_id}
+
+    async def chat(self, client: httpx.AsyncClient, cid: str) -> tuple[bool, str | None]:
+        message = CHAT_MESSAGES[next(self._counter) % len(CHAT_MESSAGES)]
+        r = await client.post("/v1/chat", json={"message": message},
+                              headers=self._headers(self.user, cid))
+        if (bad := _failed(r, 200, None)) is not None:
+            return bad
+        session = r.json().get("session_id")
+        if not isinstance(session, str):
+            return False, "other"
+        self.chat_sessions.add(session)
+        return True, None
+
+    async def action_read(self, client: httpx.AsyncClient, cid: str) -> tuple[bool, str | None]:
+        r = await client.post("/v1/actions", json={
+            "tool": "file.list", "args": {"path": "."}, "idempotency_key": cid,
+        }, headers=self._headers(self.user, cid))
+        bad = _failed(r, 200, "executed")
+        return bad if bad is not None else (True, None)
+
+    async def action_write(self, client: httpx.AsyncClient, cid: str) -> tuple[bool, str | None]:
+        slot = next(self._counter) % WRITE_SLOTS
+        r = await client.post("/v1/actions", json={
+            "tool": "file.write",
+            "args": {"path": f"soak/slot-{slot:02d}.txt", "content": f"soak write {cid}\n"},
+            "idempotency_key": cid,
+        }, headers=self._headers(self.user, cid))
+        if (bad := _failed(r, 202, "pending_approval")) is not None:
+            return bad
+        action_id = r.json().get("id")
+        if not isinstance(action_id, str):
+            return False, "other"
+        approved = await client.post(f"/v1/actions/{action_id}/approve",
+                                     headers=self._headers(self.approver, cid))
+        bad = _failed(approved, 200, "executed")
+        return bad if bad is not None else (True, None)
+
+    async def session(self, client: httpx.AsyncClient, cid: str) -> tuple[bool, str | None]:
+        r = await client.post("/v1/sessions", json={"mode": "text"},
+                              headers=self._headers(self.user, cid))
+        if (bad := _failed(r, 201, None)) is not None:
+            return bad
+        session_id = r.json().get("id")
+        if not isinstance(session_id, str):
+            return False, "other"
+        stopped = await client.post(f"/v1/sessions/{session_id}/stop",
+                                    headers=self._headers(self.user, cid))
+        if (bad := _failed(stopped, 200, None)) is not None:
+            return bad
+        return (True, None) if stopped.json().get("state") == "closed" else (False, "other")
+
+    def streams(self, profile: SoakGateProfile) -> list[Stream]:
+        return [
+            Stream("chat", profile.chat_per_s, self.chat),
+            Stream("action_read", profile.action_read_per_s, self.action_read),
+            Stream("action_write", profile.action_write_per_s, self.action_write),
+            Stream("session", profile.session_churn_per_s, self.session),
+        ]
+
+
+def memory_sampler(home: Home) -> dict[str, int]:
+    """USS in bytes of each running service's process tree (pid from its pid file)."""
+    found: dict[str, int] = {}
+    for name in SERVICES:
+        try:
+            pid = int((home.run / f"{name}.pid").read_text().strip())
+        except (OSError, ValueError):
+            continue  # restarting right now: an empty cell, not a zero
+        uss = tree_uss(pid)
+        if uss is not None:
+            found[name] = uss
+    return found
+
+
+def count_stuck_sessions(stack: FreshStack, chat_sessions: set[str]) -> dict[str, Any]:
+    """Active sessions left at the end, other than the chat's default session(s).
+
+    Asks `GET /v1/sessions?state=active`; when that route cannot answer, reads the
+    gateway database read-only instead, and says which it used.
+    """
+    try:
+        r = httpx.get(stack.url() + "/v1/sessions", params={"state": "active", "limit": 500},
+                      headers=stack.user_headers(), timeout=30)
+        r.raise_for_status()
+        body = r.json()
+        active_ids = {str(s["id"]) for s in body.get("sessions", [])}
+        active = int(body.get("counts", {}).get("active", len(active_ids)))
+        method = "api"
+    except (httpx.HTTPError, ValueError, KeyError, TypeError) as exc:
+        db = stack.home.db_path("gateway")
+        conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=10)
+        try:
+            rows = conn.execute("SELECT id FROM sessions WHERE state = 'active'").fetchall()
+        finally:
+            conn.close()
+        active_ids = {str(row[0]) for row in rows}
+        active = len(active_ids)
+        method = f"database (the listing route failed: {type(exc).__name__})"
+    default = active_ids & chat_sessions
+    stuck = max(0, active - len(default))
+    return {"stuck": stuck, "active": active, "chat_default_sessions": sorted(default),
+            "method": method}
+
+
+def trace_correlation_ids(log_file: Path, samples: list[dict[str, Any]]) -> dict[str, Any]:
+    """Which of the sampled successful requests' correlation IDs the gateway logged."""
+    wanted = {str(s["correlation_id"]) for s in samples if s.get("ok")}
+    seen: set[str] = set()
+    if log_file.exists():
+        with open(log_file, encoding="utf-8", errors="replace") as handle:
+            for line in handle:
+                try:
+                    cid = json.loads(line).get("correlation_id")
+                except (ValueError, AttributeError):
+                    continue
+                if cid in wanted:
+                    seen.add(cid)
+    missing = sorted(wanted - seen)
+    return {"log": log_file.name, "sampled": len(wanted), "found": len(seen),
+            "missing": missing[:20]}
+
+
+def read_rows(path: Path) -> list[dict[str, str]]:
+    with open(path, newline="", encoding="utf-8") as handle:
+        return list(csv.DictReader(handle))
+
+
+async def _drive(stack: FreshStack, traffic: SoakTraffic, profile: SoakGateProfile,
+                 csv_path: Path, progress: GateProgress) -> LoadResult:
+    task = progress.task("soak traffic", profile.duration_s)
+
+    def on_progress(snap: LoadProgress) -> None:
+        progress.update(task, completed=min(snap.elapsed_s, snap.duration_s),
+                        description=f"soak: {snap.completed} done, {snap.errors} errors, "
+                                    f"{snap.dropped} dropped, {snap.windows} windows")
+
+    limits = httpx.Limits(max_connections=profile.max_concurrency,
+                          max_keepalive_connections=min(64, profile.max_concurrency))
+    async with httpx.AsyncClient(base_url=stack.url(), timeout=profile.request_timeout_s,
+                                 limits=limits) as client:
+        generator = LoadGenerator(
+            client, traffic.streams(profile), csv_path=csv_path,
+            window_seconds=profile.window_seconds, max_concurrency=profile.max_concurrency,
+            request_timeout_s=profile.request_timeout_s,
+            behind_lag_p99_ms=profile.behind_lag_p99_ms,
+            behind_drop_fraction=profile.behind_drop_fraction,
+            sample_memory=lambda: memory_sampler(stack.home), on_progress=on_progress,
+            correlation_sample_size=profile.correlation_sample, correlation_prefix="soak",
+        )
+        return await generator.run(profile.duration_s)
+
+
+def run(run_dir: Path, profile: SoakGateProfile, progress: GateProgress) -> Verdict:
+    from sonia.gates.report import write_report  # matplotlib: imported only when it draws
+
+    csv_path = run_dir / METRICS
+    with FreshStack(run_dir / "stack-home") as stack:
+        (stack.home.workspace / "soak").mkdir(exist_ok=True)
+        stack.up()
+        traffic = SoakTraffic(user=stack.user_headers(), approver=stack.approver_headers())
+        load = asyncio.run(_drive(stack, traffic, profile, csv_path, progress))
+        sessions = count_stuck_sessions(stack, traffic.chat_sessions)
+        trace = trace_correlation_ids(stack.home.log_file("gateway"), load.correlation_samples)
+        base_port = stack.base_port
+    rows = read_rows(csv_path)
+    judged = evaluate_soak(rows, profile.verdict, stuck_sessions=int(sessions["stuck"]))
+    traced = Check(
+        "correlation IDs found in the gateway log", {"found_of_sampled": "all"},
+        {"sampled": trace["sampled"], "found": trace["found"], "missing": trace["missing"][:5]},
+        trace["sampled"] > 0 and trace["found"] == trace["sampled"], CRITERION,
+        "a sample of successful requests, looked up by X-Correlation-ID",
+    )
+    verdict = Verdict.of("soak", [*judged.checks, traced], judged.thresholds)
+    summary = {
+        "gate": "soak",
+        "run_id": run_dir.name,
+        "verdict": verdict.to_dict(),
+        "profile": dataclasses.asdict(profile),
+        "windows": len(rows),
+        "load": load.to_dict() | {"csv_path": METRICS},
+        "sessions": sessions,
+        "correlation_trace": trace,
+        "stack": {"base_port": base_port, "services": list(SERVICES)},
+        "environment": capture_environment(),
+    }
+    write_json(run_dir / SUMMARY, summary)
+    write_report(rows, summary, run_dir / REPORT)
+    return verdict

@@ -1,0 +1,143 @@
+"""The gateway's memory of actions: outcomes, and answers kept for idempotent retries.
+
+EVA owns an action's decision and status; the gateway keeps what only it sees:
+who proposed it (the key id), what the tool returned or the error it answered,
+and, for a request that carried an `idempotency_key`, the answer it gave, keyed
+by (key id, idempotency key), so a retry gets the first answer back, even after
+a restart, instead of running the action again.
+
+Answers with a 5xx status are not kept: they say "retry", and a retry must
+then be able to do the work.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sqlite3
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from sonia.errors import ApiError, InvalidArgument, api_error_for
+from sonia.services.eva.plan import canonical_json
+
+__all__ = ["MIGRATIONS", "ActionRow", "StoredAnswer", "answer_of_error", "get_action", "iso_time",
+           "load_answer", "request_hash", "save_action", "save_answer"]
+
+MIGRATIONS: list[str] = [
+    """
+    CREATE TABLE actions (
+        id TEXT PRIMARY KEY,
+        key_id TEXT NOT NULL,
+        tool TEXT NOT NULL,
+        status TEXT NOT NULL,
+        result TEXT,
+        error TEXT,
+        created_at REAL NOT NULL,
+        updated_at REAL NOT NULL
+    );
+    CREATE INDEX actions_key ON actions (key_id, created_at);
+    CREATE TABLE action_requests (
+        key_id TEXT NOT NULL,
+        idempotency_key TEXT NOT NULL,
+        request_hash TEXT NOT NULL,
+        status_code INTEGER NOT NULL,
+        answer TEXT NOT NULL,
+        created_at REAL NOT NULL,
+        PRIMARY KEY (key_id, idempotency_key)
+    );
+    """,
+]
+"""Appended to the gateway's MIGRATIONS (state.py); never edit or reorder."""
+
+
+def iso_time(ts: float | None) -> str | None:
+    """UTC ISO 8601 with milliseconds, like the rest of the gateway's answers."""
+    if ts is None:
+        return None
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ts)) + f".{int(ts % 1 * 1000):03d}Z"
+
+
+def request_hash(tool: str, args: dict[str, Any], session_id: str | None) -> str:
+    """What an idempotency key is bound to: the same key with another request is refused."""
+    body = {"tool": tool, "args": args, "session_id": session_id}
+    return hashlib.sha256(canonical_json(body)).hexdigest()
+
+
+@dataclass(frozen=True)
+class ActionRow:
+    id: str
+    key_id: str
+    tool: str
+    status: str
+    result: Any
+    error: dict[str, Any] | None
+    created_at: float
+    updated_at: float
+
+
+def save_action(conn: sqlite3.Connection, action_id: str, key_id: str, tool: str, status: str,
+                *, result: Any = None, error: ApiError | None = None) -> None:
+    """Insert or update the gateway's row of one action."""
+    now = time.time()
+    problem = None if error is None else json.dumps(
+        {"status": error.status, "code": error.code, "detail": error.detail})
+    conn.execute(
+        "INSERT INTO actions (id, key_id, tool, status, result, error, created_at, updated_at)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET status = excluded.status,"
+        " result = excluded.result, error = excluded.error, updated_at = excluded.updated_at",
+        (action_id, key_id, tool, status, None if result is None else json.dumps(result),
+         problem, now, now),
+    )
+
+
+def get_action(conn: sqlite3.Connection, action_id: str) -> ActionRow | None:
+    row = conn.execute("SELECT id, key_id, tool, status, result, error, created_at, updated_at"
+                       " FROM actions WHERE id = ?", (action_id,)).fetchone()
+    if row is None:
+        return None
+    return ActionRow(row[0], row[1], row[2], row[3],
+                     None if row[4] is None else json.loads(row[4]),
+                     None if row[5] is None else json.loads(row[5]), row[6], row[7])
+
+
+@dataclass(frozen=True)
+class StoredAnswer:
+    status_code: int
+    body: dict[str, Any]
+
+    def replay(self) -> dict[str, Any]:
+        """The first answer again: its body, or its error raised once more."""
+        if self.status_code >= 400:
+            extra = {k: v for k, v in self.body.items() if k not in {"code", "detail"}}
+            raise api_error_for(str(self.body["code"]), str(self.body["detail"]), extra)
+        return self.body
+
+
+def load_answer(conn: sqlite3.Connection, key_id: str, idempotency_key: str,
+                digest: str) -> StoredAnswer | None:
+    """The answer kept for this key, or None; the key with another request is refused."""
+    row = conn.execute(
+        "SELECT request_hash, status_code, answer FROM action_requests"
+        " WHERE key_id = ? AND idempotency_key = ?", (key_id, idempotency_key)).fetchone()
+    if row is None:
+        return None
+    if row[0] != digest:
+        raise InvalidArgument("this idempotency_key was used with a different request")
+    return StoredAnswer(int(row[1]), json.loads(row[2]))
+
+
+def save_answer(conn: sqlite3.Connection, key_id: str, idempotency_key: str, digest: str,
+                answer: StoredAnswer) -> None:
+    conn.execute(
+        "INSERT OR IGNORE INTO action_requests (key_id, idempotency_key, request_hash,"
+        " status_code, answer, created_at) VALUES (?, ?, ?, ?, ?, ?)",
+        (key_id, idempotency_key, digest, answer.status_code, json.dumps(answer.body),
+         time.time()),
+    )
+
+
+def answer_of_error(error: ApiError) -> StoredAnswer:
+    return StoredAnswer(error.status, {"code": error.code, "detail": error.detail,
+                                       **error.extra})

@@ -1,0 +1,149 @@
+"""The chat flow behind the gateway's conversation routes: recall, generate, store.
+
+    context    memory `GET /v1/sessions/{id}/context`: the memories recalled for the
+               user's message and the session's recent turns, in one read
+    generate   router `POST /v1/generate` (or `/v1/generate/stream`) with the
+               history, the message and what was recalled
+    store      memory `POST /v1/sessions/{id}/exchanges`: the user turn, the
+               reply and the facts the message stated, in one transaction
+
+Every call is an internal call (the gateway's service token, the request's
+correlation ID), so one chat shows up under one ID in the gateway, memory and
+router logs. What the memory service remembers on its own is described in
+`sonia.services.memory.facts`.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncGenerator, Sequence
+from typing import Any
+
+from sonia.errors import api_error_for
+from sonia.kit import correlation
+from sonia.kit.app import ServiceContext
+from sonia.kit.client import parse_sse_data
+
+RECALL_LIMIT = 5
+HISTORY_TURNS = 20
+MODELS_TTL_SECONDS = 10.0
+
+
+def generation_budget(ctx: ServiceContext) -> float:
+    """How long the gateway waits for the router: a few provider timeouts (fallbacks)."""
+    return ctx.settings.router.timeout_seconds * 3 + 5.0
+
+
+class Assistant:
+    def __init__(self, ctx: ServiceContext) -> None:
+        self.ctx = ctx
+        self.memory = ctx.client("memory")
+        self.router = ctx.client("router")
+        self._models: tuple[float, dict[str, Any]] | None = None
+
+    # ------------------------------------------------------------------ memory
+
+    async def recall(self, text: str, limit: int = RECALL_LIMIT) -> list[dict[str, Any]]:
+        found = await self.memory.request("GET", "/v1/memories/search",
+                                          params={"q": text[:4096], "limit": limit})
+        return list(found["results"])
+
+    async def context(self, session_id: str, text: str
+                      ) -> tuple[list[dict[str, Any]], list[dict[str, str]]]:
+        """What a reply in `session_id` needs, in one read: memories recalled for `text`
+        and the session's recent turns (as {role, content} messages)."""
+        found = await self.memory.request(
+            "GET", f"/v1/sessions/{session_id}/context",
+            params={"q": text[:4096], "recall": RECALL_LIMIT, "turns": HISTORY_TURNS})
+        history = [{"role": t["role"], "content": t["content"]} for t in found["turns"]]
+        return list(found["recalled"]), history
+
+    async def store_exchange(self, session_id: str, user: str, assistant: str | None,
+                             metadata: dict[str, Any]) -> dict[str, Any]:
+        stored: dict[str, Any] = await self.memory.request(
+            "POST", f"/v1/sessions/{session_id}/exchanges",
+            json_body={"user": user, "assistant": assistant, "metadata": metadata})
+        return stored
+
+    async def remember(self, text: str) -> list[dict[str, Any]]:
+        stored = await self.memory.request("POST", "/v1/facts", json_body={"text": text})
+        return list(stored["memories"])
+
+    # ------------------------------------------------------------------ router
+
+    @staticmethod
+    def _body(messages: Sequence[dict[str, str]], recalled: Sequence[str], profile: str | None,
+              max_tokens: int | None, temperature: float | None) -> dict[str, Any]:
+        body: dict[str, Any] = {"messages": list(messages), "recalled": list(recalled)}
+        if profile is not None:
+            body["profile"] = profile
+        if max_tokens is not None:
+            body["max_tokens"] = max_tokens
+        if temperature is not None:
+            body["temperature"] = temperature
+        return body
+
+    async def generate(self, messages: Sequence[dict[str, str]], recalled: Sequence[str], *,
+                       profile: str | None = None, max_tokens: int | None = None,
+                       temperature: float | None = None) -> dict[str, Any]:
+        generation: dict[str, Any] = await self.router.request(
+            "POST", "/v1/generate",
+            json_body=self._body(messages, recalled, profile, max_tokens, temperature),
+            timeout=generation_budget(self.ctx))
+        return generation
+
+    async def events(self, messages: Sequence[dict[str, str]], recalled: Sequence[str], *,
+                     profile: str | None = None, max_tokens: int | None = None,
+                     temperature: float | None = None) -> AsyncGenerator[dict[str, Any], None]:
+        """The router's stream events (start, delta..., end); an `error` event is raised.
+
+        Take the first event before answering the client: when no provider can
+        answer, that raises the router's problem (503 UNAVAILABLE, 400 ...)."""
+        body = self._body(messages, recalled, profile, max_tokens, temperature)
+        async with self.router.stream_lines("POST", "/v1/generate/stream", json_body=body,
+                                            timeout=generation_budget(self.ctx)) as lines:
+            async for line in lines:
+                event = parse_sse_data(line)
+                if not isinstance(event, dict):
+                    continue
+                if event.get("type") == "error":
+                    raise api_error_for(str(event.get("code")), str(event.get("detail", "")))
+                yield event
+
+    async def models(self) -> dict[str, Any]:
+        """The router's profiles and providers (cached for a few seconds)."""
+        now = time.monotonic()
+        if self._models is None or now - self._models[0] > MODELS_TTL_SECONDS:
+            found = await self.router.request("GET", "/v1/providers")
+            self._models = (now, dict(found))
+        return self._models[1]
+
+    # ------------------------------------------------------------------ the flow
+
+    async def chat(self, session_id: str, message: str, profile: str | None) -> dict[str, Any]:
+        """One chat turn in `session_id`; the answer of `POST /v1/chat`."""
+        recalled, history = await self.context(session_id, message)
+        generation = await self.generate([*history, {"role": "user", "content": message}],
+                                         [r["content"] for r in recalled], profile=profile)
+        stored = await self.store_exchange(
+            session_id, message, generation["text"] or None,
+            {"model": generation["model"], "provider": generation["provider"],
+             "correlation_id": correlation.current()})
+        assistant_turn = stored["turns"][-1]
+        return {
+            "reply": generation["text"],
+            "session_id": session_id,
+            "turn_id": assistant_turn["id"],
+            "model": generation["model"],
+            "provider": generation["provider"],
+            "memory": {
+                "recalled": [{k: r[k] for k in ("id", "kind", "content", "score")}
+                             for r in recalled],
+                "stored": [{k: m[k] for k in ("id", "kind", "content", "new")}
+                           for m in stored["memories"]],
+            },
+            "usage": generation["usage"],
+        }
+
+
+__all__ = ["Assistant", "generation_budget"]

@@ -1,0 +1,214 @@
+"""Gateway routes: the OpenAI-compatible API, so existing clients and SDKs work unchanged.
+
+    GET  /v1/models             {object: list, data: [{id, object: model, created, owned_by}]}
+    POST /v1/chat/completions   {model, messages, stream?, stream_options?, max_tokens?,
+                                 max_completion_tokens?, temperature?, n?}
+                                -> chat.completion, or with `stream: true` an SSE stream of
+                                `data: {chat.completion.chunk}` events ending in `data: [DONE]`
+
+A model id is a routing profile: `sonia` is the default profile, and every
+profile of the router (`builtin`, `openai`, ...) is a model of its own name.
+Parameters of the OpenAI API that Sonia does not use (top_p, seed, user, ...)
+are accepted and ignored, as OpenAI-compatible servers do; the ones it cannot
+honour (n > 1, non-text content, tool messages) are refused with 400.
+
+The conversation is the client's (it sends the whole history each time), so no
+session or turn is stored here; the last user message is still used to recall
+memories and its stated facts are remembered, like `/v1/chat`.
+"""
+
+# No `from __future__ import annotations`: FastAPI must see the `User` dependency
+# alias, which is local to `routers()`, as a real object rather than a string.
+
+import json
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictStr
+from starlette.responses import StreamingResponse
+
+from sonia.errors import ApiError, InvalidArgument, NotFound, Unavailable
+from sonia.home import ApiKey
+from sonia.services.gateway.assistant import Assistant
+from sonia.services.gateway.state import Gateway
+
+log = logging.getLogger("sonia.gateway.openai")
+
+DEFAULT_MODEL = "sonia"
+MAX_MESSAGES = 256
+ROLES = {"system": "system", "developer": "system", "user": "user", "assistant": "assistant"}
+
+
+class ContentPart(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    type: StrictStr
+    text: StrictStr | None = None
+
+
+class CompletionMessage(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    role: StrictStr
+    content: StrictStr | list[ContentPart] | None = None
+
+
+class StreamOptions(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    include_usage: StrictBool = False
+
+
+class CompletionBody(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    model: Annotated[StrictStr, Field(min_length=1, max_length=200)]
+    messages: Annotated[list[CompletionMessage], Field(min_length=1, max_length=MAX_MESSAGES)]
+    stream: StrictBool | None = False
+    stream_options: StreamOptions | None = None
+    max_tokens: Annotated[int, Field(ge=1, le=32_768)] | None = None
+    max_completion_tokens: Annotated[int, Field(ge=1, le=32_768)] | None = None
+    temperature: Annotated[float, Field(ge=0.0, le=2.0)] | None = None
+    n: Annotated[int, Field(ge=1, le=1)] | None = None
+
+
+def _text(message: CompletionMessage, index: int) -> str | None:
+    content = message.content
+    if content is None or isinstance(content, str):
+        return content
+    texts = []
+    for part in content:
+        if part.type != "text" or part.text is None:
+            raise InvalidArgument(f"messages.{index}: only text content is supported, "
+                                  f"not {part.type!r}")
+        texts.append(part.text)
+    return "\n".join(texts)
+
+
+def plain_messages(body: CompletionBody, max_chars: int) -> list[dict[str, str]]:
+    """The conversation as {role, content} dicts the router takes; 400 for what it cannot."""
+    messages: list[dict[str, str]] = []
+    for index, message in enumerate(body.messages):
+        role = ROLES.get(message.role)
+        if role is None:
+            raise InvalidArgument(f"messages.{index}: role {message.role!r} is not supported; "
+                                  "use system, developer, user or assistant")
+        text = _text(message, index)
+        if text is None:
+            if role == "assistant":
+                continue  # an assistant turn without text (tool calls elsewhere)
+            raise InvalidArgument(f"messages.{index}: content is required")
+        if len(text) > max_chars:
+            raise InvalidArgument(f"messages.{index}: content is {len(text)} characters; "
+                                  f"the limit is {max_chars}")
+        if "\x00" in text:
+            raise InvalidArgument(f"messages.{index}: content must not contain NUL characters")
+        messages.append({"role": role, "content": text})
+    if not any(m["role"] == "user" and m["content"].strip() for m in messages):
+        raise InvalidArgument("messages must contain a non-empty user message")
+    return messages
+
+
+def _sse(payload: dict[str, Any] | str) -> str:
+    data = payload if isinstance(payload, str) else json.dumps(payload, separators=(",", ":"))
+    return f"data: {data}\n\n"
+
+
+async def remember_quietly(assistant: Assistant, text: str) -> None:
+    """Remember the facts of `text`; a memory service that fails here costs the facts,
+    not the reply the client is already getting."""
+    try:
+        await assistant.remember(text)
+    except ApiError as exc:
+        log.warning("facts of a completion were not stored: %s %s", exc.code, exc.detail)
+
+
+def router(gw: Gateway, assistant: Assistant) -> APIRouter:
+    User = Annotated[ApiKey, Depends(gw.user)]
+    api = APIRouter(prefix="/v1", tags=["openai"])
+
+    async def profiles() -> dict[str, list[str]]:
+        found = await assistant.models()
+        return dict(found["profiles"])
+
+    async def profile_of(model: str) -> str | None:
+        if model == DEFAULT_MODEL:
+            return None
+        known = await profiles()
+        if model not in known:
+            raise NotFound(f"model {model!r} does not exist; models are "
+                           f"{', '.join([DEFAULT_MODEL, *sorted(known)])}")
+        return model
+
+    @api.get("/models")
+    async def models(key: User) -> dict[str, Any]:
+        created = int(time.time())
+        names = [DEFAULT_MODEL, *sorted(await profiles())]
+        return {"object": "list",
+                "data": [{"id": name, "object": "model", "created": created,
+                          "owned_by": "sonia"} for name in names]}
+
+    @api.post("/chat/completions", response_model=None)
+    async def completions(body: CompletionBody, key: User) -> dict[str, Any] | StreamingResponse:
+        messages = plain_messages(body, gw.ctx.settings.gateway.max_message_chars)
+        profile = await profile_of(body.model)
+        last_user = next(m["content"] for m in reversed(messages) if m["role"] == "user")
+        recalled = [r["content"] for r in await assistant.recall(last_user)]
+        max_tokens = body.max_completion_tokens or body.max_tokens
+        completion_id = "chatcmpl-" + uuid.uuid4().hex
+        created = int(time.time())
+        if not body.stream:
+            generation = await assistant.generate(messages, recalled, profile=profile,
+                                                  max_tokens=max_tokens,
+                                                  temperature=body.temperature)
+            await remember_quietly(assistant, last_user)
+            return {
+                "id": completion_id, "object": "chat.completion", "created": created,
+                "model": generation["model"],
+                "choices": [{"index": 0, "finish_reason": generation["finish_reason"],
+                             "message": {"role": "assistant", "content": generation["text"]},
+                             "logprobs": None}],
+                "usage": generation["usage"],
+            }
+
+        events = assistant.events(messages, recalled, profile=profile, max_tokens=max_tokens,
+                                  temperature=body.temperature)
+        try:
+            start = await anext(events)
+        except StopAsyncIteration:
+            raise Unavailable("the router ended the stream before it started") from None
+        model = str(start.get("model", DEFAULT_MODEL))
+        include_usage = bool(body.stream_options and body.stream_options.include_usage)
+
+        def chunk(delta: dict[str, Any], finish: str | None = None) -> str:
+            return _sse({"id": completion_id, "object": "chat.completion.chunk",
+                         "created": created, "model": model,
+                         "choices": [{"index": 0, "delta": delta, "finish_reason": finish,
+                                      "logprobs": None}]})
+
+        async def stream() -> AsyncIterator[str]:
+            usage: dict[str, Any] | None = None
+            try:
+                yield chunk({"role": "assistant", "content": ""})
+                async for event in events:
+                    if event.get("type") == "delta" and event.get("text"):
+                        yield chunk({"content": event["text"]})
+                    elif event.get("type") == "end":
+                        usage = event.get("usage")
+                yield chunk({}, "stop")
+                if include_usage:
+                    yield _sse({"id": completion_id, "object": "chat.completion.chunk",
+                                "created": created, "model": model, "choices": [],
+                                "usage": usage})
+                await remember_quietly(assistant, last_user)
+                yield _sse("[DONE]")
+            except ApiError as exc:
+                yield _sse({"error": {"message": exc.detail, "type": exc.code.lower(),
+                                      "code": exc.code}})
+            finally:
+                await events.aclose()
+
+        return StreamingResponse(stream(), media_type="text/event-stream",
+                                 headers={"cache-control": "no-store"})
+
+    return api

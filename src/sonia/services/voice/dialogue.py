@@ -1,0 +1,118 @@
+"""How a realtime session's reply is made: recall from memory, stream from the router, store.
+
+`Dialogue.for_session(id)` is the `generate_stream` a `RealtimeSession` calls
+for each utterance. Each reply:
+
+  1. recalls memories for the utterance and reads the session's recent turns
+     (memory service, one read);
+  2. streams the reply from the router (`POST /v1/generate/stream`), yielding
+     each delta as it arrives;
+  3. when the reply is complete, stores the exchange (user turn, reply, the
+     facts the user stated) before the generator ends, so the turn is durable
+     by the time the client sees `response.final`.
+
+An interrupted or failed reply is still part of the conversation: the user's
+turn and whatever was said are stored by a background task (the reply's own
+task is being cancelled), marked `interrupted` or `failed`. Closing the
+generator early closes the router stream, which cancels the provider call.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncGenerator
+from typing import Any
+
+from sonia.errors import ApiError, api_error_for
+from sonia.kit import correlation
+from sonia.kit.app import ServiceContext
+from sonia.kit.client import parse_sse_data
+from sonia.services.voice.pipeline import GenerateStream
+
+log = logging.getLogger("sonia.voice.dialogue")
+
+RECALL_LIMIT = 5
+HISTORY_TURNS = 20
+
+
+class Dialogue:
+    def __init__(self, ctx: ServiceContext) -> None:
+        self.ctx = ctx
+        self.memory = ctx.client("memory")
+        self.router = ctx.client("router")
+        self._background: set[asyncio.Task[None]] = set()
+
+    def for_session(self, session_id: str) -> GenerateStream:
+        def generate(text: str) -> AsyncGenerator[str, None]:
+            return self.reply(session_id, text)
+        return generate
+
+    async def _context(self, session_id: str, text: str) -> tuple[list[str], list[dict[str, str]]]:
+        found = await self.memory.request(
+            "GET", f"/v1/sessions/{session_id}/context",
+            params={"q": text[:4096], "recall": RECALL_LIMIT, "turns": HISTORY_TURNS})
+        recalled = [r["content"] for r in found["recalled"]]
+        history = [{"role": t["role"], "content": t["content"]} for t in found["turns"]]
+        return recalled, history
+
+    async def _store(self, session_id: str, text: str, reply: str,
+                     metadata: dict[str, Any]) -> None:
+        await self.memory.request(
+            "POST", f"/v1/sessions/{session_id}/exchanges",
+            json_body={"user": text, "assistant": reply or None,
+                       "metadata": {**metadata, "source": "voice",
+                                    "correlation_id": correlation.current()}})
+
+    def _store_later(self, session_id: str, text: str, reply: str,
+                     metadata: dict[str, Any]) -> None:
+        async def store() -> None:
+            try:
+                await self._store(session_id, text, reply, metadata)
+            except ApiError as exc:
+                log.warning("could not store the turn of %s: %s", session_id, exc.detail)
+
+        task = asyncio.create_task(store(), name=f"store-{session_id}")
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def reply(self, session_id: str, text: str) -> AsyncGenerator[str, None]:
+        recalled, history = await self._context(session_id, text)
+        body = {"messages": [*history, {"role": "user", "content": text}],
+                "recalled": recalled}
+        budget = self.ctx.settings.router.timeout_seconds * 3 + 5.0
+        said = ""
+        outcome: dict[str, Any] = {"interrupted": True}
+        try:
+            async with self.router.stream_lines("POST", "/v1/generate/stream", json_body=body,
+                                                timeout=budget) as lines:
+                async for line in lines:
+                    event = parse_sse_data(line)
+                    if not isinstance(event, dict):
+                        continue
+                    kind = event.get("type")
+                    if kind == "start":
+                        outcome.update(provider=event.get("provider"), model=event.get("model"))
+                    elif kind == "delta" and event.get("text"):
+                        said += str(event["text"])
+                        yield str(event["text"])
+                    elif kind == "error":
+                        outcome = {"failed": event.get("code")}
+                        raise api_error_for(str(event.get("code")), str(event.get("detail")))
+            outcome["interrupted"] = False
+            await self._store(session_id, text, said, outcome)
+        except ApiError as exc:
+            outcome = {"failed": exc.code}
+            self._store_later(session_id, text, said, outcome)
+            raise
+        finally:
+            if outcome.get("interrupted"):
+                self._store_later(session_id, text, said, outcome)
+
+    async def drain(self) -> None:
+        """Wait for the background stores (at shutdown)."""
+        if self._background:
+            await asyncio.wait(set(self._background), timeout=5.0)
+
+
+__all__ = ["Dialogue"]

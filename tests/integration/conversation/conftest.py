@@ -1,0 +1,26 @@
+"""Fixtures of the conversation tests: a slow model server and a stack that uses it."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+from conversation_helpers import SlowModelServer
+
+from sonia.gates.fresh_stack import FreshStack
+
+
+@pytest.fixture(scope="module")
+def slow_model() -> Iterator[SlowModelServer]:
+    with SlowModelServer() as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def slow_stack(tmp_path_factory: pytest.TempPathFactory,
+               slow_model: SlowModelServer) -> Iterator[FreshStack]:
+    """A stack whose default profile asks the slow model server first, then builtin."""
+    config = f'[router]\nopenai_base_url = "{slow_model.url}"\nopenai_model = "slow"\n'
+    with FreshStack(tmp_path_factory.mktemp("slow-home"), config_extra=config) as s:
+        s.up()
+        yield s

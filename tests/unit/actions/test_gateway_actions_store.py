@@ -1,0 +1,63 @@
+"""The gateway's action rows and idempotent answers, in a real SQLite database."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from sonia.errors import InvalidArgument, NotFound
+from sonia.kit.db import connect, migrate
+from sonia.services.gateway import actions
+from sonia.services.gateway.state import MIGRATIONS
+
+
+@pytest.fixture()
+def conn(tmp_path: Path) -> Iterator[sqlite3.Connection]:
+    connection = connect(tmp_path / "gateway.db")
+    migrate(connection, MIGRATIONS)
+    try:
+        yield connection
+    finally:
+        connection.close()
+
+
+def test_an_answer_is_kept_per_key_and_idempotency_key(conn: sqlite3.Connection) -> None:
+    digest = actions.request_hash("file.read", {"path": "a"}, None)
+    answer = actions.StoredAnswer(200, {"id": "act_1", "status": "executed"})
+    actions.save_answer(conn, "k1", "idem", digest, answer)
+    assert actions.load_answer(conn, "k1", "idem", digest) == answer
+    assert actions.load_answer(conn, "k2", "idem", digest) is None, "keys do not share"
+
+
+def test_the_same_idempotency_key_with_another_request_is_refused(
+    conn: sqlite3.Connection
+) -> None:
+    first = actions.request_hash("file.read", {"path": "a"}, None)
+    actions.save_answer(conn, "k1", "idem", first, actions.StoredAnswer(200, {}))
+    other = actions.request_hash("file.read", {"path": "b"}, None)
+    with pytest.raises(InvalidArgument):
+        actions.load_answer(conn, "k1", "idem", other)
+
+
+def test_a_kept_error_is_raised_again(conn: sqlite3.Connection) -> None:
+    error = NotFound("no such file", extra={"action_id": "act_2"})
+    answer = actions.answer_of_error(error)
+    with pytest.raises(NotFound) as raised:
+        answer.replay()
+    assert raised.value.extra == {"action_id": "act_2"}
+
+
+def test_an_action_row_moves_forward(conn: sqlite3.Connection) -> None:
+    actions.save_action(conn, "act_3", "k1", "file.write", "pending_approval")
+    actions.save_action(conn, "act_3", "k1", "file.write", "executed", result={"bytes": 1})
+    row = actions.get_action(conn, "act_3")
+    assert row is not None and row.status == "executed" and row.result == {"bytes": 1}
+    assert actions.get_action(conn, "act_4") is None
+
+
+def test_times_are_utc_iso_with_milliseconds() -> None:
+    assert actions.iso_time(0.25) == "1970-01-01T00:00:00.250Z"
+    assert actions.iso_time(None) is None

@@ -1,0 +1,52 @@
+"""shell.run arguments that name links, hard-linked files or protected names are refused."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from sonia.errors import PathOutsideSandbox, PolicyDenied, SymlinkDenied
+from sonia.services.openclaw.app import PROTECTED
+from sonia.services.openclaw.operands import check_operands
+from sonia.services.openclaw.paths import Workspace
+
+
+@pytest.fixture()
+def workspace(tmp_path: Path) -> Iterator[Workspace]:
+    root = tmp_path / "workspace"
+    (root / "docs").mkdir(parents=True)
+    (root / "docs" / "a.txt").write_text("a\n")
+    outside = tmp_path / "outside.txt"
+    outside.write_text("secret\n")
+    os.symlink(outside, root / "link")
+    os.symlink(tmp_path, root / "linkdir")
+    os.link(outside, root / "hard")
+    with Workspace(root, protected=PROTECTED) as ws:
+        yield ws
+
+
+def test_plain_files_flags_and_new_names_pass(workspace: Workspace) -> None:
+    check_operands(workspace, ["/usr/bin/cat", "-n", "--", "docs/a.txt", "new/file.txt"])
+
+
+@pytest.mark.parametrize(("argument", "error"), [
+    ("link", SymlinkDenied),
+    ("linkdir/outside.txt", SymlinkDenied),
+    ("./linkdir//outside.txt", SymlinkDenied),
+    ("hard", PathOutsideSandbox),
+    (".git/config", PolicyDenied),
+    (".GIT", PolicyDenied),
+    ("sub/.env", PolicyDenied),
+    (".gitconfig", PolicyDenied),
+])
+def test_dangerous_arguments_are_refused(workspace: Workspace, argument: str,
+                                         error: type[Exception]) -> None:
+    with pytest.raises(error):
+        check_operands(workspace, ["/usr/bin/cat", "--", argument])
+
+
+def test_argv0_and_flags_are_not_names(workspace: Workspace) -> None:
+    check_operands(workspace, ["link", "--exclude-dir=.git", "-e"])
