@@ -89,9 +89,10 @@ class VoiceSettings(_Section):
 
 
 class OpenClawSettings(_Section):
-    shell_timeout_seconds: float = Field(10.0, gt=0, le=600)
-    max_output_bytes: int = Field(65_536, ge=1024)
-    max_file_bytes: int = Field(10_485_760, ge=1024)
+    shell_timeout_seconds: float = Field(10.0, gt=0, le=600,
+                                         description="shell.run is killed (whole group) after")
+    max_output_bytes: int = Field(65_536, ge=1024, description="tool output kept per stream")
+    max_file_bytes: int = Field(10_485_760, ge=1024, description="largest file read or written")
     sandbox: str = Field("auto", description="auto | bwrap | rlimits")
 
     @field_validator("sandbox")
@@ -107,10 +108,10 @@ class EvaSettings(_Section):
 
 
 class SupervisorSettings(_Section):
-    ready_timeout_seconds: float = Field(60.0, gt=0)
-    stop_grace_seconds: float = Field(10.0, gt=0)
-    restart_backoff_initial: float = Field(0.5, gt=0)
-    restart_backoff_max: float = Field(10.0, gt=0)
+    ready_timeout_seconds: float = Field(60.0, gt=0, description="`sonia up` waits this long")
+    stop_grace_seconds: float = Field(10.0, gt=0, description="SIGTERM to SIGKILL escalation")
+    restart_backoff_initial: float = Field(0.5, gt=0, description="first restart delay")
+    restart_backoff_max: float = Field(10.0, gt=0, description="restart delay doubles up to")
 
 
 class BackupSettings(_Section):
@@ -135,7 +136,7 @@ class Settings(BaseSettings):
         default_factory=dict,
         description="where callers reach a service, when not at its own port (e.g. through "
                     "a loopback proxy): service -> http://127.0.0.1:PORT")
-    log_level: str = Field("info")
+    log_level: str = Field("info", description="debug, info, warning or error")
     gateway: GatewaySettings = GatewaySettings()  # type: ignore[call-arg]
     router: RouterSettings = RouterSettings()  # type: ignore[call-arg]
     voice: VoiceSettings = VoiceSettings()  # type: ignore[call-arg]

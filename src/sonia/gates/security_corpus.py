@@ -8,10 +8,11 @@ A path payload passes when it is refused (PATH_OUTSIDE_SANDBOX, SYMLINK_DENIED,
 INVALID_PATH, NOT_FOUND, POLICY_DENIED, INVALID_ARGUMENT) or when it reads
 exactly the decoy planted inside the workspace under the name it asks for. A
 command payload passes when it is refused, or when only `cat` ran with it as
-one literal argument: nothing in the answer may show that anything else ran
-(`uid=`), and no answer may contain the canary planted outside the workspace or
-a real /etc/passwd line. Requests go out concurrently (an httpx.AsyncClient
-under a semaphore); `stride` keeps every n-th line (1: all of them).
+one literal argument (or it is itself the bare name of an allowlisted command):
+nothing in the answer may show that anything else ran (`uid=`), and no answer
+may contain the canary planted outside the workspace or a real /etc/passwd line.
+Requests go out concurrently (an httpx.AsyncClient under a semaphore); `stride`
+keeps every n-th line (1: all of them).
 """
 
 from __future__ import annotations
@@ -76,7 +77,8 @@ def _body(item: CorpusPayload) -> dict[str, Any]:
     return {"tool": "shell.run", "args": {"argv": argv}}
 
 
-def judge(probe: Probe, item: CorpusPayload, status: int, text: str) -> tuple[str | None, str]:
+def judge(probe: Probe, item: CorpusPayload, status: int, text: str,
+          allowlisted: frozenset[str] = frozenset()) -> tuple[str | None, str]:
     """(code, why it failed or "") of one answer."""
     try:
         body = json.loads(text)
@@ -94,7 +96,7 @@ def judge(probe: Probe, item: CorpusPayload, status: int, text: str) -> tuple[st
             if result.get("content") != INSIDE:
                 return code, "read a file other than the decoy inside the workspace"
             return code, ""
-        if item.kind == "argv0":
+        if item.kind == "argv0" and item.payload not in allowlisted:
             return code, "a non-allowlisted command ran"
         output = f"{result.get('stdout', '')}{result.get('stderr', '')}"
         if "uid=" in output or "gid=" in output:
@@ -110,17 +112,21 @@ async def run_corpus(probe: Probe, payloads: list[CorpusPayload], *, concurrency
                      on_done: Callable[[], None] | None = None) -> list[dict[str, Any]]:
     """Send every payload through the gateway; one row per payload, in payload order."""
     gate = asyncio.Semaphore(concurrency)
-    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency,
+                          keepalive_expiry=1.0)  # well before the server drops idle ones
 
     async with httpx.AsyncClient(base_url=probe.stack.url("gateway"), timeout=120,
                                  headers=probe.user(), limits=limits,
                                  trust_env=False) as client:
+        registry = (await client.get("/v1/tools")).json()
+        allowlisted = frozenset(str(name) for name in registry.get("commands", ()))
+
         async def one(item: CorpusPayload) -> dict[str, Any]:
             async with gate:
                 try:
                     response = await client.post("/v1/actions", json=_body(item))
                     status, text = response.status_code, response.text
-                    code, why = judge(probe, item, status, text)
+                    code, why = judge(probe, item, status, text, allowlisted)
                 except httpx.HTTPError as exc:
                     status, code, why = 0, None, f"no answer: {type(exc).__name__}"
             if on_done is not None:

@@ -22,18 +22,22 @@ only with EVA's grant. A tool that fails answers its own problem (404 NOT_FOUND,
 # aliases local to `routers()` as real objects.
 
 import asyncio
+import logging
 import re
 import time
 from typing import Annotated, Any
 
+import httpx
 from fastapi import APIRouter, Depends, Path
 from pydantic import BaseModel, ConfigDict, Field, StrictStr
 from starlette.responses import JSONResponse
 
-from sonia.errors import ApiError, NotFound
+from sonia.errors import ApiError, NotFound, Unavailable
 from sonia.home import ApiKey
 from sonia.services.gateway import actions
 from sonia.services.gateway.state import Gateway
+
+log = logging.getLogger("sonia.gateway.actions")
 
 ACTION_ID = re.compile(r"^act_[0-9a-f]{24}$")
 EVA_STATUS = {"pending": "pending_approval", "approved": "approved", "executed": "executed",
@@ -124,8 +128,7 @@ class Actions:
     async def _execute(self, key_id: str, action_id: str, tool: str, args: dict[str, Any],
                        grant: str) -> Any:
         try:
-            answer = await self.claw.request("POST", "/v1/execute", json_body={
-                "tool": tool, "args": args, "grant": grant}, timeout=self.execute_timeout)
+            answer = await self._send_execute({"tool": tool, "args": args, "grant": grant})
         except ApiError as exc:
             exc.extra.setdefault("action_id", action_id)
             failure = exc
@@ -136,6 +139,24 @@ class Actions:
         await self.gw.db.write(lambda c: actions.save_action(
             c, action_id, key_id, tool, "executed", result=result))
         return result
+
+    async def _send_execute(self, body: dict[str, Any]) -> Any:
+        """POST /v1/execute, sent again once if the connection failed under it.
+
+        Safe because a grant is single-use: if the first request did reach
+        OpenClaw, the second is refused and nothing runs twice. (A pooled
+        keep-alive connection the server has just closed is the usual cause.)
+        """
+        for attempt in (1, 2):
+            try:
+                return await self.claw.request("POST", "/v1/execute", json_body=body,
+                                               timeout=self.execute_timeout)
+            except Unavailable as exc:
+                if attempt == 2 or not isinstance(exc.__cause__, httpx.TransportError):
+                    raise
+                log.warning("execute call failed in transport (%s); sending it again",
+                            type(exc.__cause__).__name__)
+        raise AssertionError("unreachable")
 
     async def approve(self, key: ApiKey, action_id: str) -> dict[str, Any]:
         approved = await self.eva.request("POST", f"/v1/decisions/{action_id}/approve",

@@ -35,5 +35,5 @@ def create(ctx: ServiceContext) -> FastAPI:
                       *actions_api.routers(gw)],
         checks=checks,
         on_startup=[run_sync(gw.db.open), *gw.on_startup],
-        on_shutdown=[*gw.on_shutdown, run_sync(gw.db.close)],
+        on_shutdown=[run_sync(gw.db.close), *gw.on_shutdown],  # hooks run in reverse
     ))
