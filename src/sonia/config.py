@@ -104,7 +104,8 @@ class OpenClawSettings(_Section):
 
 
 class EvaSettings(_Section):
-    grant_ttl_seconds: float = Field(30.0, gt=0, le=300, description="execution grants expire after")
+    grant_ttl_seconds: float = Field(30.0, gt=0, le=300,
+                                     description="execution grants expire after")
 
 
 class SupervisorSettings(_Section):
@@ -181,7 +182,8 @@ class Settings(BaseSettings):
                 raise ValueError(f"unknown service {name!r}; services are {', '.join(SERVICES)}")
             match = re.fullmatch(r"http://(127\.\d+\.\d+\.\d+|\[::1\]):(\d{4,5})", url)
             if match is None:
-                raise ValueError(f"upstream of {name} must be http://<loopback>:<port>, not {url!r}")
+                raise ValueError(
+                    f"upstream of {name} must be http://<loopback>:<port>, not {url!r}")
         return v
 
     @model_validator(mode="after")

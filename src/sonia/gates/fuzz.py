@@ -63,10 +63,13 @@ class FuzzReport:
     server_errors: int = 0
     findings: list[Finding] = field(default_factory=list)
     per_service: dict[str, int] = field(default_factory=dict)
+    statuses: dict[str, int] = field(default_factory=dict)
+    """How many answers of each status class, so a run that only met 401s shows it."""
 
     def to_dict(self) -> dict[str, Any]:
         return {"operations": self.operations, "requests": self.requests,
                 "server_errors": self.server_errors, "per_service": self.per_service,
+                "statuses": self.statuses,
                 "findings": [f.to_dict() for f in self.findings[:200]]}
 
 
@@ -90,6 +93,10 @@ def fuzz_stack(stack: FreshStack, *, max_examples: int, seed: int = 0,
         base_url = stack.url(service)
         count_before = report.requests
         for result in schema.get_all_operations():
+            if not hasattr(result, "ok"):  # the schema itself is broken: that is a finding
+                report.findings.append(Finding(service, "(schema)", "-",
+                                               f"invalid schema: {result.err()}", None, ""))
+                continue
             operation = result.ok()
             label = f"{operation.method.upper()} {operation.path}"
             if label in SKIP_OPERATIONS or operation.path in {"/livez", "/readyz", "/healthz",
@@ -120,6 +127,7 @@ def _fuzz_operation(report: FuzzReport, session: requests.Session, service: str,
             response = case.call_and_validate(base_url=base_url, session=session,
                                               headers=headers, checks=CHECKS, timeout=30)
             status = response.status_code
+            report.statuses[str(status)] = report.statuses.get(str(status), 0) + 1
         except Exception as exc:  # a failed check is a finding, not a crash of the gate
             status = getattr(getattr(exc, "response", None), "status_code", None)
             problem = f"{type(exc).__name__}: {exc}"[:600]

@@ -37,6 +37,7 @@ from sonia.gates.evidence import (
     write_json,
 )
 from sonia.gates.fresh_stack import FreshStack
+from sonia.gates.fuzz import fuzz_stack
 from sonia.gates.progress import GateProgress
 from sonia.gates.security_cases import CASES, LATE_CASES, categories
 from sonia.gates.security_corpus import corpus_dir, load_payloads, run_corpus, summarize
@@ -65,11 +66,15 @@ class SecurityProfile:
     min_cases: int
     """Fewer adversarial cases than this is not a security gate (INVALID)."""
     config_workers: int
+    fuzz_examples: int
+    """Schemathesis examples per operation and mode (valid and invalid input)."""
 
 
 PROFILES = {
-    "quick": SecurityProfile(corpus_stride=20, concurrency=16, min_cases=60, config_workers=6),
-    "release": SecurityProfile(corpus_stride=1, concurrency=32, min_cases=60, config_workers=6),
+    "quick": SecurityProfile(corpus_stride=20, concurrency=16, min_cases=60, config_workers=6,
+                             fuzz_examples=8),
+    "release": SecurityProfile(corpus_stride=1, concurrency=32, min_cases=60, config_workers=6,
+                               fuzz_examples=60),
 }
 
 
@@ -135,6 +140,11 @@ def run(run_dir: Path, profile: SecurityProfile, progress: GateProgress) -> Verd
                     probe, payloads, concurrency=profile.concurrency,
                     on_done=lambda: progress.advance(corpus_task)))
                 timings["corpus_s"] = round(time.monotonic() - mark, 2)
+            mark = time.monotonic()
+            fuzz_task = progress.task("API fuzzing (schemathesis)", 1)
+            fuzz = fuzz_stack(stack, max_examples=profile.fuzz_examples)
+            progress.advance(fuzz_task)
+            timings["fuzz_s"] = round(time.monotonic() - mark, 2)
             stack.down()
             results.extend(run_case(case, probe) for case in LATE_CASES)
         finally:
@@ -164,6 +174,11 @@ def run(run_dir: Path, profile: SecurityProfile, progress: GateProgress) -> Verd
         Check("corpus_failed", 0, len(corpus_failures), not corpus_failures, kind=CRITERION,
               detail="; ".join(f"{r['file']}:{r['line']} {r['kind']}: {r['why']}"
                                for r in corpus_failures[:10])),
+        Check("fuzz_operations", "> 0", fuzz.operations, fuzz.operations > 0, kind=VALIDITY),
+        Check("fuzz_server_errors", 0, fuzz.server_errors, fuzz.server_errors == 0),
+        Check("fuzz_findings", 0, len(fuzz.findings), not fuzz.findings,
+              detail="; ".join(f"{f.service} {f.operation}: {f.problem[:120]}"
+                               for f in fuzz.findings[:10])),
     ]
     verdict = Verdict.of("security", checks, {"cases_failed": 0, "corpus_failed": 0,
                                               "min_cases": profile.min_cases})
@@ -179,6 +194,7 @@ def run(run_dir: Path, profile: SecurityProfile, progress: GateProgress) -> Verd
         "timings": timings,
         "sandbox": sandbox,
         "grant_forging": GRANT_NOTE,
+        "fuzz": fuzz.to_dict(),
         "categories": counts,
         "cases_total": len(results),
         "cases_passed": len(results) - len(failed),

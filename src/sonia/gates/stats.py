@@ -21,12 +21,12 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 
 
-def _scipy_stats():  # type: ignore[no-untyped-def]
+def _scipy_stats() -> Any:
     """scipy.stats, imported on first use: it costs seconds, and most commands never need it."""
     from scipy import stats
 

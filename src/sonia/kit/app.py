@@ -100,7 +100,8 @@ def _check_callers(parts: ServiceParts) -> None:
     missing = paths - set(parts.callers)
     unknown = set(parts.callers) - paths
     if missing or unknown:
-        raise ValueError(f"caller table mismatch: missing {sorted(missing)}, unknown {sorted(unknown)}")
+        raise ValueError(f"caller table mismatch: missing {sorted(missing)}, "
+                         f"unknown {sorted(unknown)}")
     for route, callers in parts.callers.items():
         bad = set(callers) - set(sonia.SERVICES) - {"cli"}
         if bad:

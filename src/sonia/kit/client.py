@@ -21,6 +21,9 @@ from sonia.kit.auth import SERVICE_TOKEN_HEADER
 from sonia.kit.breaker import CircuitBreaker
 
 DEFAULT_TIMEOUT = httpx.Timeout(10.0, connect=2.0)
+KEEPALIVE_S = 2.0
+"""Idle connections are dropped well before uvicorn's 5 s keep-alive closes them, so a
+request is never sent on a connection the server is closing at that moment."""
 
 
 def error_from_response(target: str, response: httpx.Response) -> ApiError:
@@ -52,7 +55,8 @@ class ServiceClient:
         self.breaker = CircuitBreaker(target)
         self._token = caller_token
         self._http = httpx.AsyncClient(base_url=base_url, timeout=timeout,
-                                       limits=httpx.Limits(max_connections=200))
+                                       limits=httpx.Limits(max_connections=200,
+                                                           keepalive_expiry=KEEPALIVE_S))
 
     def _headers(self) -> dict[str, str]:
         return {SERVICE_TOKEN_HEADER: self._token, correlation.HEADER: correlation.current()}

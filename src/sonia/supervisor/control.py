@@ -28,7 +28,6 @@ from sonia.home import Home
 from sonia.supervisor.process import RUN_MARKER_ENV
 from sonia.supervisor.state import read_json, state_file, stop_report_file, supervisor_pid_file
 
-
 _spawned: dict[Path, subprocess.Popen[bytes]] = {}
 """Supervisors this process started, kept so their exit status is collected (no zombie)."""
 
@@ -117,6 +116,7 @@ def up(home: Home, *, wait: bool = True) -> dict[str, float]:
     if not home.exists:
         home.init()
     settings = home.check()
+    check_policies(home)
     if supervisor_pid(home) is not None:
         return wait_ready(home, settings, settings.supervisor.ready_timeout_seconds) if wait else {}
     busy = [port for port in (settings.port_of(s) for s in SERVICES)
@@ -134,11 +134,20 @@ def up(home: Home, *, wait: bool = True) -> dict[str, float]:
     deadline = time.monotonic() + 10
     while supervisor_pid(home) is None:
         if time.monotonic() > deadline:
-            raise SupervisorError(f"the supervisor did not start; see {home.logs / 'supervisor.out'}")
+            raise SupervisorError(
+                f"the supervisor did not start; see {home.logs / 'supervisor.out'}")
         time.sleep(0.02)
     if not wait:
         return {}
     return wait_ready(home, settings, settings.supervisor.ready_timeout_seconds)
+
+
+def check_policies(home: Home) -> None:
+    """Load the policy files as EVA and OpenClaw will, so a bad one fails here with exit 2
+    instead of as a service that keeps exiting until `up` times out."""
+    from sonia.services.eva.policy import load_policy
+
+    load_policy(home.policies, forbidden_roots=[home.root, home.workspace])
 
 
 def port_free(host: str, port: int) -> bool:
@@ -215,7 +224,7 @@ def down(home: Home, *, timeout: float | None = None) -> DownReport:
 
 def _alive(pid: int) -> bool:
     try:
-        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+        return bool(psutil.Process(pid).status() != psutil.STATUS_ZOMBIE)
     except psutil.Error:
         return False
 

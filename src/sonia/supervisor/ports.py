@@ -20,7 +20,7 @@ def free_base_port(bind: str = "127.0.0.1", attempts: int = 200) -> int:
     for _ in range(attempts):
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
             sock.bind((bind, 0))
-            base = sock.getsockname()[1]
+            base = int(sock.getsockname()[1])
         if base + SPAN > 65_000 or base < 1024:
             continue
         if all(port_free(bind, base + off) for off in PORT_OFFSETS.values()):

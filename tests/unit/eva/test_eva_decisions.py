@@ -158,16 +158,21 @@ def test_allow_and_deny_verdicts_are_stored_as_decided_by_policy(
         approve(conn, denied.action_id, "approver:k2", now=NOW)
 
 
-def test_an_action_is_approved_exactly_once(conn: sqlite3.Connection, decider: Decider) -> None:
+def test_an_action_is_approved_once_and_then_only_reissued_until_it_runs(
+        conn: sqlite3.Connection, decider: Decider) -> None:
     action_id = _pending(conn, decider)
     record = approve(conn, action_id, "approver:k2", now=NOW + 1)
     assert (record.status, record.decided_by, record.decided_at) == (
         "approved", "approver:k2", NOW + 1)
-    with pytest.raises(AlreadyDecided) as caught:
-        approve(conn, action_id, "approver:k2", now=NOW + 2)
-    assert caught.value.status == 409 and "approved" in caught.value.detail
+    again = approve(conn, action_id, "approver:k3", now=NOW + 2)
+    assert (again.status, again.decided_by, again.decided_at) == (
+        "approved", "approver:k2", NOW + 1), "a re-approval changes nothing recorded"
     with pytest.raises(AlreadyDecided):
         deny(conn, action_id, "approver:k3", now=NOW + 2)
+    mark_executed(conn, action_id, now=NOW + 3)
+    with pytest.raises(AlreadyDecided) as caught:
+        approve(conn, action_id, "approver:k2", now=NOW + 4)
+    assert caught.value.status == 409 and "executed" in caught.value.detail
 
 
 def test_a_denied_action_cannot_be_approved(conn: sqlite3.Connection, decider: Decider) -> None:

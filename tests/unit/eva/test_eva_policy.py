@@ -245,6 +245,7 @@ def test_a_symlink_to_a_wrapper_is_refused(tmp_path: Path) -> None:
     ("grep", {"binary": "/usr/bin/grep", "tier": 1, "flags": ["-R"]}),
     ("wc", {"binary": "/usr/bin/wc", "tier": 1, "value_flags": {"--files0-from": "path"}}),
     ("rm", {"binary": "/usr/bin/rm", "tier": 3, "flags": ["--no-preserve-root"]}),
+    ("findx", {"binary": "/usr/bin/find", "tier": 1, "syntax": "find", "flags": ["-exec"]}),
 ])
 def test_dangerous_flags_may_never_be_allowed(
         tmp_path: Path, name: str, entry: dict[str, Any]) -> None:

@@ -86,7 +86,8 @@ def test_the_child_environment_is_only_the_allowlist(executor: Executor) -> None
     result = executor.run(plan("/usr/bin/printenv"))
     env = dict(line.split("=", 1) for line in result.stdout.splitlines())
     root = executor.workspace.root
-    assert env == {"LANG": "C.UTF-8", "PATH": "/usr/bin:/bin", "HOME": root, "PWD": root}
+    assert env == {"LANG": "C.UTF-8", "PATH": "/usr/bin:/bin", "HOME": root, "PWD": root,
+                   "GIT_CONFIG_NOSYSTEM": "1", "GIT_CONFIG_GLOBAL": "/dev/null"}
     assert result.exit_code == 0 and not result.timed_out
     assert result.sandbox == executor.sandbox.as_dict()
 

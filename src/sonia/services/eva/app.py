@@ -154,11 +154,12 @@ class Eva:
 
     async def approve(self, action_id: str, approver: str) -> dict[str, Any]:
         def write(conn: sqlite3.Connection) -> dict[str, Any]:
+            reissued = get_decision(conn, action_id).status == "approved"
             record = approve(conn, action_id, approver)
             grant, claims = self.signer.mint(record.action_id, record.tool, record.plan_hash)
             audit.append(conn, "approved", actor=approver, action_id=action_id,
                          detail={"tool": record.tool, "plan_hash": record.plan_hash,
-                                 "jti": claims.jti})
+                                 "jti": claims.jti, "reissued": reissued})
             return {"action_id": action_id, "status": record.status, "tool": record.tool,
                     "args": record.args, "tier": record.tier, "plan_hash": record.plan_hash,
                     "principal": record.principal, "grant": grant}

@@ -247,7 +247,16 @@ def _decide(conn: sqlite3.Connection, action_id: str, approver: str, now: float 
 
 def approve(conn: sqlite3.Connection, action_id: str, approver: str, *,
             now: float | None = None) -> DecisionRecord:
-    """pending -> approved, exactly once (ALREADY_DECIDED otherwise, NOT_FOUND if unknown)."""
+    """pending -> approved (ALREADY_DECIDED once it ran or was denied, NOT_FOUND if unknown).
+
+    An action that is approved but has not run (its grant never reached OpenClaw, say
+    OpenClaw was restarting) may be approved again, so that it can get a fresh grant
+    instead of being stuck forever. That cannot run it twice: OpenClaw's grant ledger
+    admits one execution per action id, whatever the grant.
+    """
+    record = get_decision(conn, action_id)
+    if record.status == "approved":
+        return record
     return _decide(conn, action_id, approver, now, "approved", "approved")
 
 

@@ -357,10 +357,14 @@ def _check_value_kind(kind: str, key: str) -> None:
 
 
 def _build_args(
-    command: str, syntax: str, entry: _ArgsEntry, tier: int, key: str
+    command: str, binary: str, syntax: str, entry: _ArgsEntry, tier: int, key: str
 ) -> ArgSpec:
     pattern = _FIND_PREDICATE if syntax == "find" else None
-    forbidden = FORBIDDEN_FLAGS.get(command, frozenset()) | _ALWAYS_FORBIDDEN_FLAGS
+    # By the allowlisted name and by the binary's own name, so an alias such as
+    # [commands.findx] binary = "/usr/bin/find" cannot smuggle in -exec.
+    forbidden = (FORBIDDEN_FLAGS.get(command, frozenset())
+                 | FORBIDDEN_FLAGS.get(Path(binary).name, frozenset())
+                 | _ALWAYS_FORBIDDEN_FLAGS)
     for flag in (*entry.flags, *entry.value_flags):
         good = (pattern.match(flag) if pattern else
                 _SHORT_FLAG.match(flag) or _LONG_FLAG.match(flag))
@@ -440,7 +444,7 @@ def _build_command(
             if not _NAME.match(sub):
                 raise ConfigError(f"subcommand {sub!r} of {name} must be a plain name",
                                   key=f"{key}.subcommands")
-            subs[sub] = _build_args(name, entry.syntax, sub_entry, sub_entry.tier,
+            subs[sub] = _build_args(name, binary, entry.syntax, sub_entry, sub_entry.tier,
                                     f"{key}.subcommands.{sub}")
         return CommandSpec(name=name, binary=binary, argv0=argv0, syntax=entry.syntax,
                            global_args=tuple(entry.global_args), subcommands=subs)
@@ -449,7 +453,7 @@ def _build_command(
     return CommandSpec(
         name=name, binary=binary, argv0=argv0, syntax=entry.syntax,
         global_args=tuple(entry.global_args),
-        args=_build_args(name, entry.syntax, entry, entry.tier, key),
+        args=_build_args(name, binary, entry.syntax, entry, entry.tier, key),
     )
 
 

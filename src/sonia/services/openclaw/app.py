@@ -12,7 +12,8 @@ Nothing runs without a grant, and every grant runs at most once:
     verify            forged, expired, other audience, other
                       tool, other args (plan hash recomputed
                       from this very request)                401 INVALID_APPROVAL
-    consume           its jti (and action) already used      401 INVALID_APPROVAL
+    consume           its jti already used                   401 INVALID_APPROVAL
+                      its action already run (other jti)     409 ALREADY_DECIDED
     run               the tool, in a worker thread; its output redacted
     report            EVA `POST /v1/decisions/{id}/executed` (the audit record)
 
@@ -32,7 +33,7 @@ from fastapi import APIRouter, FastAPI
 from pydantic import BaseModel, ConfigDict, Field, StrictStr
 from starlette.concurrency import run_in_threadpool
 
-from sonia.errors import ApiError, InvalidApproval
+from sonia.errors import AlreadyDecided, ApiError, InvalidApproval
 from sonia.kit.app import ServiceContext, ServiceParts, create_app, run_sync
 from sonia.kit.db import Database
 from sonia.redact import Redactor
@@ -106,6 +107,11 @@ class OpenClaw:
             c, claims.jti, claims.action_id, claims.exp))
         if not fresh:
             log.warning("refused a used grant jti=%s action=%s", claims.jti, claims.action_id)
+            reused = await self.db.read(lambda c: grant_ledger.is_consumed(c, claims.jti))
+            if not reused:
+                # A fresh grant for an action that already ran (a re-issued approval
+                # racing the first): the action is decided, not the grant forged.
+                raise AlreadyDecided(f"action {claims.action_id} has already been executed")
             raise InvalidApproval("grant already used")
         try:
             result = await run_in_threadpool(self.toolbox.run, body.tool, body.args)

@@ -135,8 +135,14 @@ def bwrap_argv(bwrap: str, workspace: str, cwd: str, env: Mapping[str, str]) -> 
 
 
 def _child_env(home: str, cwd: str) -> dict[str, str]:
-    """The whole environment of a child (bwrap sets PWD itself; so do we without it)."""
-    return {"LANG": "C.UTF-8", "PATH": CHILD_PATH, "HOME": home, "PWD": cwd}
+    """The whole environment of a tool's child: nothing inherited.
+
+    Git reads configuration from the system and the user's home as well as the
+    repository; both are switched off, so no config outside the workspace (and so
+    no pager, hook path or filter from it) can reach a command.
+    """
+    return {"LANG": "C.UTF-8", "PATH": CHILD_PATH, "HOME": home, "PWD": cwd,
+            "GIT_CONFIG_NOSYSTEM": "1", "GIT_CONFIG_GLOBAL": "/dev/null"}
 
 
 def _probe_bwrap(bwrap: str) -> tuple[bool, str, bool]:
