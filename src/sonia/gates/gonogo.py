@@ -71,7 +71,10 @@ def _health(stack: FreshStack, minutes: float, interval: float,
     passed = 0
     task = progress.task("health checks", total)
     start = time.monotonic()
-    with httpx.Client(timeout=min(interval, 2.0)) as client:
+    # A fresh connection per probe, as an orchestrator's probe makes: a kept-alive one
+    # idles exactly as long as the interval and races the server closing it.
+    limits = httpx.Limits(max_keepalive_connections=0)
+    with httpx.Client(timeout=min(interval, 2.0), limits=limits) as client:
         for i in range(total):
             due = start + i * interval
             while (delay := due - time.monotonic()) > 0:

@@ -8,25 +8,15 @@ unreaped child.
 
 from __future__ import annotations
 
-import ctypes
 import os
 from pathlib import Path
 
 import psutil
 
 from sonia.supervisor.control import processes_with_marker
+from sonia.supervisor.process import become_subreaper
 
-PR_SET_CHILD_SUBREAPER = 36
-
-
-def become_subreaper() -> bool:
-    """Make this process the reaper of its orphaned descendants (Linux); False elsewhere."""
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        return bool(libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0)
-    except (OSError, AttributeError):
-        return False
-
+__all__ = ["become_subreaper", "orphans", "wal_left", "zombies_and_reap"]
 
 def zombies_and_reap() -> list[int]:
     """Our descendants that are zombies right now; they are counted, then reaped."""

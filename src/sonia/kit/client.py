@@ -61,15 +61,26 @@ class ServiceClient:
     def _headers(self) -> dict[str, str]:
         return {SERVICE_TOKEN_HEADER: self._token, correlation.HEADER: correlation.current()}
 
-    async def request(self, method: str, path: str, *, json_body: Any = None,
-                      params: dict[str, Any] | None = None,
-                      timeout: float | None = None) -> Any:
-        """Send a request and return the decoded JSON body (None for an empty body)."""
-        kwargs: dict[str, Any] = {"headers": self._headers(), "params": params}
+    def _failure(self, exc: httpx.HTTPError, method: str, path: str) -> ApiError:
+        """Count a failure to reach the target and translate it into Sonia's error."""
+        self.breaker.failed()
+        if isinstance(exc, httpx.TimeoutException):
+            return Timeout(f"{self.target} did not answer {method} {path} in time")
+        return Unavailable(f"{self.target} is unreachable: {type(exc).__name__}")
+
+    def _options(self, json_body: Any, timeout: float | None) -> dict[str, Any]:
+        kwargs: dict[str, Any] = {"headers": self._headers()}
         if json_body is not None:
             kwargs["json"] = json_body
         if timeout is not None:
             kwargs["timeout"] = httpx.Timeout(timeout, connect=min(timeout, 2.0))
+        return kwargs
+
+    async def request(self, method: str, path: str, *, json_body: Any = None,
+                      params: dict[str, Any] | None = None,
+                      timeout: float | None = None) -> Any:
+        """Send a request and return the decoded JSON body (None for an empty body)."""
+        kwargs = self._options(json_body, timeout) | {"params": params}
         self.breaker.before_call()
         attempts = 2 if method == "GET" else 1
         for attempt in range(attempts):
@@ -79,14 +90,9 @@ class ServiceClient:
             except httpx.ConnectError as exc:
                 if attempt + 1 < attempts:
                     continue
-                self.breaker.failed()
-                raise Unavailable(f"{self.target} is unreachable: {type(exc).__name__}") from exc
-            except httpx.TimeoutException as exc:
-                self.breaker.failed()
-                raise Timeout(f"{self.target} did not answer {method} {path} in time") from exc
+                raise self._failure(exc, method, path) from exc
             except httpx.TransportError as exc:
-                self.breaker.failed()
-                raise Unavailable(f"{self.target} is unreachable: {type(exc).__name__}") from exc
+                raise self._failure(exc, method, path) from exc
         self.breaker.succeeded()
         if response.status_code >= 400:
             raise error_from_response(self.target, response)
@@ -98,23 +104,17 @@ class ServiceClient:
     async def stream_lines(self, method: str, path: str, *, json_body: Any = None,
                            timeout: float | None = None) -> AsyncIterator[AsyncIterator[str]]:
         """Open a streaming request and yield an iterator over its lines."""
-        kwargs: dict[str, Any] = {"headers": self._headers(), "json": json_body}
-        if timeout is not None:
-            kwargs["timeout"] = httpx.Timeout(timeout, connect=min(timeout, 2.0))
         self.breaker.before_call()
         try:
-            async with self._http.stream(method, path, **kwargs) as response:
+            async with self._http.stream(method, path,
+                                         **self._options(json_body, timeout)) as response:
                 self.breaker.succeeded()
                 if response.status_code >= 400:
                     await response.aread()
                     raise error_from_response(self.target, response)
                 yield response.aiter_lines()
-        except httpx.TimeoutException as exc:
-            self.breaker.failed()
-            raise Timeout(f"{self.target} did not answer {method} {path} in time") from exc
         except httpx.TransportError as exc:
-            self.breaker.failed()
-            raise Unavailable(f"{self.target} is unreachable: {type(exc).__name__}") from exc
+            raise self._failure(exc, method, path) from exc
 
     async def ready(self) -> dict[str, Any]:
         """The target's /readyz; raises Unavailable unless it is ready."""

@@ -25,6 +25,8 @@ level actually in force and the path-resolution mechanism.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import hashlib
 import logging
 from typing import Annotated, Any
@@ -46,6 +48,7 @@ from sonia.services.openclaw.execution import CommandPlan, Executor, detect_sand
 from sonia.services.openclaw.grant_key import GrantKeySource
 from sonia.services.openclaw.operands import check_operands
 from sonia.services.openclaw.paths import DEFAULT_PROTECTED, Workspace
+from sonia.services.openclaw.reaper import REAPER
 from sonia.services.openclaw.tools import Toolbox
 
 log = logging.getLogger("sonia.openclaw")
@@ -59,6 +62,7 @@ PROTECTED: tuple[str, ...] = (*DEFAULT_PROTECTED, ".git", ".gitconfig", ".config
 """No tool touches a repository's internals or git's per-user configuration (the
 workspace is the child's HOME): hooks, filters and config entries run code."""
 REPORT_ATTEMPTS = 3
+REAP_INTERVAL_S = 0.5
 
 
 class ExecuteBody(BaseModel):
@@ -80,7 +84,10 @@ class OpenClaw:
         self.ctx = ctx
         self.policy: Policy = load_policy(home.policies,
                                           forbidden_roots=[home.root, home.workspace])
+        REAPER.adopt_orphans()  # before the first sandbox runs: its orphans come to us
         self.sandbox = detect_sandbox(settings.sandbox)
+        REAPER.reap_orphans()
+        self._reaping: asyncio.Task[None] | None = None
         home.workspace.mkdir(exist_ok=True)
         self.workspace = Workspace(home.workspace, protected=PROTECTED)
         redactor = Redactor(ctx.tokens.values())
@@ -147,6 +154,21 @@ class OpenClaw:
         return {"tools": tools, "commands": sorted(self.policy.commands),
                 "sandbox": self.sandbox.as_dict(), "paths": self.workspace.mechanism}
 
+    async def start_reaping(self) -> None:
+        async def loop() -> None:
+            while True:
+                await asyncio.sleep(REAP_INTERVAL_S)
+                await run_in_threadpool(REAPER.reap_orphans)
+
+        self._reaping = asyncio.create_task(loop())
+
+    async def stop_reaping(self) -> None:
+        if self._reaping is not None:
+            self._reaping.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._reaping
+        REAPER.reap_orphans()
+
     def close(self) -> None:
         self.db.close()
         self.workspace.close()
@@ -175,7 +197,8 @@ def create(ctx: ServiceContext) -> FastAPI:
 
     async def sandbox() -> dict[str, object]:
         return {**claw.sandbox.as_dict(), "paths": claw.workspace.mechanism,
-                "paths_fallback_reason": claw.workspace.fallback_reason}
+                "paths_fallback_reason": claw.workspace.fallback_reason,
+                "subreaper": REAPER.subreaper, "orphans_reaped": REAPER.reaped}
 
     async def start_keys() -> None:
         claw.keys.start()
@@ -185,6 +208,6 @@ def create(ctx: ServiceContext) -> FastAPI:
         callers=CALLERS,
         checks={"database": database, "eva": ctx.dependency_check("eva"),
                 "grant_key": claw.keys.check, "sandbox": sandbox},
-        on_startup=[run_sync(claw.db.open), start_keys],
-        on_shutdown=[claw.keys.stop, run_sync(claw.close)],
+        on_startup=[run_sync(claw.db.open), start_keys, claw.start_reaping],
+        on_shutdown=[claw.keys.stop, run_sync(claw.close), claw.stop_reaping],
     ))

@@ -47,6 +47,7 @@ from typing import Any, Literal
 from sonia.errors import ConfigError, InvalidCommand, Timeout
 from sonia.redact import Redactor, default_redactor
 from sonia.services.openclaw.paths import Workspace
+from sonia.services.openclaw.reaper import REAPER
 
 __all__ = [
     "CHILD_PATH",
@@ -145,15 +146,28 @@ def _child_env(home: str, cwd: str) -> dict[str, str]:
             "GIT_CONFIG_NOSYSTEM": "1", "GIT_CONFIG_GLOBAL": "/dev/null"}
 
 
+def _run_probe(argv: list[str]) -> subprocess.CompletedProcess[bytes]:
+    """subprocess.run, with the child registered with the reaper while it runs."""
+    proc = REAPER.popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                        stderr=subprocess.PIPE, env={}, start_new_session=True)
+    try:
+        out, err = proc.communicate(timeout=_PROBE_TIMEOUT_SECONDS)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.communicate()
+        raise
+    finally:
+        REAPER.release(proc)
+    return subprocess.CompletedProcess(argv, proc.returncode, out, err)
+
+
 def _probe_bwrap(bwrap: str) -> tuple[bool, str, bool]:
     """(works, reason, network isolated) from running `true` and reading /proc/net/dev."""
     with tempfile.TemporaryDirectory(prefix="sonia-bwrap-probe-") as scratch:
         prefix = bwrap_argv(bwrap, scratch, scratch, _child_env(scratch, scratch))
         true = shutil.which("true", path=CHILD_PATH) or "/usr/bin/true"
         try:
-            done = subprocess.run([*prefix, true], stdin=subprocess.DEVNULL,
-                                  capture_output=True, env={}, timeout=_PROBE_TIMEOUT_SECONDS,
-                                  start_new_session=True, check=False)
+            done = _run_probe([*prefix, true])
         except (OSError, subprocess.TimeoutExpired) as exc:
             return False, f"bwrap probe failed: {exc}", False
         if done.returncode != 0:
@@ -164,9 +178,7 @@ def _probe_bwrap(bwrap: str) -> tuple[bool, str, bool]:
         if cat is None:
             return True, "bwrap probe ran true; --unshare-net is mandatory in bwrap", True
         try:
-            net = subprocess.run([*prefix, cat, "/proc/net/dev"], stdin=subprocess.DEVNULL,
-                                 capture_output=True, env={}, timeout=_PROBE_TIMEOUT_SECONDS,
-                                 start_new_session=True, check=False)
+            net = _run_probe([*prefix, cat, "/proc/net/dev"])
         except (OSError, subprocess.TimeoutExpired) as exc:
             return False, f"bwrap network probe failed: {exc}", False
         interfaces = {line.split(":", 1)[0].strip()
@@ -311,7 +323,7 @@ class Executor:
             args, executable, child_env = list(plan.argv), plan.binary, env
         started = time.monotonic()
         try:
-            proc = subprocess.Popen(
+            proc = REAPER.popen(
                 args, executable=executable, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE, env=child_env, start_new_session=True,
                 preexec_fn=child_setup, close_fds=True, shell=False,
@@ -320,7 +332,10 @@ class Executor:
             raise InvalidCommand(f"{plan.argv[0]!r} could not be started: {exc.strerror}"
                                  ) from exc
         out, err = _Capture(self.max_output_bytes), _Capture(self.max_output_bytes)
-        timed_out = self._collect(proc, out, err, started + timeout)
+        try:
+            timed_out = self._collect(proc, out, err, started + timeout)
+        finally:
+            REAPER.release(proc)
         duration = time.monotonic() - started
         result = ExecutionResult(
             exit_code=proc.returncode if proc.returncode is not None else -signal.SIGKILL,
