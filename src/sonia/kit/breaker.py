@@ -4,7 +4,8 @@ After `threshold` consecutive failures to reach a service (refused, reset, timed
 out) the circuit opens: calls fail at once with 503 UNAVAILABLE instead of
 piling up behind timeouts. After `cooldown` seconds one trial call is let
 through (half-open); its success closes the circuit, its failure opens it again.
-Answers from the service, even errors, count as success: it is reachable.
+Answers from the service, even errors, count as success: it is reachable. A
+call that ends with neither (its caller was cancelled) frees the trial slot.
 """
 
 from __future__ import annotations
@@ -46,6 +47,14 @@ class CircuitBreaker:
         raise Unavailable(f"{self.target} is unavailable (circuit open after "
                           f"{self.failures} consecutive failures)",
                           extra={"retry_after": max(1, int(self.cooldown))})
+
+    def abandoned(self) -> None:
+        """The call ended without an outcome (cancelled, or a bug): free the trial slot.
+
+        Without this, a trial whose caller went away would hold the half-open slot
+        for ever and the circuit would never close again.
+        """
+        self.trial_in_flight = False
 
     def succeeded(self) -> None:
         self.failures = 0

@@ -83,16 +83,20 @@ class ServiceClient:
         kwargs = self._options(json_body, timeout) | {"params": params}
         self.breaker.before_call()
         attempts = 2 if method == "GET" else 1
-        for attempt in range(attempts):
-            try:
-                response = await self._http.request(method, path, **kwargs)
-                break
-            except httpx.ConnectError as exc:
-                if attempt + 1 < attempts:
-                    continue
-                raise self._failure(exc, method, path) from exc
-            except httpx.TransportError as exc:
-                raise self._failure(exc, method, path) from exc
+        try:
+            for attempt in range(attempts):
+                try:
+                    response = await self._http.request(method, path, **kwargs)
+                    break
+                except httpx.ConnectError as exc:
+                    if attempt + 1 < attempts:
+                        continue
+                    raise self._failure(exc, method, path) from exc
+                except httpx.TransportError as exc:
+                    raise self._failure(exc, method, path) from exc
+        except BaseException:
+            self.breaker.abandoned()
+            raise
         self.breaker.succeeded()
         if response.status_code >= 400:
             raise error_from_response(self.target, response)
@@ -115,6 +119,8 @@ class ServiceClient:
                 yield response.aiter_lines()
         except httpx.TransportError as exc:
             raise self._failure(exc, method, path) from exc
+        finally:
+            self.breaker.abandoned()
 
     async def ready(self) -> dict[str, Any]:
         """The target's /readyz; raises Unavailable unless it is ready."""

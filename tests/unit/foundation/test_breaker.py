@@ -58,3 +58,15 @@ def test_successes_reset_the_failure_count() -> None:
     breaker.succeeded()
     breaker.failed()
     assert breaker.state == "closed"
+
+
+def test_an_abandoned_trial_frees_the_half_open_slot() -> None:
+    clock = Clock()
+    breaker = CircuitBreaker("memory", threshold=1, cooldown=1.0, clock=clock)
+    breaker.failed()
+    clock.now += 1.0
+    breaker.before_call()  # the trial's caller is cancelled before any outcome
+    breaker.abandoned()
+    breaker.before_call()  # the next caller may try again instead of failing for ever
+    breaker.succeeded()
+    assert breaker.state == "closed"
