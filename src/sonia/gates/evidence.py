@@ -148,7 +148,7 @@ def capture_environment(*, packages: Iterable[str] = KEY_PACKAGES,
     return {
         "python": platform.python_version(),
         "python_implementation": platform.python_implementation(),
-        "executable": sys.executable,
+        "executable": os.path.basename(sys.executable),  # no machine path in evidence
         "sqlite": sqlite3.sqlite_version,
         "platform": platform.platform(),
         "machine": platform.machine(),
