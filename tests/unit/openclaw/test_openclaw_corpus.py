@@ -8,7 +8,6 @@ inside the workspace under the same name.
 
 from __future__ import annotations
 
-import time
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -58,7 +57,6 @@ def test_every_traversal_payload_is_refused_or_inside(workspace: Workspace) -> N
     if not lines:
         pytest.skip(f"the corpus is not present at {CORPUS}")
     outcomes: Counter[str] = Counter()
-    started = time.monotonic()
     for payload in lines:
         try:
             data, _size = workspace.read_bytes(payload, 1 << 16)
@@ -68,7 +66,5 @@ def test_every_traversal_payload_is_refused_or_inside(workspace: Workspace) -> N
             continue
         assert data == INSIDE, f"{payload!r} read {data!r}"
         outcomes["inside"] += 1
-    elapsed = time.monotonic() - started
     assert sum(outcomes.values()) == len(lines) > 20_000
     assert outcomes["PATH_OUTSIDE_SANDBOX"] > 0
-    assert elapsed < 10, f"{len(lines)} payloads took {elapsed:.1f} s"
