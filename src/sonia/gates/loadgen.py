@@ -159,7 +159,7 @@ class LoadResult:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "csv_path": str(self.csv_path), "duration_s": self.duration_s,
+            "csv_path": self.csv_path.name, "duration_s": self.duration_s,
             "windows": self.windows, "windows_behind": self.windows_behind,
             "routes": self.routes, "scheduled": self.scheduled, "completed": self.completed,
             "errors": self.errors, "dropped": self.dropped, "abandoned": self.abandoned,

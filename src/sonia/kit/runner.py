@@ -25,6 +25,7 @@ from sonia.kit.logs import configure_logging
 from sonia.redact import Redactor
 
 EXIT_CONFIG = 2
+KEEP_ALIVE_S = 75
 
 
 class DrainingServer(uvicorn.Server):
@@ -69,6 +70,9 @@ def serve(name: str, home_root: str) -> int:
         access_log=False,
         lifespan="on",
         timeout_graceful_shutdown=max(1, int(ctx.settings.supervisor.stop_grace_seconds) - 2),
+        # Longer than any client keeps an idle connection (httpx: 5 s), so the client
+        # always closes first: a request can never race the server closing its connection.
+        timeout_keep_alive=KEEP_ALIVE_S,
         ws="websockets-sansio",
     )
     server = DrainingServer(config, app)
