@@ -8,7 +8,6 @@ the service drains on shutdown. Nothing here needs credentials or shows secrets.
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
@@ -30,7 +29,6 @@ class Readiness:
         self.service = service
         self.checks = dict(checks)
         self.draining = False
-        self.started = time.monotonic()
 
     async def _run(self, name: str, check: Check) -> tuple[str, dict[str, Any]]:
         try:

@@ -41,7 +41,6 @@ class ServiceStatus:
     uptime_s: float | None
     uss_bytes: int | None
     restarts: int
-    ready_after_s: float | None = None
 
 
 @dataclass
