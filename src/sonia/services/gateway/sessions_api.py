@@ -31,15 +31,10 @@ from pydantic import BaseModel, ConfigDict
 
 from sonia.errors import ApiError
 from sonia.home import ApiKey
+from sonia.kit.websocket import quiet_denial_noise, refuse
 from sonia.services.gateway import sessions
 from sonia.services.gateway.state import Gateway
-from sonia.services.gateway.stream_proxy import (
-    LiveStreams,
-    Relay,
-    open_upstream,
-    quiet_denial_noise,
-    refuse,
-)
+from sonia.services.gateway.stream_proxy import LiveStreams, Relay, open_upstream
 
 log = logging.getLogger("sonia.gateway.sessions")
 

@@ -31,7 +31,6 @@ from websockets.exceptions import ConnectionClosed, InvalidHandshake
 from sonia.errors import ApiError, Unavailable
 from sonia.kit import correlation
 from sonia.kit.auth import SERVICE_TOKEN_HEADER
-from sonia.kit.problems import problem_response
 
 log = logging.getLogger("sonia.gateway.stream")
 
@@ -40,40 +39,6 @@ CLOSE_NORMAL = 1000
 CLOSE_SERVER_ERROR = 1011
 """Close codes (RFC 6455) the relay gives its client: 1000 when the session ended (stop,
 expiry, control.end), 1011 when the voice service dropped the connection."""
-
-
-DENIAL_NOISE = "ASGI callable returned without completing handshake."
-
-
-class DenialNoiseFilter(logging.Filter):
-    """Drops uvicorn's false alarm after a refused handshake.
-
-    uvicorn's websockets-sansio protocol logs DENIAL_NOISE at error level whenever
-    an app answers a handshake with a denial response, although the client did get
-    that answer (the 401 or 404 below). Every WebSocket route here either accepts,
-    refuses with a denial response, or raises (logged separately), so the line only
-    ever reports a refusal that worked."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return record.getMessage() != DENIAL_NOISE
-
-
-def quiet_denial_noise() -> None:
-    uvicorn_log = logging.getLogger("uvicorn.error")
-    if not any(isinstance(f, DenialNoiseFilter) for f in uvicorn_log.filters):
-        uvicorn_log.addFilter(DenialNoiseFilter())
-
-
-async def refuse(websocket: WebSocket, error: ApiError) -> None:
-    """Refuse a handshake with the problem+json answer of `error` (HTTP, before accept).
-
-    Falls back to accept-and-close with 4000 + status (4401, 4404, ...) on a server
-    without the WebSocket denial-response extension."""
-    if "websocket.http.response" in websocket.scope.get("extensions", {}):
-        await websocket.send_denial_response(problem_response(error))
-        return
-    await websocket.accept()
-    await websocket.close(code=4000 + error.status, reason=error.code)
 
 
 class Relay:
@@ -209,5 +174,4 @@ async def open_upstream(url: str, token: str, mode: str) -> ClientConnection:
         raise Unavailable(f"the voice service is unreachable: {type(exc).__name__}") from exc
 
 
-__all__ = ["DenialNoiseFilter", "LiveStreams", "Relay", "open_upstream", "quiet_denial_noise",
-           "refuse"]
+__all__ = ["LiveStreams", "Relay", "open_upstream"]

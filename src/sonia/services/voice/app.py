@@ -18,7 +18,6 @@ completes. /readyz reports the speech adapters that really work
 from __future__ import annotations
 
 import contextlib
-import logging
 import time
 from typing import Any
 
@@ -28,7 +27,7 @@ from starlette.websockets import WebSocketDisconnect, WebSocketState
 from sonia.errors import ApiError, InvalidArgument, Unavailable
 from sonia.kit.app import ServiceContext, ServiceParts, create_app
 from sonia.kit.auth import SERVICE_TOKEN_HEADER, ServiceAuth
-from sonia.kit.problems import problem_response
+from sonia.kit.websocket import quiet_denial_noise, refuse
 from sonia.services.voice.dialogue import Dialogue
 from sonia.services.voice.pipeline import Outgoing, RealtimeSession
 from sonia.services.voice.speech import (
@@ -65,26 +64,8 @@ class Adapters:
         return EspeakTTS() if report["tts"]["available"] else NullTTS()
 
 
-async def _refuse(websocket: WebSocket, error: ApiError) -> None:
-    """The handshake's answer: problem+json over HTTP (401, 403), before any accept."""
-    if "websocket.http.response" in websocket.scope.get("extensions", {}):
-        await websocket.send_denial_response(problem_response(error))
-    else:
-        await websocket.close(code=4000 + error.status, reason=error.code)
-
-
-class _DenialNoiseFilter(logging.Filter):
-    """uvicorn logs an error after every denial response although the caller got it
-    (the gateway's stream_proxy explains it): drop that false alarm."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return record.getMessage() != "ASGI callable returned without completing handshake."
-
-
 def create(ctx: ServiceContext) -> FastAPI:
-    uvicorn_log = logging.getLogger("uvicorn.error")
-    if not any(isinstance(f, _DenialNoiseFilter) for f in uvicorn_log.filters):
-        uvicorn_log.addFilter(_DenialNoiseFilter())
+    quiet_denial_noise()
     dialogue = Dialogue(ctx)
     adapters = Adapters(ctx)
     transcriber = build_transcriber(ctx.settings.voice)
@@ -108,7 +89,7 @@ def create(ctx: ServiceContext) -> FastAPI:
             if mode not in ("text", "voice"):
                 raise InvalidArgument("mode must be text or voice")
         except ApiError as exc:
-            await _refuse(websocket, exc)
+            await refuse(websocket, exc)
             return
         session = RealtimeSession(session_id, dialogue.for_session(session_id),
                                   tts=await adapters.tts(mode), transcriber=transcriber,
