@@ -8,15 +8,27 @@ STAMP  := $(VENV)/.installed
 HOME_DIR ?= .sonia-run
 PROFILE ?= quick
 
-.PHONY: venv system-deps run test lint typecheck bench clean
+.PHONY: venv system-deps run test check lint typecheck lock bench clean
 
 venv: $(STAMP)
 
-$(STAMP): pyproject.toml
+# The package with its gates and dev extras, pinned to the resolved set in
+# constraints.txt (the versions the suite last ran with).
+$(STAMP): pyproject.toml constraints.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet -c constraints.txt pip
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev,gates]'
 	@touch $(STAMP)
+
+# Re-resolve the dependencies in a scratch venv and pin the result.
+lock:
+	rm -rf .lock-venv && $(PYTHON) -m venv .lock-venv
+	.lock-venv/bin/python -m pip install --quiet --upgrade pip
+	.lock-venv/bin/python -m pip install --quiet '.[dev,gates]'
+	{ echo '# The resolved set the suite and the gates ran with (`make lock` re-resolves it).'; \
+	  echo '# `make venv` installs from it; evidence records every installed version.'; \
+	  .lock-venv/bin/python -m pip freeze --all --exclude-editable | grep -vi '^sonia'; } > constraints.txt
+	rm -rf .lock-venv
 
 # bubblewrap (the tool sandbox) and espeak-ng (speech out) are optional: Sonia
 # reports what is in force without them. Installed when we are root with apt.
@@ -30,17 +42,21 @@ system-deps:
 run: venv system-deps
 	$(BIN)/sonia gate all --profile $(PROFILE) --home $(HOME_DIR)
 
+# Whole-gate runs carry the `gate` marker: `make run` runs every gate, so CI runs each once.
 test: venv system-deps
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -m "not gate"
+
+check: lint typecheck
 
 lint: venv
 	$(BIN)/ruff check src tests bench
 
 typecheck: venv
 	$(BIN)/mypy
+	$(BIN)/mypy --explicit-package-bases tests bench
 
 bench: venv
 	$(BIN)/python bench/startup.py
 
 clean:
-	rm -rf $(VENV) $(HOME_DIR) build *.egg-info
+	rm -rf $(VENV) $(HOME_DIR) .lock-venv build *.egg-info

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 import httpx
@@ -25,7 +25,7 @@ def strict_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FreshStac
         yield stack
 
 
-def act(stack: FreshStack, body: dict[str, object]) -> httpx.Response:
+def act(stack: FreshStack, body: Mapping[str, object]) -> httpx.Response:
     return httpx.post(f"{stack.url('gateway')}/v1/actions", json=body,
                       headers=stack.user_headers(), timeout=30)
 

@@ -66,7 +66,7 @@ def test_an_interrupt_stops_the_reply_within_200_ms(slow_stack: FreshStack,
                            headers=slow_stack.service_headers("gateway"), timeout=10)
         return list(answer.json()["turns"])
 
-    stored = wait_until(lambda: len(turns()) == 4 and turns(), timeout=5,
+    stored = wait_until(lambda: t if len(t := turns()) == 4 else None, timeout=5,
                         what="both interrupted exchanges stored")
     assert [t["role"] for t in stored] == ["user", "assistant", "user", "assistant"]
     assert stored[1]["metadata"]["interrupted"] is True  # type: ignore[index]

@@ -9,7 +9,7 @@ Every provider has a `name` and answers the same three calls:
 `BuiltinProvider` runs anywhere with no model at all (the default, so the stack
 and its tests need nothing installed); `OpenAIProvider` talks to any
 OpenAI-compatible server (Ollama, LM Studio, vLLM, llama.cpp server);
-`LlamaCppProvider` embeds a GGUF model through the optional `sonia[local-llm]`
+`LlamaCppProvider` embeds a GGUF model through the optional `sonia-stack[local-llm]`
 extra. Failures leave a provider as Sonia's errors (`Unavailable`, `Timeout`),
 translated here at the boundary with `raise ... from exc`, so the router can
 fall back without knowing any HTTP library.
@@ -477,7 +477,8 @@ class LlamaCppProvider:
             llama_cpp = importlib.import_module("llama_cpp")
         except ImportError as exc:
             raise ConfigError(
-                "the llamacpp provider needs the optional extra: pip install 'sonia[local-llm]'",
+                "the llamacpp provider needs the optional extra: "
+                "pip install 'sonia-stack[local-llm]'",
                 key="router.llamacpp_model_path") from exc
         path = Path(model_path)
         if not path.is_file():
