@@ -22,10 +22,11 @@ app = typer.Typer(
 
 
 def _register() -> None:
-    from sonia.cli import actions, chat, data, gates, release, stack
+    from sonia.cli import actions, chat, data, gates, model, release, stack
 
     stack.register(app)
     chat.register(app)
+    model.register(app)
     gates.register(app)
     actions.register(app)
     data.register(app)

@@ -119,7 +119,8 @@ class TerminalChat:
             if kind == "response.delta":
                 self._write(str(event.get("text", "")))
             elif kind == "response.final":
-                self._write(" [interrupted]\n" if event.get("interrupted") else "\n")
+                by = f"  [{event['provider']}]" if event.get("provider") else ""
+                self._write(" [interrupted]\n" if event.get("interrupted") else f"{by}\n")
                 if event.get("interrupted") or not interrupted:
                     return
             elif kind == "error":

@@ -8,6 +8,7 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from sonia import SERVICES
@@ -75,6 +76,8 @@ def register(app: typer.Typer) -> None:
         rows = control.status(h)
         if as_json:
             print(json.dumps([r.__dict__ for r in rows], indent=1))
+            if not all(r.ready for r in rows):
+                raise typer.Exit(1)
             return
         table = Table("service", "pid", "port", "ready", "uptime", "memory (USS)", "restarts")
         for r in rows:
@@ -83,6 +86,10 @@ def register(app: typer.Typer) -> None:
                           f"{r.uptime_s:.0f}s" if r.uptime_s else "-", _mib(r.uss_bytes),
                           str(r.restarts))
         console.print(table)
+        for r in rows:
+            if r.not_ready_because:
+                console.print(f"[red]{r.name} not ready[/red]: {escape(r.not_ready_because)}",
+                              highlight=False)
         if not all(r.ready for r in rows):
             raise typer.Exit(1)
 

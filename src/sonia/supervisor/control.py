@@ -41,6 +41,7 @@ class ServiceStatus:
     uptime_s: float | None
     uss_bytes: int | None
     restarts: int
+    not_ready_because: str | None = None
 
 
 @dataclass
@@ -75,11 +76,24 @@ def supervisor_pid(home: Home) -> int | None:
 
 
 def is_ready(settings: Settings, service: str, timeout: float = 1.0) -> bool:
+    return readiness(settings, service, timeout)[0]
+
+
+def readiness(settings: Settings, service: str, timeout: float = 1.0) -> tuple[bool, str | None]:
+    """(ready, why not): the reason is the first failing check of the service's /readyz."""
     try:
         r = httpx.get(settings.url_of(service) + "/readyz", timeout=timeout)
-    except httpx.HTTPError:
-        return False
-    return r.status_code == 200
+    except httpx.HTTPError as exc:
+        return False, f"/readyz did not answer ({type(exc).__name__})"
+    if r.status_code == 200:
+        return True, None
+    try:
+        checks = dict(r.json().get("checks") or {})
+    except ValueError:
+        return False, f"/readyz answered {r.status_code}"
+    failing = [f"{name}: {check.get('output', 'fail')}" for name, check in checks.items()
+               if isinstance(check, dict) and check.get("status") != "pass"]
+    return False, "; ".join(failing) or f"/readyz answered {r.status_code} (draining?)"
 
 
 def wait_ready(home: Home, settings: Settings, deadline_s: float,
@@ -88,10 +102,13 @@ def wait_ready(home: Home, settings: Settings, deadline_s: float,
     start = time.monotonic()
     deadline = start + deadline_s
     ready_after: dict[str, float] = {}
+    why_not: dict[str, str | None] = {}
     while time.monotonic() < deadline:
         for name in services:
-            if name not in ready_after and is_ready(settings, name, timeout=0.5):
-                ready_after[name] = time.monotonic() - start
+            if name not in ready_after:
+                ready, why_not[name] = readiness(settings, name, timeout=2.5)
+                if ready:
+                    ready_after[name] = time.monotonic() - start
         if len(ready_after) == len(services):
             return ready_after
         if supervisor_pid(home) is None:
@@ -99,8 +116,10 @@ def wait_ready(home: Home, settings: Settings, deadline_s: float,
                                   f"{home.logs / 'supervisor.log'}")
         time.sleep(0.05)
     waiting = [s for s in services if s not in ready_after]
+    reasons = "\n".join(f"  {s}: {why_not.get(s) or 'no answer yet'}" for s in waiting)
     tails = "\n".join(f"--- {s}.out ---\n{_tail(home, s)}" for s in waiting)
-    raise SupervisorError(f"not ready after {deadline_s:.0f}s: {', '.join(waiting)}\n{tails}")
+    raise SupervisorError(f"not ready after {deadline_s:.0f}s: {', '.join(waiting)}\n"
+                          f"{reasons}\n{tails}")
 
 
 def _tail(home: Home, service: str, lines: int = 15) -> str:
@@ -252,11 +271,13 @@ def status(home: Home) -> list[ServiceStatus]:
         info = (state.get("services") or {}).get(name, {}) if running else {}
         pid = info.get("pid")
         started = info.get("started_at")
+        ready, why_not = readiness(settings, name, timeout=2.5) if running else (False, None)
         rows.append(ServiceStatus(
             name=name,
             pid=pid,
             port=settings.port_of(name),
-            ready=running and is_ready(settings, name),
+            ready=ready,
+            not_ready_because=why_not,
             uptime_s=(time.time() - started) if (pid and started) else None,
             uss_bytes=tree_uss(pid) if pid else None,
             restarts=int(info.get("restarts", 0)),

@@ -34,8 +34,9 @@ def test_sonia_chat_holds_a_conversation_and_stops_its_session(stack: FreshStack
                         key=stack.user_key)
     assert result.returncode == 0, result.stderr
     replies = [line for line in result.stdout.splitlines() if line.startswith("sonia> ")]
-    assert replies == ["sonia> Noted: your umbrella is yellow.",
-                       "sonia> You told me: My umbrella is yellow."]
+    assert replies == ["sonia> Noted: your umbrella is yellow.  [builtin]",
+                       "sonia> You told me: My umbrella is yellow.  [builtin]"], \
+        "each reply says which provider answered"
     assert active() == before, "the session it started is stopped"
 
 

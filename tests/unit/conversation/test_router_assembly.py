@@ -22,13 +22,15 @@ def test_without_configuration_only_builtin_answers(tmp_path: Path) -> None:
     assert router.profiles == {"default": ["builtin"], "builtin": ["builtin"]}
 
 
-def test_an_openai_server_comes_first_with_builtin_as_fallback(tmp_path: Path) -> None:
+def test_a_configured_model_server_is_the_default_with_no_silent_fallback(
+        tmp_path: Path) -> None:
     (tmp_path / "key").write_text("sk-test\n")
     config = settings(openai_base_url="http://127.0.0.1:9/v1", openai_api_key_file="key")
     providers = build_providers(config, Home.at(tmp_path))
     assert set(providers) == {"builtin", "openai"}
     assert build_profiles(config, providers) == {
-        "default": ["openai", "builtin"], "builtin": ["builtin"], "openai": ["openai"]}
+        "default": ["openai"], "builtin": ["builtin"], "openai": ["openai"]}, \
+        "the builtin model answers for a broken server only where a profile names it"
 
 
 def test_configured_profiles_add_and_replace(tmp_path: Path) -> None:

@@ -212,5 +212,5 @@ def test_llamacpp_without_its_extra_names_the_extra_to_install(tmp_path: Path) -
         pass
     else:
         pytest.skip("llama_cpp is installed here")
-    with pytest.raises(ConfigError, match=r"sonia\[local-llm\]"):
+    with pytest.raises(ConfigError, match=r"sonia-stack\[local-llm\]"):
         LlamaCppProvider(tmp_path / "model.gguf")

@@ -63,7 +63,14 @@ class Scripted:
 
     async def health(self) -> bool:
         self.health_checks += 1
+        if self.mode == "hang":
+            await asyncio.Event().wait()
         return self.healthy
+
+    async def models(self) -> list[str]:
+        if not self.healthy:
+            raise Unavailable(f"{self.name} cannot say")
+        return [f"{self.name}-model"]
 
 
 def make_router(*providers: Scripted | BuiltinProvider, clock: ManualClock | None = None,
@@ -238,3 +245,66 @@ def test_profiles_must_name_known_providers() -> None:
 def test_an_unknown_profile_in_a_request_is_invalid() -> None:
     with pytest.raises(InvalidArgument, match="unknown profile"):
         asyncio.run(make_router(BuiltinProvider()).generate(REQUEST, profile="fast"))
+
+
+# Readiness says whether the default profile can answer now, by asking its providers.
+
+def test_a_dead_model_server_makes_the_router_not_ready_naming_it() -> None:
+    dead = Scripted("openai", healthy=False)
+    with pytest.raises(Unavailable, match="openai does not answer"):
+        asyncio.run(make_router(dead).check_ready())
+    assert dead.health_checks == 1, "readiness asked the server, not its memory of it"
+
+
+def test_a_hung_model_server_is_not_ready_within_the_probe_timeout() -> None:
+    hung = Scripted("openai", mode="hang")
+    with pytest.raises(Unavailable, match="openai does not answer: timed out"):
+        asyncio.run(make_router(hung, timeout=0.05).check_ready())
+
+
+def test_the_router_is_ready_when_one_provider_of_the_default_profile_answers() -> None:
+    ready = asyncio.run(make_router(Scripted("openai", healthy=False), BuiltinProvider())
+                        .check_ready())
+    assert ready["providers"] == {"openai": "does not answer", "builtin": "answers"}
+
+
+def test_one_readiness_probe_stands_for_a_short_while_then_is_asked_again() -> None:
+    clock = ManualClock()
+    server = Scripted("openai")
+    router = make_router(server, clock=clock)
+
+    async def probe_three_times() -> None:
+        await router.check_ready()
+        await router.check_ready()
+        clock.now += 10
+        await router.check_ready()
+
+    asyncio.run(probe_three_times())
+    assert server.health_checks == 2
+
+
+def test_models_lists_what_each_provider_serves() -> None:
+    router = make_router(Scripted("openai"), BuiltinProvider())
+    assert asyncio.run(router.models()) == [
+        {"id": "sonia-builtin", "provider": "builtin"}, {"id": "openai-model", "provider": "openai"}]
+
+
+def test_models_names_a_provider_that_cannot_list_them() -> None:
+    with pytest.raises(Unavailable, match="openai cannot say"):
+        asyncio.run(make_router(Scripted("openai", healthy=False)).models())
+
+
+def test_a_failed_call_ends_what_readiness_last_heard() -> None:
+    clock = ManualClock()
+    server = Scripted("openai")
+    router = make_router(server, clock=clock)
+
+    async def ready_then_fail_then_ready() -> None:
+        await router.check_ready()
+        server.mode = "fail"
+        with pytest.raises(Unavailable):
+            await router.generate(REQUEST)
+        await router.check_ready()
+
+    with pytest.raises(Unavailable, match="openai does not answer: resting after"):
+        asyncio.run(ready_then_fail_then_ready())

@@ -73,10 +73,13 @@ class Assistant:
 
     @staticmethod
     def _body(messages: Sequence[dict[str, str]], recalled: Sequence[str], profile: str | None,
-              max_tokens: int | None, temperature: float | None) -> dict[str, Any]:
+              max_tokens: int | None, temperature: float | None,
+              model: str | None = None) -> dict[str, Any]:
         body: dict[str, Any] = {"messages": list(messages), "recalled": list(recalled)}
         if profile is not None:
             body["profile"] = profile
+        if model is not None:
+            body["model"] = model
         if max_tokens is not None:
             body["max_tokens"] = max_tokens
         if temperature is not None:
@@ -85,21 +88,23 @@ class Assistant:
 
     async def generate(self, messages: Sequence[dict[str, str]], recalled: Sequence[str], *,
                        profile: str | None = None, max_tokens: int | None = None,
-                       temperature: float | None = None) -> dict[str, Any]:
+                       temperature: float | None = None,
+                       model: str | None = None) -> dict[str, Any]:
         generation: dict[str, Any] = await self.router.request(
             "POST", "/v1/generate",
-            json_body=self._body(messages, recalled, profile, max_tokens, temperature),
+            json_body=self._body(messages, recalled, profile, max_tokens, temperature, model),
             timeout=generation_budget(self.ctx))
         return generation
 
     async def events(self, messages: Sequence[dict[str, str]], recalled: Sequence[str], *,
                      profile: str | None = None, max_tokens: int | None = None,
-                     temperature: float | None = None) -> AsyncGenerator[dict[str, Any], None]:
+                     temperature: float | None = None,
+                     model: str | None = None) -> AsyncGenerator[dict[str, Any], None]:
         """The router's stream events (start, delta..., end); an `error` event is raised.
 
         Take the first event before answering the client: when no provider can
         answer, that raises the router's problem (503 UNAVAILABLE, 400 ...)."""
-        body = self._body(messages, recalled, profile, max_tokens, temperature)
+        body = self._body(messages, recalled, profile, max_tokens, temperature, model)
         async with self.router.stream_lines("POST", "/v1/generate/stream", json_body=body,
                                             timeout=generation_budget(self.ctx)) as lines:
             async for line in lines:
@@ -117,6 +122,12 @@ class Assistant:
             found = await self.router.request("GET", "/v1/providers")
             self._models = (now, dict(found))
         return self._models[1]
+
+    async def served_models(self) -> list[dict[str, str]]:
+        """Every model the router's providers serve, as `{id, provider}` (asked each time:
+        a model server that went away must show, not hide behind a cache)."""
+        found = await self.router.request("GET", "/v1/models")
+        return [dict(m) for m in found["models"]]
 
     # ------------------------------------------------------------------ the flow
 

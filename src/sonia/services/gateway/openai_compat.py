@@ -6,8 +6,12 @@
                                 -> chat.completion, or with `stream: true` an SSE stream of
                                 `data: {chat.completion.chunk}` events ending in `data: [DONE]`
 
-A model id is a routing profile: `sonia` is the default profile, and every
-profile of the router (`builtin`, `openai`, ...) is a model of its own name.
+`/v1/models` lists `sonia` (the default routing profile) and every model the
+configured providers serve: a model server's own ids (its `GET /models`) and
+`sonia-builtin` where the builtin model is configured. A request names one of
+those, or a routing profile by name (`openai`, `builtin`, ...), which stays
+accepted as an alias. A model server that cannot list its models makes
+`/v1/models` a 503 that names it.
 Parameters of the OpenAI API that Sonia does not use (top_p, seed, user, ...)
 are accepted and ignored, as OpenAI-compatible servers do; the ones it cannot
 honour (n > 1, non-text content, tool messages) are refused with 400.
@@ -131,27 +135,33 @@ def router(gw: Gateway, assistant: Assistant) -> APIRouter:
         found = await assistant.models()
         return dict(found["profiles"])
 
-    async def profile_of(model: str) -> str | None:
+    async def route_of(model: str) -> tuple[str | None, str | None]:
+        """(profile, model to ask for) of a requested model id."""
         if model == DEFAULT_MODEL:
-            return None
+            return None, None
         known = await profiles()
-        if model not in known:
-            raise NotFound(f"model {model!r} does not exist; models are "
-                           f"{', '.join([DEFAULT_MODEL, *sorted(known)])}")
-        return model
+        if model in known:
+            return model, None
+        served = await assistant.served_models()
+        for entry in served:
+            if entry["id"] == model:
+                return entry["provider"], model
+        names = [DEFAULT_MODEL, *(m["id"] for m in served)]
+        raise NotFound(f"model {model!r} does not exist; models are {', '.join(names)}")
 
     @api.get("/models")
     async def models(key: User) -> dict[str, Any]:
         created = int(time.time())
-        names = [DEFAULT_MODEL, *sorted(await profiles())]
+        entries = [{"id": DEFAULT_MODEL, "owned_by": "sonia"}] + [
+            {"id": m["id"], "owned_by": m["provider"]} for m in await assistant.served_models()]
         return {"object": "list",
-                "data": [{"id": name, "object": "model", "created": created,
-                          "owned_by": "sonia"} for name in names]}
+                "data": [{**entry, "object": "model", "created": created}
+                         for entry in entries]}
 
     @api.post("/chat/completions", response_model=None)
     async def completions(body: CompletionBody, key: User) -> dict[str, Any] | StreamingResponse:
         messages = plain_messages(body, gw.ctx.settings.gateway.max_message_chars)
-        profile = await profile_of(body.model)
+        profile, upstream_model = await route_of(body.model)
         last_user = next(m["content"] for m in reversed(messages) if m["role"] == "user")
         recalled = [r["content"] for r in await assistant.recall(last_user)]
         max_tokens = body.max_completion_tokens or body.max_tokens
@@ -160,7 +170,8 @@ def router(gw: Gateway, assistant: Assistant) -> APIRouter:
         if not body.stream:
             generation = await assistant.generate(messages, recalled, profile=profile,
                                                   max_tokens=max_tokens,
-                                                  temperature=body.temperature)
+                                                  temperature=body.temperature,
+                                                  model=upstream_model)
             await remember_quietly(assistant, last_user)
             return {
                 "id": completion_id, "object": "chat.completion", "created": created,
@@ -172,7 +183,7 @@ def router(gw: Gateway, assistant: Assistant) -> APIRouter:
             }
 
         events = assistant.events(messages, recalled, profile=profile, max_tokens=max_tokens,
-                                  temperature=body.temperature)
+                                  temperature=body.temperature, model=upstream_model)
         try:
             start = await anext(events)
         except StopAsyncIteration:

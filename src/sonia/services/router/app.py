@@ -11,6 +11,12 @@ Internal routes (service token; callers in `CALLERS`):
                                after its first words (before them it falls back, and when
                                nothing can answer the route answers a problem, not a stream)
     GET  /v1/providers         provider states, profiles, the default profile
+    GET  /v1/models            {models: [{id, provider}]}: what each provider serves
+                               (a model server's own list); 503 naming a provider
+                               that cannot say
+
+Readiness probes the model servers of the default profile (see
+`Router.check_ready`): a dead model server makes the router not ready.
 
 A request whose client goes away is cancelled, and with it the provider call.
 """
@@ -38,6 +44,7 @@ CALLERS: dict[str, frozenset[str]] = {
     "/v1/generate": frozenset({"gateway", "voice"}),
     "/v1/generate/stream": frozenset({"gateway", "voice"}),
     "/v1/providers": frozenset({"gateway", "voice"}),
+    "/v1/models": frozenset({"gateway"}),
 }
 
 MAX_MESSAGES = 256
@@ -144,6 +151,10 @@ def routes(router: Router) -> APIRouter:
                                                    state["name"]))}
                     for state in router.report()]}
 
+    @api.get("/models")
+    async def models() -> dict[str, Any]:
+        return {"models": await router.models()}
+
     return api
 
 
@@ -151,11 +162,7 @@ def create(ctx: ServiceContext) -> FastAPI:
     router = build_router(ctx.settings, ctx.home)
 
     async def providers() -> dict[str, object]:
-        states = {p["name"]: p["state"] for p in router.report()}
-        if not router.is_ready():
-            raise Unavailable(f"no provider of profile {router.default_profile!r} can answer: "
-                              f"{states}")
-        return {"default_profile": router.default_profile, "providers": states}
+        return await router.check_ready()
 
     async def close_providers() -> None:
         for provider in router.providers.values():

@@ -6,8 +6,11 @@ Providers:
     `router.openai_api_key_file` (relative paths are relative to the home);
   * `llamacpp` exists when `router.llamacpp_model_path` is set (optional extra).
 
-Profiles: unless configured, `default` tries every configured provider, then
-`builtin`; each provider also has a profile of its own name (just that provider).
+Profiles: unless configured, `default` is every configured model provider in
+the order above, and `builtin` only when no model is configured: with a model
+set up, an answer from the offline builtin would hide a broken model server, so
+falling back to it takes a profile that names it (`default = ["openai",
+"builtin"]`). Each provider also has a profile of its own name (just that one).
 `router.profiles` adds profiles or replaces these. A profile naming a provider
 that is not configured, or a `router.profile` that names no profile, refuses to
 start (ConfigError, exit 2) instead of failing on the first request.
@@ -61,8 +64,8 @@ def build_providers(settings: Settings, home: Home) -> dict[str, Provider]:
 
 
 def build_profiles(settings: Settings, providers: dict[str, Provider]) -> dict[str, list[str]]:
-    extra = [name for name in ("openai", "llamacpp") if name in providers]
-    profiles: dict[str, list[str]] = {"default": [*extra, "builtin"]}
+    extra: list[str] = [name for name in ("openai", "llamacpp") if name in providers]
+    profiles: dict[str, list[str]] = {"default": extra or ["builtin"]}
     profiles.update({name: [name] for name in providers})
     profiles.update({name: list(chain) for name, chain in settings.router.profiles.items()})
     return profiles

@@ -126,6 +126,10 @@ class Provider(Protocol):
 
     async def health(self) -> bool: ...
 
+    async def models(self) -> list[str]:
+        """The model ids this provider can answer with; Unavailable when it cannot say."""
+        ...
+
 
 def count_words(text: str) -> int:
     """The builtin's token unit: whitespace-separated words (no tokenizer needed)."""
@@ -292,6 +296,9 @@ class BuiltinProvider:
 
     async def health(self) -> bool:
         return True
+
+    async def models(self) -> list[str]:
+        return [self.model]
 
 
 # --------------------------------------------------------------------------- OpenAI
@@ -461,6 +468,19 @@ class OpenAIProvider:
             return False
         return response.status_code == 200
 
+    async def models(self) -> list[str]:
+        """The server's own model list (`GET /models`), in its order."""
+        try:
+            response = await self._client.get("/models")
+        except httpx.HTTPError as exc:
+            raise self._failure(exc) from exc
+        self._check(response, response.text)
+        try:
+            return [str(entry["id"]) for entry in response.json()["data"]]
+        except (ValueError, KeyError, TypeError) as exc:
+            raise Unavailable(f"model server {self.name} answered a malformed model list") \
+                from exc
+
 
 # --------------------------------------------------------------------------- llama.cpp
 
@@ -537,6 +557,9 @@ class LlamaCppProvider:
 
     async def health(self) -> bool:
         return True
+
+    async def models(self) -> list[str]:
+        return [self.model]
 
 
 __all__ = [

@@ -12,6 +12,11 @@ cheap probe per window, never a user's request.
 Cancellation is not a failure: when the caller is cancelled (the client went
 away) the provider call is cancelled with it and nothing is quarantined.
 
+Readiness is honest about the model: `check_ready()` asks every provider of the
+default profile whether it can answer now (a real request to a model server,
+at most once per `READY_PROBE_SECONDS`), so a dead model server makes the
+router not ready instead of hiding behind a fallback nobody asked for.
+
 Streams fall back only before their first delta: once text has reached the
 client a different provider cannot take over, so a failure later is raised to
 the caller (and still quarantines the provider). The timeout applies to each
@@ -30,6 +35,12 @@ from sonia.errors import ApiError, ConfigError, InvalidArgument, Unavailable
 from sonia.services.router.providers import Generation, GenerationRequest, Provider
 
 Clock = Callable[[], float]
+
+READY_PROBE_SECONDS = 2.0
+"""How long one readiness probe of the model servers stands for (readyz is polled)."""
+
+READY_PROBE_TIMEOUT = 1.5
+"""The longest a readiness probe waits for a model server (inside the kit's 2 s check)."""
 
 
 @dataclass
@@ -146,6 +157,7 @@ class Router:
         self.default_profile = default_profile
         self._clock = clock
         self._health = {name: ProviderHealth(name) for name in providers}
+        self._ready_probe: tuple[float, dict[str, str]] | None = None
 
     # ----------------------------------------------------------------- bookkeeping
 
@@ -162,6 +174,7 @@ class Router:
         health.consecutive_failures += 1
         health.last_error = _describe(exc)
         health.quarantined_until = self._clock() + self.quarantine_seconds
+        self._ready_probe = None  # what readiness last heard no longer stands
 
     def _succeeded(self, provider: Provider) -> None:
         health = self._health[provider.name]
@@ -261,6 +274,54 @@ class Router:
         """Every provider's state, for `GET /v1/providers`."""
         now = self._clock()
         return [self._health[name].to_dict(now) for name in sorted(self.providers)]
+
+    async def check_ready(self) -> dict[str, Any]:
+        """Can the default profile answer now? Unavailable, naming each failure, if not.
+
+        Every provider of the default chain is probed with `health()` (a model
+        server gets a real `GET /models`); the answer stands for
+        READY_PROBE_SECONDS so a polled /readyz does not hammer the server.
+        """
+        now = self._clock()
+        if self._ready_probe is None or now - self._ready_probe[0] >= READY_PROBE_SECONDS:
+            states: dict[str, str] = {}
+            for name in self._chain(None):
+                if self._health[name].state(now) == "quarantined":
+                    states[name] = f"does not answer: resting after {self._health[name].last_error}"
+                    continue
+                try:
+                    async with asyncio.timeout(min(self.timeout, READY_PROBE_TIMEOUT)):
+                        healthy = await self.providers[name].health()
+                    states[name] = "answers" if healthy else "does not answer"
+                except Exception as exc:  # a probe that fails is an answer: not ready
+                    states[name] = f"does not answer: {_describe(exc)}"
+            self._ready_probe = (now, states)
+        states = self._ready_probe[1]
+        if not any(state == "answers" for state in states.values()):
+            raise Unavailable(
+                f"no provider of profile {self.default_profile!r} can answer: "
+                + "; ".join(f"{name} {state}" for name, state in states.items()),
+                extra={"providers": states})
+        return {"default_profile": self.default_profile, "providers": states}
+
+    async def models(self) -> list[dict[str, str]]:
+        """Every model a configured provider serves, as `{id, provider}`.
+
+        A provider that cannot list its models makes this Unavailable (naming
+        it): a wrong model server is said, not left out.
+        """
+        found: list[dict[str, str]] = []
+        for name in sorted(self.providers):
+            try:
+                async with asyncio.timeout(min(self.timeout, READY_PROBE_TIMEOUT)):
+                    ids = await self.providers[name].models()
+            except ApiError:
+                raise
+            except Exception as exc:  # a hung or broken server is reported, not hidden
+                raise Unavailable(f"provider {name} cannot list its models: "
+                                  f"{_describe(exc)}") from exc
+            found += [{"id": model_id, "provider": name} for model_id in ids]
+        return found
 
     def is_ready(self, profile: str | None = None) -> bool:
         """Can `profile` (the default one if None) answer: is any provider not resting?"""

@@ -28,7 +28,7 @@ from sonia.errors import ApiError, api_error_for
 from sonia.kit import correlation
 from sonia.kit.app import ServiceContext
 from sonia.kit.client import parse_sse_data
-from sonia.services.voice.pipeline import GenerateStream
+from sonia.services.voice.pipeline import Attribution, GenerateStream
 
 log = logging.getLogger("sonia.voice.dialogue")
 
@@ -77,6 +77,7 @@ class Dialogue:
         task.add_done_callback(self._background.discard)
 
     async def reply(self, session_id: str, text: str) -> AsyncGenerator[str, None]:
+        """The reply's text deltas, after one `Attribution` saying who answers."""
         recalled, history = await self._context(session_id, text)
         body = {"messages": [*history, {"role": "user", "content": text}],
                 "recalled": recalled}
@@ -93,6 +94,7 @@ class Dialogue:
                     kind = event.get("type")
                     if kind == "start":
                         outcome.update(provider=event.get("provider"), model=event.get("model"))
+                        yield Attribution(str(event.get("provider")), str(event.get("model")))
                     elif kind == "delta" and event.get("text"):
                         said += str(event["text"])
                         yield str(event["text"])

@@ -54,6 +54,24 @@ INTERRUPT_DEADLINE_SECONDS = 0.2
 """How long an interrupt waits for the cancelled reply to finish unwinding."""
 
 
+class Attribution(str):
+    """An empty delta that says which provider and model answer this reply.
+
+    It travels in the delta stream itself (first, before any text), so the
+    session can tell the client who answered without a second channel; as a
+    string it is empty and adds nothing to the reply.
+    """
+
+    provider: str
+    model: str
+
+    def __new__(cls, provider: str, model: str) -> Attribution:
+        note = super().__new__(cls, "")
+        note.provider = provider
+        note.model = model
+        return note
+
+
 @contextlib.asynccontextmanager
 async def _closing(iterator: AsyncIterator[T]) -> AsyncIterator[AsyncIterator[T]]:
     """Close an async generator when we stop early (kills espeak-ng, cancels a stream)."""
@@ -212,8 +230,12 @@ class RealtimeSession:
                 if not text:
                     await self._state(TurnState.IDLE, "nothing heard")
                     return
+            answered_by: dict[str, str] = {}
             async with _closing(self._generate(text)) as deltas:
                 async for delta in deltas:
+                    if isinstance(delta, Attribution):
+                        answered_by = {"provider": delta.provider, "model": delta.model}
+                        continue
                     if not delta:
                         continue
                     if number != self._reply_no:
@@ -223,7 +245,7 @@ class RealtimeSession:
                     self._partial += delta
                     await self._send({"type": "response.delta", "text": delta})
             await self._send({"type": "response.final", "text": self._partial,
-                              "interrupted": False})
+                              "interrupted": False, **answered_by})
             await self._speak(self._partial)
             await self._state(TurnState.IDLE, "reply complete")
         except ApiError as exc:
