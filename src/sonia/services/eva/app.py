@@ -8,7 +8,9 @@ Internal routes (service token; callers in `CALLERS`):
             action_id); bad arguments or commands 400 (audited as `rejected`)
     GET  /v1/decisions/{action_id}                 the stored action and its status
     POST /v1/decisions/{action_id}/approve {approver}
-        -> {action_id, status: approved, tool, args, plan_hash, grant}
+        -> {action_id, status: approved, tool, args, plan_hash, grant}; 409
+        ALREADY_DECIDED unless pending, or approved with its last grant dead
+        (the 409 then carries `approvable_again_at`)
     POST /v1/decisions/{action_id}/deny {approver} -> {action_id, status: denied}
     POST /v1/decisions/{action_id}/executed {jti, outcome, result_digest, error_code?}
         OpenClaw's report that a grant was consumed and the tool ran (or failed)
@@ -24,6 +26,7 @@ from __future__ import annotations
 
 import logging
 import sqlite3
+import time
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, FastAPI
@@ -46,7 +49,7 @@ from sonia.services.eva.decisions import (
     new_action_id,
     record_decision,
 )
-from sonia.services.eva.grants import GrantSigner, public_key_jwk
+from sonia.services.eva.grants import DEFAULT_SKEW_SECONDS, GrantSigner, public_key_jwk
 from sonia.services.eva.policy import load_policy
 
 log = logging.getLogger("sonia.eva")
@@ -153,13 +156,21 @@ class Eva:
         return answer
 
     async def approve(self, action_id: str, approver: str) -> dict[str, Any]:
+        """Approve once (409 for every later or concurrent attempt), or approve again an
+        approved action whose last grant died unused: a new decision with its own audit
+        record (`reapproval: true`)."""
         def write(conn: sqlite3.Connection) -> dict[str, Any]:
-            reissued = get_decision(conn, action_id).status == "approved"
-            record = approve(conn, action_id, approver)
-            grant, claims = self.signer.mint(record.action_id, record.tool, record.plan_hash)
+            at = time.time()
+            before = get_decision(conn, action_id)  # NOT_FOUND before anything is minted
+            # Minted first so that the row records exactly when this grant stops verifying;
+            # a loser's grant is dropped here, unseen.
+            grant, claims = self.signer.mint(action_id, before.tool, before.plan_hash, now=at)
+            record = approve(conn, action_id, approver, now=at,
+                             grant_dead_at=float(claims.exp + DEFAULT_SKEW_SECONDS))
             audit.append(conn, "approved", actor=approver, action_id=action_id,
                          detail={"tool": record.tool, "plan_hash": record.plan_hash,
-                                 "jti": claims.jti, "reissued": reissued})
+                                 "jti": claims.jti, "reapproval": before.status == "approved",
+                                 "grant_dead_at": record.grant_dead_at})
             return {"action_id": action_id, "status": record.status, "tool": record.tool,
                     "args": record.args, "tier": record.tier, "plan_hash": record.plan_hash,
                     "principal": record.principal, "grant": grant}
