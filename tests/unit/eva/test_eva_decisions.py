@@ -402,3 +402,21 @@ def test_the_approve_route_grants_once_then_answers_409_until_the_grant_is_dead(
                           "ORDER BY seq", (action_id,)).fetchall()
     approvals = [(r[1], json.loads(r[2])["reapproval"]) for r in rows if r[0] == "approved"]
     assert approvals == [("approver:a", False), ("approver:b", True)], "its own audit record"
+
+
+def test_an_approval_refused_for_lateness_leaves_the_action_expired(
+        eva_client: tuple[TestClient, Home]) -> None:
+    client, home = eva_client
+    action_id = client.post("/v1/decisions", json={
+        "tool": "file.delete", "args": {"path": "a.txt"}, "principal": "user:k1"}
+    ).json()["action_id"]
+    with closing(connect(home.db_path("eva"))) as db:
+        # Its time to wait for an approver passes (rather than waiting it out).
+        db.execute("UPDATE decisions SET expires_at = ? WHERE action_id = ?",
+                   (time.time() - 1, action_id))
+    late = client.post(f"/v1/decisions/{action_id}/approve", json={"approver": "approver:a"})
+    assert (late.status_code, late.json()["code"]) == (409, "ALREADY_DECIDED")
+    assert "expired" in late.json()["detail"]
+    assert client.get(f"/v1/decisions/{action_id}").json()["status"] == "expired"
+    denied = client.post(f"/v1/decisions/{action_id}/deny", json={"approver": "approver:a"})
+    assert denied.status_code == 409 and denied.json()["action_status"] == "expired"

@@ -27,12 +27,13 @@ from __future__ import annotations
 import logging
 import sqlite3
 import time
+from collections.abc import Callable
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, FastAPI
 from pydantic import BaseModel, ConfigDict, Field, StrictStr
 
-from sonia.errors import ApiError, PolicyDenied
+from sonia.errors import AlreadyDecided, ApiError, PolicyDenied
 from sonia.kit.app import ServiceContext, ServiceParts, create_app, run_sync
 from sonia.kit.db import Database
 from sonia.services.eva import audit
@@ -175,7 +176,7 @@ class Eva:
                     "args": record.args, "tier": record.tier, "plan_hash": record.plan_hash,
                     "principal": record.principal, "grant": grant}
 
-        return await self.db.write(write)
+        return await self._decide(write)
 
     async def deny(self, action_id: str, approver: str) -> dict[str, Any]:
         def write(conn: sqlite3.Connection) -> dict[str, Any]:
@@ -185,7 +186,23 @@ class Eva:
             return {"action_id": action_id, "status": record.status, "tool": record.tool,
                     "principal": record.principal}
 
-        return await self.db.write(write)
+        return await self._decide(write)
+
+    async def _decide(self, write: Callable[[sqlite3.Connection], dict[str, Any]]
+                      ) -> dict[str, Any]:
+        """Run an approve or deny in one transaction. A refusal (409) leaves the transaction
+        as a value and is raised once it committed, so that what the refusal found out is
+        kept: a pending action past its deadline is stored as `expired`."""
+        def guarded(conn: sqlite3.Connection) -> dict[str, Any] | AlreadyDecided:
+            try:
+                return write(conn)
+            except AlreadyDecided as refused:
+                return refused
+
+        outcome = await self.db.write(guarded)
+        if isinstance(outcome, AlreadyDecided):
+            raise outcome
+        return outcome
 
     async def executed(self, action_id: str, body: Execution) -> dict[str, Any]:
         def write(conn: sqlite3.Connection) -> dict[str, Any]:
