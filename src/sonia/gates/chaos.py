@@ -34,6 +34,7 @@ import datetime as dt
 import json
 import os
 import signal
+import time
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import asdict, dataclass
@@ -62,6 +63,7 @@ from sonia.gates.history import History, Operation
 from sonia.gates.processes import orphans
 from sonia.gates.progress import GateProgress
 from sonia.gates.tcp_proxy import TcpProxy
+from sonia.services.eva.grants import DEFAULT_SKEW_SECONDS, MAX_LIFETIME_SECONDS
 from sonia.supervisor.process import RUN_MARKER_ENV
 
 POLL_S = 0.05
@@ -124,6 +126,7 @@ class Chaos:
         self.skipped: dict[str, int] = {kind: 0 for kind in h.KINDS}
         self.in_flight: dict[str, int] = {kind: 0 for kind in h.KINDS}
         self.approve_pending: dict[str, str] = {}  # action key -> action id, not yet ok
+        self.approve_due: dict[str, float] = {}  # action key -> EVA's approvable_again_at
         self.sessions: dict[str, bool] = {}  # acknowledged session id -> stop acknowledged
         self.chat_session: str | None = None
         self.sessions_report: dict[str, Any] = {}
@@ -139,7 +142,8 @@ class Chaos:
     # -- requests -------------------------------------------------------------------
     async def send(self, kind: str, key: str, method: str, path: str, *,
                    body: Any = None, approver: bool = False, attempt: int = 1,
-                   keep: Sequence[str] = ("id",)) -> Operation:
+                   keep: Sequence[str] = ("id",),
+                   keep_on_failure: Sequence[str] = ()) -> Operation:
         """Send one request and record it: ok (2xx), failed (error answer or never sent),
         unknown (sent, no answer)."""
         op = self.history.invoke(kind, key, attempt=attempt)
@@ -166,7 +170,8 @@ class Chaos:
         else:
             code = data.get("code")
             self.history.complete(op, "failed", status=response.status_code,
-                                  code=code if isinstance(code, str) else None)
+                                  code=code if isinstance(code, str) else None,
+                                  result={k: data[k] for k in keep_on_failure if k in data})
         return op
 
     async def memory_write(self) -> None:
@@ -218,9 +223,19 @@ class Chaos:
         await self.approve(key, action_id)
 
     async def approve(self, key: str, action_id: str, attempt: int = 1) -> Operation:
+        """Approve; an approval that ended unknown or failed stays pending for `_settle_up`.
+
+        A 409 with `approvable_again_at` means EVA approved it but it never ran (its grant
+        may still be live): it may be approved again only from that moment (DESIGN.md,
+        Actions and approvals), so the key stays pending with that due time. Any other
+        409 means it ran (or was decided otherwise): nothing left to do."""
         op = await self.send(h.ACTION_APPROVE, key, "POST", f"/v1/actions/{action_id}/approve",
-                             approver=True, attempt=attempt, keep=("id", "status"))
-        if op.outcome == "ok" or op.code == "ALREADY_DECIDED":
+                             approver=True, attempt=attempt, keep=("id", "status"),
+                             keep_on_failure=("approvable_again_at",))
+        again_at = op.result.get("approvable_again_at")
+        if op.code == "ALREADY_DECIDED" and isinstance(again_at, int | float):
+            self.approve_due[key] = float(again_at)
+        elif op.outcome == "ok" or op.code == "ALREADY_DECIDED":
             self.approve_pending.pop(key, None)
         return op
 
@@ -428,6 +443,7 @@ class Chaos:
         for attempt in range(2, 5):
             if not self.approve_pending:
                 break
+            await self._until_approvable()
             for key, action_id in list(self.approve_pending.items()):
                 await self.approve(key, action_id, attempt)
         if self.chat_session is not None:
@@ -451,6 +467,14 @@ class Chaos:
             "active_at_end": None if final is None else len(final),
             "approvals_left_unknown": sorted(self.approve_pending),
         }
+
+    async def _until_approvable(self) -> None:
+        """Wait until every pending approval's last grant is dead (EVA's clock is this
+        machine's), at most a grant's longest life plus the verifier's skew."""
+        due = [self.approve_due[k] for k in self.approve_pending if k in self.approve_due]
+        if due:
+            longest = MAX_LIFETIME_SECONDS + DEFAULT_SKEW_SECONDS + 1
+            await asyncio.sleep(min(max(due) - time.time() + 0.5, longest))
 
     async def _active_sessions(self) -> list[str] | None:
         try:

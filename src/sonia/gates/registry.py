@@ -35,7 +35,7 @@ EVIDENCE: dict[str, tuple[str, ...]] = {
     "security": ("security-tests.json",),
     "soak": ("soak-metrics.csv", "soak-summary.json", "soak-report.html"),
     "durability": ("restore-drill.json",),
-    "determinism": ("integration-tests.json",),
+    "determinism": ("integration-tests.json", "junit-run1.xml", "junit-run2.xml"),
     "chaos": ("chaos-report.json",),
 }
 """The evidence files each gate must leave in its run directory."""

@@ -130,7 +130,7 @@ def test_voice_readiness_reports_the_speech_adapters_that_really_work(stack: Fre
     assert speech["stt"] == "none", "no transcription server is configured"
 
 
-@pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="espeak-ng is not installed")
+@pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="missing system package: espeak-ng")
 def test_a_voice_session_speaks_its_reply(stack: FreshStack) -> None:
     session_id = start_session(stack, mode="voice")
     audio: list[bytes] = []

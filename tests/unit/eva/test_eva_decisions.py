@@ -4,23 +4,29 @@ denied; and an action is approved, denied, executed or expired exactly once."""
 from __future__ import annotations
 
 import dataclasses
+import json
 import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterator
+from contextlib import closing
 from importlib.resources import files
 from pathlib import Path
 from typing import Any
 
 import pytest
+from starlette.testclient import TestClient
 
 from sonia.errors import AlreadyDecided, InvalidArgument, InvalidCommand, NotFound, PolicyDenied
+from sonia.home import Home
 from sonia.kit.db import connect, migrate, transaction
+from sonia.kit.runner import build_app
 from sonia.services.eva import audit
 from sonia.services.eva.decisions import (
     EVA_MIGRATIONS,
     POLICY_ACTOR,
     Decider,
+    DecisionRecord,
     Verdict,
     approve,
     deny,
@@ -146,6 +152,14 @@ def test_a_pending_action_is_stored_with_its_plan(
     assert action_id.startswith("act_")
 
 
+GRANT_LIFE = 35.0
+"""A grant's `exp` plus the verifier's skew, past the moment of approval."""
+
+
+def _approve(conn: sqlite3.Connection, action_id: str, who: str, at: float) -> DecisionRecord:
+    return approve(conn, action_id, who, now=at, grant_dead_at=at + GRANT_LIFE)
+
+
 def test_allow_and_deny_verdicts_are_stored_as_decided_by_policy(
         conn: sqlite3.Connection, decider: Decider) -> None:
     allowed = record_decision(conn, decider.decide("file.read", {"path": "a"}),
@@ -154,40 +168,59 @@ def test_allow_and_deny_verdicts_are_stored_as_decided_by_policy(
     denied = record_decision(conn, Verdict("file.delete", {"path": "a"}, 3, "0" * 64, "deny",
                                            "no"), principal="user:k1", now=NOW)
     assert (denied.status, denied.decided_by) == ("denied", POLICY_ACTOR)
-    with pytest.raises(AlreadyDecided):
-        approve(conn, denied.action_id, "approver:k2", now=NOW)
+    for action_id in (allowed.action_id, denied.action_id):
+        with pytest.raises(AlreadyDecided):
+            _approve(conn, action_id, "approver:k2", NOW + 3600)
+    assert get_decision(conn, allowed.action_id).decided_by == POLICY_ACTOR
 
 
-def test_an_action_is_approved_once_and_then_only_reissued_until_it_runs(
+def test_a_second_approval_is_409_while_the_grant_can_still_verify(
         conn: sqlite3.Connection, decider: Decider) -> None:
     action_id = _pending(conn, decider)
-    record = approve(conn, action_id, "approver:k2", now=NOW + 1)
-    assert (record.status, record.decided_by, record.decided_at) == (
-        "approved", "approver:k2", NOW + 1)
-    again = approve(conn, action_id, "approver:k3", now=NOW + 2)
-    assert (again.status, again.decided_by, again.decided_at) == (
-        "approved", "approver:k2", NOW + 1), "a re-approval changes nothing recorded"
+    record = _approve(conn, action_id, "approver:k2", NOW + 1)
+    assert (record.status, record.decided_by, record.decided_at, record.grant_dead_at) == (
+        "approved", "approver:k2", NOW + 1, NOW + 1 + GRANT_LIFE)
+    for who in ("approver:k2", "approver:k3"):  # the same approver too: no second grant
+        with pytest.raises(AlreadyDecided) as caught:
+            _approve(conn, action_id, who, NOW + GRANT_LIFE)
+        assert caught.value.status == 409
+        assert caught.value.extra["approvable_again_at"] == NOW + 1 + GRANT_LIFE
+    assert get_decision(conn, action_id) == record, "a refused approval changes nothing"
     with pytest.raises(AlreadyDecided):
         deny(conn, action_id, "approver:k3", now=NOW + 2)
-    mark_executed(conn, action_id, now=NOW + 3)
+
+
+def test_an_approval_whose_grant_died_unused_is_decided_again(
+        conn: sqlite3.Connection, decider: Decider) -> None:
+    action_id = _pending(conn, decider, ttl=60)
+    _approve(conn, action_id, "approver:k2", NOW + 1)
+    later = NOW + 1 + GRANT_LIFE  # the first grant is dead; the pending ttl is long past too
+    again = _approve(conn, action_id, "approver:k3", later)
+    assert (again.status, again.decided_by, again.decided_at, again.grant_dead_at) == (
+        "approved", "approver:k3", later, later + GRANT_LIFE), "a new decision, recorded"
+    with pytest.raises(AlreadyDecided):
+        _approve(conn, action_id, "approver:k2", later + 1)
+    mark_executed(conn, action_id, now=later + 2)
     with pytest.raises(AlreadyDecided) as caught:
-        approve(conn, action_id, "approver:k2", now=NOW + 4)
-    assert caught.value.status == 409 and "executed" in caught.value.detail
+        _approve(conn, action_id, "approver:k2", later + 3600)
+    assert "executed" in caught.value.detail
+    assert "approvable_again_at" not in caught.value.extra
 
 
 def test_a_denied_action_cannot_be_approved(conn: sqlite3.Connection, decider: Decider) -> None:
     action_id = _pending(conn, decider)
     assert deny(conn, action_id, "approver:k2", now=NOW).status == "denied"
     with pytest.raises(AlreadyDecided):
-        approve(conn, action_id, "approver:k2", now=NOW)
+        _approve(conn, action_id, "approver:k2", NOW)
     with pytest.raises(AlreadyDecided):
         mark_executed(conn, action_id, now=NOW)
 
 
 def test_unknown_actions_are_not_found(conn: sqlite3.Connection) -> None:
-    for operation in (approve, deny):
-        with pytest.raises(NotFound):
-            operation(conn, "act_nope", "approver:k2")
+    with pytest.raises(NotFound):
+        _approve(conn, "act_nope", "approver:k2", NOW)
+    with pytest.raises(NotFound):
+        deny(conn, "act_nope", "approver:k2")
     with pytest.raises(NotFound):
         mark_executed(conn, "act_nope")
     with pytest.raises(NotFound):
@@ -197,7 +230,7 @@ def test_unknown_actions_are_not_found(conn: sqlite3.Connection) -> None:
 def test_an_expired_action_cannot_be_approved(conn: sqlite3.Connection, decider: Decider) -> None:
     action_id = _pending(conn, decider, ttl=60)
     with pytest.raises(AlreadyDecided) as caught:
-        approve(conn, action_id, "approver:k2", now=NOW + 60)
+        _approve(conn, action_id, "approver:k2", NOW + 60)
     assert "expired" in caught.value.detail
     assert get_decision(conn, action_id).status == "expired"
 
@@ -214,65 +247,103 @@ def test_expire_pending_sweeps_only_overdue_actions(
 def test_an_approved_action_is_executed_exactly_once(
         conn: sqlite3.Connection, decider: Decider) -> None:
     action_id = _pending(conn, decider)
-    approve(conn, action_id, "approver:k2", now=NOW)
+    _approve(conn, action_id, "approver:k2", NOW)
     record = mark_executed(conn, action_id, now=NOW + 3)
     assert (record.status, record.executed_at) == ("executed", NOW + 3)
     with pytest.raises(AlreadyDecided):
         mark_executed(conn, action_id, now=NOW + 4)
 
 
-def _race(db_path: Path, attempts: list[Callable[[sqlite3.Connection], Any]]) -> list[Any]:
-    """Run each attempt on its own connection and thread, released together."""
-    conns = [connect(db_path) for _ in attempts]
-    barrier = threading.Barrier(len(attempts), timeout=10)
-    outcomes: list[Any] = [None] * len(attempts)
-
-    def run(index: int) -> None:
-        barrier.wait()
-        try:
-            outcomes[index] = attempts[index](conns[index])
-        except Exception as exc:  # the outcome under test
-            outcomes[index] = exc
-
-    threads = [threading.Thread(target=run, args=(i,)) for i in range(len(attempts))]
-    for thread in threads:
-        thread.start()
-    deadline = time.monotonic() + 30
-    for thread in threads:
-        thread.join(timeout=max(0.0, deadline - time.monotonic()))
-    for c in conns:
-        c.close()
-    assert not any(thread.is_alive() for thread in threads)
-    return outcomes
+# --- races: each one run ROUNDS times, on real connections to one SQLite file ---------------
+ROUNDS = 200
+"""Enough rounds that a check-then-act window shows up: the single conditional UPDATE has
+none, so every round must have exactly one winner."""
 
 
-def _approver(action_id: str, who: str) -> Callable[[sqlite3.Connection], Any]:
-    return lambda c: approve(c, action_id, who, now=NOW)
+class _Racers:
+    """Threads, each with its own connection to the database file, kept for all rounds and
+    released together by a barrier at the start of each round."""
+
+    def __init__(self, db_path: Path, count: int) -> None:
+        self.conns = [connect(db_path) for _ in range(count)]
+        self.barrier = threading.Barrier(count, timeout=30)
+
+    def race(self, attempts: list[Callable[[sqlite3.Connection], Any]]) -> list[Any]:
+        outcomes: list[Any] = [None] * len(attempts)
+
+        def run(index: int) -> None:
+            self.barrier.wait()
+            try:
+                outcomes[index] = transaction(self.conns[index], attempts[index])
+            except Exception as exc:  # the outcome under test
+                outcomes[index] = exc
+
+        threads = [threading.Thread(target=run, args=(i,)) for i in range(len(attempts))]
+        for thread in threads:
+            thread.start()
+        deadline = time.monotonic() + 60
+        for thread in threads:
+            thread.join(timeout=max(0.0, deadline - time.monotonic()))
+        assert not any(thread.is_alive() for thread in threads), "a racer is stuck"
+        return outcomes
+
+    def close(self) -> None:
+        for c in self.conns:
+            c.close()
+
+
+@pytest.fixture()
+def racers(db_path: Path, conn: sqlite3.Connection) -> Iterator[_Racers]:
+    group = _Racers(db_path, 4)
+    yield group
+    group.close()
+
+
+def _approver(action_id: str, who: str, at: float = NOW) -> Callable[[sqlite3.Connection], Any]:
+    return lambda c: _approve(c, action_id, who, at)
 
 
 def _denier(action_id: str, who: str) -> Callable[[sqlite3.Connection], Any]:
     return lambda c: deny(c, action_id, who, now=NOW)
 
 
+def _one_winner(outcomes: list[Any]) -> DecisionRecord:
+    winners = [o for o in outcomes if not isinstance(o, Exception)]
+    assert len(winners) == 1, outcomes
+    assert all(isinstance(o, AlreadyDecided) for o in outcomes if o is not winners[0]), outcomes
+    winner = winners[0]
+    assert isinstance(winner, DecisionRecord)
+    return winner
+
+
 def test_concurrent_approvals_have_exactly_one_winner(
-        conn: sqlite3.Connection, decider: Decider, db_path: Path) -> None:
-    for _ in range(10):
+        conn: sqlite3.Connection, decider: Decider, racers: _Racers) -> None:
+    for _ in range(ROUNDS):
         action_id = _pending(conn, decider)
-        outcomes = _race(db_path, [_approver(action_id, f"approver:{n}") for n in range(4)])
-        winners = [o for o in outcomes if not isinstance(o, Exception)]
-        assert len(winners) == 1, outcomes
-        assert all(isinstance(o, AlreadyDecided) for o in outcomes if o not in winners)
-        assert get_decision(conn, action_id).decided_by == winners[0].decided_by
+        winner = _one_winner(racers.race([_approver(action_id, f"approver:{n}")
+                                          for n in range(4)]))
+        assert get_decision(conn, action_id).decided_by == winner.decided_by
+
+
+def test_concurrent_reapprovals_after_the_grant_died_have_exactly_one_winner(
+        conn: sqlite3.Connection, decider: Decider, racers: _Racers) -> None:
+    later = NOW + GRANT_LIFE
+    for _ in range(ROUNDS):
+        action_id = _pending(conn, decider)
+        _approve(conn, action_id, "approver:first", NOW)
+        winner = _one_winner(racers.race([_approver(action_id, f"approver:{n}", later)
+                                          for n in range(4)]))
+        stored = get_decision(conn, action_id)
+        assert (stored.decided_by, stored.decided_at) == (winner.decided_by, later)
 
 
 def test_approve_racing_deny_has_exactly_one_winner(
-        conn: sqlite3.Connection, decider: Decider, db_path: Path) -> None:
-    for _ in range(10):
+        conn: sqlite3.Connection, decider: Decider, racers: _Racers) -> None:
+    for n in range(ROUNDS):
         action_id = _pending(conn, decider)
-        outcomes = _race(db_path, [_approver(action_id, "approver:a"),
-                                   _denier(action_id, "approver:b")])
-        assert sum(not isinstance(o, Exception) for o in outcomes) == 1, outcomes
-        assert get_decision(conn, action_id).status in {"approved", "denied"}
+        attempts = [_approver(action_id, "approver:a"), _denier(action_id, "approver:b")] * 2
+        winner = _one_winner(racers.race(attempts[n % 2:] + attempts[:n % 2]))
+        assert get_decision(conn, action_id).status == winner.status
 
 
 def test_a_decision_and_its_audit_record_commit_together(
@@ -289,3 +360,63 @@ def test_a_decision_and_its_audit_record_commit_together(
         transaction(conn, write)
     assert conn.execute("SELECT count(*) FROM decisions").fetchone()[0] == 0
     assert audit.verify(conn).count == 0
+
+
+# --- the routes: EVA's app in process, on a real home and database --------------------------
+@pytest.fixture()
+def eva_client(tmp_path: Path) -> Iterator[tuple[TestClient, Home]]:
+    home = Home.at(tmp_path / "home")
+    home.init()
+    app, _ = build_app("eva", home)
+    with TestClient(app, headers={"X-Service-Token": home.read_token("gateway")}) as client:
+        yield client, home
+
+
+def test_the_approve_route_grants_once_then_answers_409_until_the_grant_is_dead(
+        eva_client: tuple[TestClient, Home]) -> None:
+    client, home = eva_client
+    proposed = client.post("/v1/decisions", json={
+        "tool": "file.write", "args": {"path": "a.txt", "content": "hi"},
+        "principal": "user:k1"}).json()
+    action_id = proposed["action_id"]
+    first = client.post(f"/v1/decisions/{action_id}/approve", json={"approver": "approver:a"})
+    assert first.status_code == 200 and first.json()["grant"]
+    second = client.post(f"/v1/decisions/{action_id}/approve", json={"approver": "approver:b"})
+    assert (second.status_code, second.json()["code"]) == (409, "ALREADY_DECIDED")
+    dead_at = second.json()["approvable_again_at"]
+    assert dead_at > time.time() + 5, "the grant's exp plus the verifier's skew"
+
+    with closing(connect(home.db_path("eva"))) as db:
+        # The grant's life passes (rather than waiting it out): the deadline moves back.
+        db.execute("UPDATE decisions SET grant_dead_at = ? WHERE action_id = ?",
+                   (time.time() - 1, action_id))
+    third = client.post(f"/v1/decisions/{action_id}/approve", json={"approver": "approver:b"})
+    assert third.status_code == 200, third.text
+    assert third.json()["grant"] != first.json()["grant"]
+    shown = client.get(f"/v1/decisions/{action_id}").json()
+    assert shown["decided_by"] == "approver:b"
+
+    with closing(connect(home.db_path("eva"))) as db:
+        assert audit.verify(db).ok
+        rows = db.execute("SELECT kind, actor, detail FROM audit_log WHERE action_id = ? "
+                          "ORDER BY seq", (action_id,)).fetchall()
+    approvals = [(r[1], json.loads(r[2])["reapproval"]) for r in rows if r[0] == "approved"]
+    assert approvals == [("approver:a", False), ("approver:b", True)], "its own audit record"
+
+
+def test_an_approval_refused_for_lateness_leaves_the_action_expired(
+        eva_client: tuple[TestClient, Home]) -> None:
+    client, home = eva_client
+    action_id = client.post("/v1/decisions", json={
+        "tool": "file.delete", "args": {"path": "a.txt"}, "principal": "user:k1"}
+    ).json()["action_id"]
+    with closing(connect(home.db_path("eva"))) as db:
+        # Its time to wait for an approver passes (rather than waiting it out).
+        db.execute("UPDATE decisions SET expires_at = ? WHERE action_id = ?",
+                   (time.time() - 1, action_id))
+    late = client.post(f"/v1/decisions/{action_id}/approve", json={"approver": "approver:a"})
+    assert (late.status_code, late.json()["code"]) == (409, "ALREADY_DECIDED")
+    assert "expired" in late.json()["detail"]
+    assert client.get(f"/v1/decisions/{action_id}").json()["status"] == "expired"
+    denied = client.post(f"/v1/decisions/{action_id}/deny", json={"approver": "approver:a"})
+    assert denied.status_code == 409 and denied.json()["action_status"] == "expired"

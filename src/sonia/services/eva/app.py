@@ -8,7 +8,9 @@ Internal routes (service token; callers in `CALLERS`):
             action_id); bad arguments or commands 400 (audited as `rejected`)
     GET  /v1/decisions/{action_id}                 the stored action and its status
     POST /v1/decisions/{action_id}/approve {approver}
-        -> {action_id, status: approved, tool, args, plan_hash, grant}
+        -> {action_id, status: approved, tool, args, plan_hash, grant}; 409
+        ALREADY_DECIDED unless pending, or approved with its last grant dead
+        (the 409 then carries `approvable_again_at`)
     POST /v1/decisions/{action_id}/deny {approver} -> {action_id, status: denied}
     POST /v1/decisions/{action_id}/executed {jti, outcome, result_digest, error_code?}
         OpenClaw's report that a grant was consumed and the tool ran (or failed)
@@ -24,12 +26,14 @@ from __future__ import annotations
 
 import logging
 import sqlite3
+import time
+from collections.abc import Callable
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, FastAPI
 from pydantic import BaseModel, ConfigDict, Field, StrictStr
 
-from sonia.errors import ApiError, PolicyDenied
+from sonia.errors import AlreadyDecided, ApiError, PolicyDenied
 from sonia.kit.app import ServiceContext, ServiceParts, create_app, run_sync
 from sonia.kit.db import Database
 from sonia.services.eva import audit
@@ -46,7 +50,7 @@ from sonia.services.eva.decisions import (
     new_action_id,
     record_decision,
 )
-from sonia.services.eva.grants import GrantSigner, public_key_jwk
+from sonia.services.eva.grants import DEFAULT_SKEW_SECONDS, GrantSigner, public_key_jwk
 from sonia.services.eva.policy import load_policy
 
 log = logging.getLogger("sonia.eva")
@@ -153,18 +157,26 @@ class Eva:
         return answer
 
     async def approve(self, action_id: str, approver: str) -> dict[str, Any]:
+        """Approve once (409 for every later or concurrent attempt), or approve again an
+        approved action whose last grant died unused: a new decision with its own audit
+        record (`reapproval: true`)."""
         def write(conn: sqlite3.Connection) -> dict[str, Any]:
-            reissued = get_decision(conn, action_id).status == "approved"
-            record = approve(conn, action_id, approver)
-            grant, claims = self.signer.mint(record.action_id, record.tool, record.plan_hash)
+            at = time.time()
+            before = get_decision(conn, action_id)  # NOT_FOUND before anything is minted
+            # Minted first so that the row records exactly when this grant stops verifying;
+            # a loser's grant is dropped here, unseen.
+            grant, claims = self.signer.mint(action_id, before.tool, before.plan_hash, now=at)
+            record = approve(conn, action_id, approver, now=at,
+                             grant_dead_at=float(claims.exp + DEFAULT_SKEW_SECONDS))
             audit.append(conn, "approved", actor=approver, action_id=action_id,
                          detail={"tool": record.tool, "plan_hash": record.plan_hash,
-                                 "jti": claims.jti, "reissued": reissued})
+                                 "jti": claims.jti, "reapproval": before.status == "approved",
+                                 "grant_dead_at": record.grant_dead_at})
             return {"action_id": action_id, "status": record.status, "tool": record.tool,
                     "args": record.args, "tier": record.tier, "plan_hash": record.plan_hash,
                     "principal": record.principal, "grant": grant}
 
-        return await self.db.write(write)
+        return await self._decide(write)
 
     async def deny(self, action_id: str, approver: str) -> dict[str, Any]:
         def write(conn: sqlite3.Connection) -> dict[str, Any]:
@@ -174,7 +186,23 @@ class Eva:
             return {"action_id": action_id, "status": record.status, "tool": record.tool,
                     "principal": record.principal}
 
-        return await self.db.write(write)
+        return await self._decide(write)
+
+    async def _decide(self, write: Callable[[sqlite3.Connection], dict[str, Any]]
+                      ) -> dict[str, Any]:
+        """Run an approve or deny in one transaction. A refusal (409) leaves the transaction
+        as a value and is raised once it committed, so that what the refusal found out is
+        kept: a pending action past its deadline is stored as `expired`."""
+        def guarded(conn: sqlite3.Connection) -> dict[str, Any] | AlreadyDecided:
+            try:
+                return write(conn)
+            except AlreadyDecided as refused:
+                return refused
+
+        outcome = await self.db.write(guarded)
+        if isinstance(outcome, AlreadyDecided):
+            raise outcome
+        return outcome
 
     async def executed(self, action_id: str, body: Execution) -> dict[str, Any]:
         def write(conn: sqlite3.Connection) -> dict[str, Any]:

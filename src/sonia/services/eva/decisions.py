@@ -10,16 +10,27 @@
 - tier 2-3 -> `approval_required` (pending until an approver decides).
 
 The store keeps one row per action in EVA's database. Status moves only
-forward, each step a single conditional UPDATE so that it happens exactly once
-even under concurrent requests:
+forward, each step a single conditional UPDATE whose rowcount says who won, so
+that it happens exactly once even under concurrent requests:
 
     pending --approve--> approved --mark_executed--> executed
     pending --deny-----> denied
     pending --(expires_at passed)--> expired
+    approved --approve, once its grant is dead--> approved (a new decision)
 
 An `allow` verdict is stored as already `approved` (by "policy"), a `deny` as
 `denied`. Approving or denying anything not pending is ALREADY_DECIDED (409);
 an unknown action is NOT_FOUND (404).
+
+The one exception is an approved action whose grant died unused (OpenClaw was
+down, say): it may be approved again, but only once no verifier can accept its
+last grant any more (`grant_dead_at`: the grant's `exp` plus the verifier's
+skew). Until then a second approval is 409 like any other, so two concurrent
+approvers can never both be told they approved. After it, the re-approval is a
+new decision: the same conditional UPDATE picks one winner, the row records the
+new approver and grant deadline, and the route appends its own audit record.
+Even then the action cannot run twice: OpenClaw's ledger admits one execution
+per action id.
 """
 
 from __future__ import annotations
@@ -84,10 +95,13 @@ MIGRATIONS: list[str] = [
     );
     CREATE INDEX decisions_pending ON decisions (status, expires_at);
     """,
+    """
+    ALTER TABLE decisions ADD COLUMN grant_dead_at REAL;
+    """,
 ]
 """The decisions table alone (for tests or a separate database)."""
 
-EVA_MIGRATIONS: list[str] = [MIGRATIONS[0], audit.MIGRATIONS[0]]
+EVA_MIGRATIONS: list[str] = [MIGRATIONS[0], audit.MIGRATIONS[0], MIGRATIONS[1]]
 """EVA's database: decisions and the audit log, so a decision and its audit record
 commit in one transaction. Append new steps at the end; never edit or reorder."""
 
@@ -164,10 +178,14 @@ class DecisionRecord:
     decided_by: str | None
     decided_at: float | None
     executed_at: float | None
+    grant_dead_at: float | None = None
+    """When the last grant an approver obtained stops verifying anywhere (None: no
+    approver grant yet). Re-approval is possible only from this moment."""
 
 
 _COLUMNS = ("action_id, tool, args, principal, session_id, tier, plan_hash, decision, reason, "
-            "status, created_at, expires_at, decided_by, decided_at, executed_at")
+            "status, created_at, expires_at, decided_by, decided_at, executed_at, "
+            "grant_dead_at")
 
 
 def _record(row: sqlite3.Row | tuple[Any, ...]) -> DecisionRecord:
@@ -205,11 +223,12 @@ def record_decision(
         decided_at=decided_at, executed_at=None,
     )
     conn.execute(
-        f"INSERT INTO decisions ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        f"INSERT INTO decisions ({_COLUMNS}) VALUES "
+        "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         (record.action_id, record.tool, canonical_json(record.args).decode(), record.principal,
          record.session_id, record.tier, record.plan_hash, record.decision, record.reason,
          record.status, record.created_at, record.expires_at, record.decided_by,
-         record.decided_at, record.executed_at),
+         record.decided_at, record.executed_at, record.grant_dead_at),
     )
     return record
 
@@ -224,46 +243,60 @@ def get_decision(conn: sqlite3.Connection, action_id: str) -> DecisionRecord:
 
 
 def _not_pending(conn: sqlite3.Connection, action_id: str, now: float, verb: str) -> Exception:
+    """Why `action_id` could not be `verb` (it exists: NOT_FOUND otherwise), as the 409."""
     record = get_decision(conn, action_id)
     if record.status == "pending" and record.expires_at is not None and record.expires_at <= now:
         conn.execute("UPDATE decisions SET status = 'expired' WHERE action_id = ? "
                      "AND status = 'pending'", (action_id,))
         return AlreadyDecided(f"action {action_id} expired before it was {verb}")
-    return AlreadyDecided(f"action {action_id} is {record.status}, not pending")
-
-
-def _decide(conn: sqlite3.Connection, action_id: str, approver: str, now: float | None,
-            status: str, verb: str) -> DecisionRecord:
-    at = time.time() if now is None else now
-    changed = conn.execute(
-        "UPDATE decisions SET status = ?, decided_by = ?, decided_at = ? "
-        "WHERE action_id = ? AND status = 'pending' AND expires_at > ?",
-        (status, approver, at, action_id, at),
-    ).rowcount
-    if changed != 1:
-        raise _not_pending(conn, action_id, at, verb)
-    return get_decision(conn, action_id)
+    if (verb == "approved" and record.status == "approved"
+            and record.grant_dead_at is not None):
+        return AlreadyDecided(
+            f"action {action_id} is already approved; if it never runs, it may be approved "
+            f"again once its grant is dead, at {record.grant_dead_at:.0f}",
+            extra={"action_status": record.status,
+                   "approvable_again_at": record.grant_dead_at})
+    return AlreadyDecided(f"action {action_id} is {record.status}, not pending",
+                          extra={"action_status": record.status})
 
 
 def approve(conn: sqlite3.Connection, action_id: str, approver: str, *,
-            now: float | None = None) -> DecisionRecord:
-    """pending -> approved (ALREADY_DECIDED once it ran or was denied, NOT_FOUND if unknown).
+            grant_dead_at: float, now: float | None = None) -> DecisionRecord:
+    """pending -> approved by `approver`, exactly once; or, for an approved action whose
+    last grant is dead (`grant_dead_at <= now`), approved again as a new decision.
 
-    An action that is approved but has not run (its grant never reached OpenClaw, say
-    OpenClaw was restarting) may be approved again, so that it can get a fresh grant
-    instead of being stuck forever. That cannot run it twice: OpenClaw's grant ledger
-    admits one execution per action id, whatever the grant.
+    `grant_dead_at` is when the grant the caller is about to hand out stops verifying
+    (its `exp` plus the verifier's skew). One conditional UPDATE decides: of any number
+    of concurrent approvers exactly one sees rowcount 1; every other gets ALREADY_DECIDED
+    (409), as does approving an action that ran, was denied, expired or was decided by
+    policy. NOT_FOUND when unknown.
     """
-    record = get_decision(conn, action_id)
-    if record.status == "approved":
-        return record
-    return _decide(conn, action_id, approver, now, "approved", "approved")
+    at = time.time() if now is None else now
+    changed = conn.execute(
+        "UPDATE decisions SET status = 'approved', decided_by = ?, decided_at = ?, "
+        "grant_dead_at = ? "
+        "WHERE action_id = ? AND decision = 'approval_required' AND ("
+        " (status = 'pending' AND expires_at > ?)"
+        " OR (status = 'approved' AND grant_dead_at IS NOT NULL AND grant_dead_at <= ?))",
+        (approver, at, grant_dead_at, action_id, at, at),
+    ).rowcount
+    if changed != 1:
+        raise _not_pending(conn, action_id, at, "approved")
+    return get_decision(conn, action_id)
 
 
 def deny(conn: sqlite3.Connection, action_id: str, approver: str, *,
          now: float | None = None) -> DecisionRecord:
     """pending -> denied, exactly once (ALREADY_DECIDED otherwise, NOT_FOUND if unknown)."""
-    return _decide(conn, action_id, approver, now, "denied", "denied")
+    at = time.time() if now is None else now
+    changed = conn.execute(
+        "UPDATE decisions SET status = 'denied', decided_by = ?, decided_at = ? "
+        "WHERE action_id = ? AND status = 'pending' AND expires_at > ?",
+        (approver, at, action_id, at),
+    ).rowcount
+    if changed != 1:
+        raise _not_pending(conn, action_id, at, "denied")
+    return get_decision(conn, action_id)
 
 
 def mark_executed(conn: sqlite3.Connection, action_id: str, *,
