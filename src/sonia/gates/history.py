@@ -52,6 +52,7 @@ __all__ = [
     "OUTCOMES",
     "SESSION_START",
     "SESSION_STOP",
+    "VOICE_TURN",
     "HistoryChecks",
     "History",
     "Observed",
@@ -71,8 +72,10 @@ SESSION_STOP = "session_stop"
 ACTION_READ = "action_read"
 ACTION_PROPOSE = "action_propose"
 ACTION_APPROVE = "action_approve"
+VOICE_TURN = "voice_turn"
+"""A text turn over a session's WebSocket stream: gateway -> voice -> router -> memory."""
 KINDS: tuple[str, ...] = (MEMORY_WRITE, MEMORY_SEARCH, CHAT, SESSION_START, SESSION_STOP,
-                          ACTION_READ, ACTION_PROPOSE, ACTION_APPROVE)
+                          ACTION_READ, ACTION_PROPOSE, ACTION_APPROVE, VOICE_TURN)
 """Every kind of operation the gate sends."""
 
 EXAMPLES = 20
@@ -112,6 +115,22 @@ class Operation:
                 "outcome": self.outcome, "status": self.status, "code": self.code,
                 "error": self.error, "result": self.result}
 
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Operation:
+        """An operation as `to_dict` wrote it (one line of `chaos-history.jsonl`)."""
+        outcome = data.get("outcome")
+        if outcome is not None and outcome not in OUTCOMES:
+            raise ValueError(f"operation {data.get('seq')}: unknown outcome {outcome!r}")
+        if data.get("kind") not in KINDS:
+            raise ValueError(f"operation {data.get('seq')}: unknown kind {data.get('kind')!r}")
+        completed = data.get("completed_s")
+        result = data.get("result") or {}
+        return cls(seq=int(data["seq"]), kind=str(data["kind"]), key=str(data["key"]),
+                   invoked_s=float(data["invoked_s"]), attempt=int(data.get("attempt", 1)),
+                   completed_s=None if completed is None else float(completed),
+                   outcome=outcome, status=data.get("status"), code=data.get("code"),
+                   error=data.get("error"), result=dict(result))
+
 
 class History:
     """Operations in invocation order, timed on one monotonic clock."""
@@ -120,6 +139,13 @@ class History:
         self._clock = clock
         self.started = clock()
         self._ops: list[Operation] = []
+
+    @classmethod
+    def of(cls, ops: Sequence[Operation]) -> History:
+        """A finished history, rebuilt from its recorded operations (to judge a run)."""
+        history = cls()
+        history._ops = list(ops)
+        return history
 
     def now(self) -> float:
         """Seconds since the history began, on its clock."""
@@ -193,6 +219,28 @@ class Observed:
     executed: Sequence[tuple[str, str | None]] = ()
     approved: Collection[str] = frozenset()
     consumed_grants: Sequence[tuple[str, str]] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready, so that a report holds what was stored and can be judged again."""
+        return {"memory_keys": dict(self.memory_keys), "memory_ids": sorted(self.memory_ids),
+                "turn_keys": dict(self.turn_keys), "turn_ids": sorted(self.turn_ids),
+                "execution_effects": dict(self.execution_effects),
+                "action_keys": dict(self.action_keys),
+                "executed": [list(e) for e in self.executed], "approved": sorted(self.approved),
+                "consumed_grants": [list(g) for g in self.consumed_grants]}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Observed:
+        return cls(
+            memory_keys={str(k): int(v) for k, v in data["memory_keys"].items()},
+            memory_ids=frozenset(str(i) for i in data["memory_ids"]),
+            turn_keys={str(k): int(v) for k, v in data["turn_keys"].items()},
+            turn_ids=frozenset(str(i) for i in data["turn_ids"]),
+            execution_effects={str(k): int(v) for k, v in data["execution_effects"].items()},
+            action_keys={str(k): str(v) for k, v in data["action_keys"].items()},
+            executed=[(str(a), None if j is None else str(j)) for a, j in data["executed"]],
+            approved=frozenset(str(a) for a in data["approved"]),
+            consumed_grants=[(str(j), str(a)) for j, a in data["consumed_grants"]])
 
 
 @dataclass(frozen=True)
