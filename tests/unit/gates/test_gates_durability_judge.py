@@ -6,14 +6,17 @@ from __future__ import annotations
 
 import copy
 import json
+import sqlite3
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from sonia.backup import create_backup, verify_backup
 from sonia.errors import ConfigError
-from sonia.gates.durability import EVIDENCE, PROFILES, judge
+from sonia.gates.durability import EVIDENCE, PROFILES, _databases_in, judge
+from sonia.home import Home
 
 BACKUP_AT = 1_000_000.0
 INTERVAL = 4.0
@@ -157,3 +160,26 @@ def test_missing_or_malformed_evidence_is_a_clear_error(tmp_path: Path) -> None:
     (tmp_path / EVIDENCE).write_text(json.dumps(drill))
     with pytest.raises(ConfigError, match="no audit"):
         judge(tmp_path)
+
+
+def test_a_real_backup_that_leaves_a_database_out_is_caught(tmp_path: Path) -> None:
+    """A real home with a `.sqlite` database beside the `.db` ones, a real backup (which
+    takes `*.db` only): the listing the drill records and the manifest disagree, by name."""
+    home = Home.at(tmp_path / "home")
+    home.init(base_port=7000)
+    for name in ("memory.db", "plugins.sqlite"):
+        conn = sqlite3.connect(home.data / name)
+        conn.execute("CREATE TABLE t (x)")
+        conn.close()
+    manifest = verify_backup(create_backup(home, tmp_path / "backups")).manifest or {}
+
+    def real_listing(d: dict[str, Any]) -> None:
+        d["data_dir_databases"] = _databases_in(home.data)
+        d["backups"]["restored"]["databases"] = {
+            n: Path(db["path"]).name for n, db in manifest["databases"].items()}
+
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    status, failed = verdict_of(run_dir, real_listing)
+    assert status == "NO-GO"
+    assert failed["every database in the backup"].observed["missing"] == ["plugins.sqlite"]
