@@ -58,6 +58,7 @@ MEMORY_KINDS: tuple[str, ...] = (h.MEMORY_WRITE, h.MEMORY_SEARCH, h.CHAT)
 """Every kind that needs memory: a memory cut shows in any of them (fast-fail latency)."""
 MEMORY_TEXT = re.compile(r"^chaos memory ([0-9a-f]{32})$")
 TURN_TEXT = re.compile(r"^chaos turn ([0-9a-f]{32})$")
+VOICE_TEXT = re.compile(r"^chaos voice ([0-9a-f]{32})$")
 ACTION_PATH = re.compile(r"^chaos/([0-9a-f]{32})\.txt$")
 
 
@@ -139,11 +140,13 @@ def observe(home: Home) -> tuple[Observed, dict[str, Any]]:
         memory_ids.add(str(mem_id))
         _count(memory_keys, MEMORY_TEXT, content)
     turn_keys: dict[str, int] = {}
+    voice_keys: dict[str, int] = {}
     turn_ids = set()
     for turn_id, role, content in _rows(memory_db, "SELECT id, role, content FROM turns"):
         turn_ids.add(str(turn_id))
         if role == "user":
             _count(turn_keys, TURN_TEXT, content)
+            _count(voice_keys, VOICE_TEXT, content)
     action_keys: dict[str, str] = {}
     for action_id, args in _rows(eva_db, "SELECT action_id, args FROM decisions"):
         path = json.loads(args).get("path") if isinstance(args, str) else None
@@ -179,8 +182,9 @@ def observe(home: Home) -> tuple[Observed, dict[str, Any]]:
              "memory_rows": len(memory_ids), "turn_rows": len(turn_ids),
              "action_files": len(effects)}
     return Observed(memory_keys=memory_keys, memory_ids=memory_ids, turn_keys=turn_keys,
-                    turn_ids=turn_ids, execution_effects=effects, action_keys=action_keys,
-                    executed=executed, approved=approved, consumed_grants=grants), facts
+                    turn_ids=turn_ids, voice_keys=voice_keys, execution_effects=effects,
+                    action_keys=action_keys, executed=executed, approved=approved,
+                    consumed_grants=grants), facts
 
 
 # -- the report -----------------------------------------------------------------------

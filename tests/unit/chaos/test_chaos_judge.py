@@ -49,10 +49,12 @@ class Run:
     def observed(self) -> dict[str, Any]:
         memory = [o for o in self.ops if o["kind"] == h.MEMORY_WRITE and o["outcome"] == "ok"]
         chats = [o for o in self.ops if o["kind"] == h.CHAT and o["outcome"] == "ok"]
+        voice = [o for o in self.ops if o["kind"] == h.VOICE_TURN and o["outcome"] == "ok"]
         return {"memory_keys": {o["key"]: 1 for o in memory},
                 "memory_ids": [o["result"]["id"] for o in memory],
                 "turn_keys": {o["key"]: 1 for o in chats},
                 "turn_ids": [o["result"]["turn_id"] for o in chats],
+                "voice_keys": {o["key"]: 1 for o in voice},
                 "execution_effects": {ACTION_KEY: 1}, "action_keys": {"act_1": ACTION_KEY},
                 "executed": [["act_1", "jti-1"]], "approved": ["act_1"],
                 "consumed_grants": [["jti-1", "act_1"]]}
@@ -188,3 +190,19 @@ def test_missing_or_malformed_evidence_is_a_clear_error(tmp_path: Path) -> None:
     (tmp_path / REPORT).write_text(json.dumps(report))
     with pytest.raises(ConfigError, match="incomplete"):
         judge(tmp_path)
+
+
+def test_a_voice_turn_answered_but_not_stored_is_no_go(tmp_path: Path) -> None:
+    def lose_a_voice_turn(run: Run) -> None:
+        original = run.observed
+
+        def without_voice() -> dict[str, Any]:
+            observed = original()
+            observed["voice_keys"].popitem()
+            return observed
+
+        run.observed = without_voice  # type: ignore[method-assign]
+
+    status, failed = verdict_of(tmp_path, lose_a_voice_turn)
+    assert status == "NO-GO"
+    assert failed["lost_voice_turns"].observed == 1
