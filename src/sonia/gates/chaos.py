@@ -3,9 +3,10 @@
 In a fresh home whose memory service sits behind a loopback `TcpProxy` (the
 `[upstreams]` setting sends every internal call to memory through it), with
 traffic of every kind running (memory writes and searches, chat turns, session
-start/stop churn, tier-0 actions, tier-2 actions that are proposed and then
-approved), the gate follows the fault lifecycle for each fault in turn:
-steady state, inject, wait for the effect, recover, wait for recovery.
+start/stop churn, voice turns over a session's WebSocket stream, tier-0 actions,
+tier-2 actions that are proposed and then approved), the gate follows the fault
+lifecycle for each fault in turn: steady state, inject, wait for the effect,
+recover, wait for recovery.
 
     SIGKILL   each service, `kills_per_service` times (the supervisor restarts it)
     SIGSTOP   the services of `stop_services`, for longer than the internal client
@@ -15,16 +16,23 @@ steady state, inject, wait for the effect, recover, wait for recovery.
 
 Recovery is measured per fault: from the fault (kill, SIGCONT, proxy back to
 pass) to the service's /readyz answering 200, and to the first successful
-end-to-end request of a kind that needs the service. While memory is cut off,
+end-to-end request of a kind that goes through the service
+(`chaos_evidence.DEPENDENTS`: voice by voice turns, memory by memory writes,
+router by chat, openclaw by tier-0 actions, eva by proposals). While memory is cut off,
 the latency of the requests that failed shows whether a dead dependency gives a
 fast 503 (circuit breaker) instead of requests piling up behind timeouts.
 
-After the traffic stops and the stack is ready again, approvals and session
-stops whose outcome was unknown are retried, every session is stopped, the
-stack is stopped, and the operation history is held against what was stored
-(`history.check_history`): zero tolerance on lost acknowledged writes, double
-executions and executions without an approval. Evidence: `chaos-report.json`
-and the full history, one operation a line, in `chaos-history.jsonl`.
+After the traffic stops and the stack is ready again, the traffic finishes what
+it owns, as a client would: approvals and stops of its own sessions whose
+outcome was unknown are retried, and it stops its chat session. Then the
+sessions still active are counted, without the gate stopping any (one left
+active is stuck), the stack is stopped, and the operation history is held
+against what was stored (`history.check_history`): zero tolerance on lost
+acknowledged writes, double executions and executions without an approval.
+
+Evidence: `chaos-report.json` and the full history, one operation a line, in
+`chaos-history.jsonl`; `judge(run_dir)` (in `chaos_evidence`) derives the
+verdict from those two files alone, and `run` returns it.
 """
 
 from __future__ import annotations
@@ -43,16 +51,20 @@ from typing import Any
 
 import httpx
 import psutil
+from websockets.asyncio.client import connect
+from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
 
 from sonia import SERVICES
 from sonia.gates import history as h
 from sonia.gates.chaos_evidence import (
     CLIENT_TIMEOUT_S,
     DEPENDENTS,
+    HISTORY,
     MEMORY_KINDS,
+    REPORT,
     Fault,
-    chaos_checks,
     fast_fail,
+    judge,
     observe,
     recovery,
     supervisor_restarts,
@@ -66,7 +78,11 @@ from sonia.gates.tcp_proxy import TcpProxy
 from sonia.services.eva.grants import DEFAULT_SKEW_SECONDS, MAX_LIFETIME_SECONDS
 from sonia.supervisor.process import RUN_MARKER_ENV
 
+__all__ = ["PROFILES", "Chaos", "ChaosProfile", "judge", "run"]
+
 POLL_S = 0.05
+
+
 @dataclass(frozen=True)
 class ChaosProfile:
     kills_per_service: int
@@ -86,6 +102,7 @@ class ChaosProfile:
     action_read_rate: float
     action_rate: float
     min_ok_per_kind: int
+    voice_rate: float = 0.5
     request_timeout_s: float = 30.0
     max_in_flight_per_kind: int = 64
 
@@ -104,7 +121,7 @@ PROFILES = {
         warmup_seconds=10.0, settle_seconds=5.0, cooldown_seconds=10.0,
         recovery_deadline_s=45.0, memory_write_rate=4.0, memory_search_rate=2.0,
         chat_rate=2.0, session_rate=1.0, action_read_rate=1.0, action_rate=2.0,
-        min_ok_per_kind=20),
+        min_ok_per_kind=20, voice_rate=1.0),
 }
 
 
@@ -130,6 +147,7 @@ class Chaos:
         self.sessions: dict[str, bool] = {}  # acknowledged session id -> stop acknowledged
         self.chat_session: str | None = None
         self.sessions_report: dict[str, Any] = {}
+        self.voice_url = stack.url("gateway").replace("http://", "ws://", 1)
         self._stop = asyncio.Event()
         self._tasks: set[asyncio.Task[None]] = set()
         self._ok_log: list[Operation] = []
@@ -197,6 +215,59 @@ class Chaos:
         self.sessions[session_id] = False
         await asyncio.sleep(0.5)
         await self.stop_session(session_id)
+
+    async def voice(self) -> None:
+        """One voice turn: start a session, open its stream through the gateway, send a
+        text turn, read the reply events to `response.final`, close, stop the session.
+
+        ok: the final reply arrived, not interrupted; failed: the handshake was refused
+        or the stream answered an error event; unknown: the stream broke mid-turn.
+        """
+        started = await self.send(h.SESSION_START, uuid.uuid4().hex, "POST", "/v1/sessions",
+                                  body={"mode": "text"})
+        session_id = started.result.get("id")
+        if started.outcome != "ok" or not isinstance(session_id, str):
+            return
+        self.sessions[session_id] = False
+        key = uuid.uuid4().hex
+        op = self.history.invoke(h.VOICE_TURN, key)
+        try:
+            await self._voice_turn(op, session_id, key)
+        finally:
+            await self.stop_session(session_id)
+
+    async def _voice_turn(self, op: Operation, session_id: str, key: str) -> None:
+        url = f"{self.voice_url}/v1/sessions/{session_id}/stream"
+        try:
+            async with asyncio.timeout(self.profile.request_timeout_s):
+                async with connect(url, additional_headers=self.stack.user_headers(),
+                                   open_timeout=5) as ws:
+                    await ws.send(json.dumps({"type": "input.text",
+                                              "text": f"chaos voice {key}"}))
+                    async for raw in ws:
+                        event = json.loads(raw) if isinstance(raw, str) else {}
+                        kind = event.get("type")
+                        if kind == "response.final":
+                            interrupted = bool(event.get("interrupted"))
+                            self.history.complete(op, "failed" if interrupted else "ok",
+                                                  code="INTERRUPTED" if interrupted else None)
+                            if not interrupted:
+                                self._ok_log.append(op)
+                            return
+                        if kind in ("error", "session.ended"):
+                            code = event.get("code") or event.get("reason")
+                            self.history.complete(op, "failed", code=str(code)[:60])
+                            return
+            self.history.complete(op, "unknown", error="stream ended before the reply")
+        except (ConnectionClosed, TimeoutError, ValueError) as exc:  # before OSError
+            self.history.complete(op, "unknown", error=type(exc).__name__)
+        except InvalidStatus as exc:
+            self.history.complete(op, "failed", status=exc.response.status_code)
+        except (OSError, InvalidHandshake) as exc:  # refused: the turn never started
+            self.history.complete(op, "failed", error=type(exc).__name__)
+        except asyncio.CancelledError:
+            self.history.complete(op, "unknown", error="CancelledError")
+            raise
 
     async def stop_session(self, session_id: str, attempt: int = 1) -> None:
         stopped = await self.send(h.SESSION_STOP, session_id, "POST",
@@ -438,8 +509,9 @@ class Chaos:
 
     # -- after the faults -----------------------------------------------------------
     async def _settle_up(self) -> None:
-        """Retry what ended unknown, now that the stack is ready: approvals, session stops;
-        then stop every session that is still active."""
+        """Finish what the traffic owns, now that the stack is ready: retry approvals and
+        the stops of its own sessions whose outcome was unknown, stop its chat session.
+        Then list the sessions still active, stopping none: those are stuck."""
         for attempt in range(2, 5):
             if not self.approve_pending:
                 break
@@ -454,17 +526,10 @@ class Chaos:
                 break
             for session_id in pending:
                 await self.stop_session(session_id, attempt)
-        left = await self._active_sessions()
-        acked_left = [s for s in (left or []) if s in self.sessions]
-        for session_id in left or []:  # sessions whose start was never acknowledged
-            await self.stop_session(session_id)
-        final = await self._active_sessions()
+        active = await self._active_sessions()
         self.sessions_report = {
-            "acknowledged": len(self.sessions),
-            "acknowledged_stopped": sum(1 for v in self.sessions.values() if v),
-            "acknowledged_left_active": len(acked_left),
-            "unacknowledged_found_active": len([s for s in left or [] if s not in acked_left]),
-            "active_at_end": None if final is None else len(final),
+            "acknowledged": dict(self.sessions),
+            "active_at_end": active,
             "approvals_left_unknown": sorted(self.approve_pending),
         }
 
@@ -500,6 +565,7 @@ class Chaos:
                 (h.SESSION_START, p.session_rate, self.session),
                 (h.ACTION_READ, p.action_read_rate, self.action_read),
                 (h.ACTION_PROPOSE, p.action_rate, self.action),
+                (h.VOICE_TURN, p.voice_rate, self.voice),
             ]
             traffic = [asyncio.create_task(self._stream(k, r, m)) for k, r, m in streams if r > 0]
             try:
@@ -534,36 +600,28 @@ def run(run_dir: Path, profile: ChaosProfile, progress: GateProgress) -> Verdict
     finally:
         os.environ.pop(RUN_MARKER_ENV, None)
     observed, facts = observe(stack.home)
-    checked = h.check_history(chaos.history, observed)
-    fails = fast_fail(chaos.history, chaos.faults)
-    checks = chaos_checks(profile, chaos.history, chaos.faults, checked, facts,
-                          chaos.sessions_report, restarts, fails, leftovers)
-    verdict = Verdict.of("chaos", checks, {
-        "lost_acknowledged_writes": 0, "double_executions": 0, "unapproved_executions": 0,
-        "recovery_deadline_s": profile.recovery_deadline_s,
-        "fast_fail_p99_s": CLIENT_TIMEOUT_S,
-    })
-    with open(run_dir / "chaos-history.jsonl", "w", encoding="utf-8") as out:
+    with open(run_dir / HISTORY, "w", encoding="utf-8") as out:
         for op in chaos.history:
             out.write(json.dumps(op.to_dict(), sort_keys=True) + "\n")
-    write_json(run_dir / "chaos-report.json", {
+    write_json(run_dir / REPORT, {
         "gate": "chaos",
-        "verdict": verdict.to_dict(),
         "profile": asdict(profile),
         "started_at": wall,
         "duration_s": round(chaos.history.now(), 2),
         "stack_ready_s": {k: round(v, 3) for k, v in ready.items()},
         "history": {"summary": chaos.history.summary(), "skipped": chaos.skipped,
-                    "operations": len(chaos.history), "file": "chaos-history.jsonl"},
+                    "operations": len(chaos.history), "file": HISTORY},
         "faults": [f.to_dict() for f in chaos.faults],
         "recovery": recovery(chaos.faults),
-        "fast_fail": fails,
-        "checks": checked.to_dict(),
+        "fast_fail": fast_fail(chaos.history, chaos.faults),
+        "checks": h.check_history(chaos.history, observed).to_dict(),
+        "observed": observed.to_dict(),
         "stored": facts,
         "sessions": chaos.sessions_report,
         "supervisor_restarts": restarts,
+        "orphans": leftovers,
         "proxy": proxy_stats,
         "stop": down.as_dict(),
         "environment": capture_environment(),
     })
-    return verdict
+    return judge(run_dir)

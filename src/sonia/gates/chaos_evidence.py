@@ -1,10 +1,17 @@
-"""The chaos gate's findings: what the stack stored, how fast it recovered, and the checks.
+"""The chaos gate's findings: what the stack stored, how fast it recovered, and the verdict.
 
 Read after the run, with the stack stopped: the databases are opened read-only
 (`file:...?mode=ro`), the files the tier-2 actions wrote are counted, and the
 operation history is held against all of it (`history.check_history`). Kept
 apart from `chaos` (which drives traffic and faults) so that the judging can be
 read, and tested, on its own.
+
+`judge(run_dir)` derives the verdict from the evidence files alone:
+`chaos-report.json` (the profile, the faults with their readiness times, what
+was stored, the sessions left active, restarts, orphans) and the raw history
+`chaos-history.jsonl`. Recovery end to end is recomputed from the history: the
+first successful request, sent after the recovery point, of a kind that goes
+through the faulted service (`DEPENDENTS`).
 """
 
 from __future__ import annotations
@@ -15,11 +22,12 @@ import sqlite3
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from sonia import SERVICES
+from sonia.errors import ConfigError
 from sonia.gates import history as h
-from sonia.gates.evidence import Check
+from sonia.gates.evidence import VALIDITY, Check, Verdict
 from sonia.gates.history import History, Observed, Operation
 from sonia.home import Home
 from sonia.kit.client import DEFAULT_TIMEOUT
@@ -27,26 +35,30 @@ from sonia.kit.db import connect
 from sonia.services.eva import audit
 from sonia.supervisor.state import read_json, state_file
 
-if TYPE_CHECKING:
-    from sonia.gates.chaos import ChaosProfile
+__all__ = ["CLIENT_TIMEOUT_S", "DEPENDENTS", "HISTORY", "MEMORY_KINDS", "REPORT", "Fault",
+           "chaos_checks", "fast_fail", "judge", "observe", "percentile", "recovery",
+           "recover_from_history", "supervisor_restarts"]
 
-__all__ = ["CLIENT_TIMEOUT_S", "DEPENDENTS", "MEMORY_KINDS", "Fault", "chaos_checks",
-           "fast_fail", "observe", "percentile", "recovery", "supervisor_restarts"]
+REPORT = "chaos-report.json"
+HISTORY = "chaos-history.jsonl"
 
 CLIENT_TIMEOUT_S = float(DEFAULT_TIMEOUT.read or 10.0)
 """The gateway's internal read timeout: a fault must outlast it to be a real stall."""
 DEPENDENTS: dict[str, tuple[str, ...]] = {
-    "gateway": h.KINDS,
+    "gateway": h.KINDS,  # every request enters through the gateway
     "router": (h.CHAT,),
-    "memory": (h.MEMORY_WRITE, h.MEMORY_SEARCH, h.CHAT),
-    "voice": h.KINDS,  # no traffic kind goes through voice: any request counts
-    "openclaw": (h.ACTION_READ, h.ACTION_APPROVE),
-    "eva": (h.ACTION_READ, h.ACTION_PROPOSE, h.ACTION_APPROVE),
+    "memory": (h.MEMORY_WRITE,),
+    "voice": (h.VOICE_TURN,),
+    "openclaw": (h.ACTION_READ,),  # a tier-0 action executes in OpenClaw at once
+    "eva": (h.ACTION_PROPOSE,),
 }
-"""The kinds of request whose success shows, end to end, that a service is back."""
-MEMORY_KINDS = DEPENDENTS["memory"]
+"""The kinds of request whose success shows, end to end, that a service is back: each
+goes through that service, so no request that bypasses it can stand in for it."""
+MEMORY_KINDS: tuple[str, ...] = (h.MEMORY_WRITE, h.MEMORY_SEARCH, h.CHAT)
+"""Every kind that needs memory: a memory cut shows in any of them (fast-fail latency)."""
 MEMORY_TEXT = re.compile(r"^chaos memory ([0-9a-f]{32})$")
 TURN_TEXT = re.compile(r"^chaos turn ([0-9a-f]{32})$")
+VOICE_TEXT = re.compile(r"^chaos voice ([0-9a-f]{32})$")
 ACTION_PATH = re.compile(r"^chaos/([0-9a-f]{32})\.txt$")
 
 
@@ -83,6 +95,18 @@ class Fault:
         data = asdict(self)
         return {k: round(v, 3) if isinstance(v, float) else v for k, v in data.items()}
 
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Fault:
+        def num(name: str) -> float | None:
+            value = data.get(name)
+            return None if value is None else float(value)
+
+        return cls(kind=str(data["kind"]), target=str(data["target"]),
+                   at_s=float(data["at_s"]), at=str(data["at"]),
+                   detail=dict(data.get("detail") or {}), effect_s=num("effect_s"),
+                   recovered_at_s=num("recovered_at_s"), ready_s=num("ready_s"),
+                   e2e_s=num("e2e_s"), recovered=bool(data.get("recovered")))
+
 
 
 # -- what the stack stored ------------------------------------------------------------
@@ -116,11 +140,13 @@ def observe(home: Home) -> tuple[Observed, dict[str, Any]]:
         memory_ids.add(str(mem_id))
         _count(memory_keys, MEMORY_TEXT, content)
     turn_keys: dict[str, int] = {}
+    voice_keys: dict[str, int] = {}
     turn_ids = set()
     for turn_id, role, content in _rows(memory_db, "SELECT id, role, content FROM turns"):
         turn_ids.add(str(turn_id))
         if role == "user":
             _count(turn_keys, TURN_TEXT, content)
+            _count(voice_keys, VOICE_TEXT, content)
     action_keys: dict[str, str] = {}
     for action_id, args in _rows(eva_db, "SELECT action_id, args FROM decisions"):
         path = json.loads(args).get("path") if isinstance(args, str) else None
@@ -156,8 +182,9 @@ def observe(home: Home) -> tuple[Observed, dict[str, Any]]:
              "memory_rows": len(memory_ids), "turn_rows": len(turn_ids),
              "action_files": len(effects)}
     return Observed(memory_keys=memory_keys, memory_ids=memory_ids, turn_keys=turn_keys,
-                    turn_ids=turn_ids, execution_effects=effects, action_keys=action_keys,
-                    executed=executed, approved=approved, consumed_grants=grants), facts
+                    turn_ids=turn_ids, voice_keys=voice_keys, execution_effects=effects,
+                    action_keys=action_keys, executed=executed, approved=approved,
+                    consumed_grants=grants), facts
 
 
 # -- the report -----------------------------------------------------------------------
@@ -187,7 +214,7 @@ def fast_fail(history: History, faults: Sequence[Fault]) -> dict[str, Any]:
             name, end = f"sigstop:{fault.target}", fault.detail.get("resumed_at_s", fault.at_s)
         else:
             continue
-        kinds = DEPENDENTS[fault.target]
+        kinds = MEMORY_KINDS if fault.target == "memory" else DEPENDENTS[fault.target]
         window = [op for op in history.ops()
                   if op.kind in kinds and fault.at_s <= op.invoked_s < end]
         failed = [op for op in window if op.outcome != "ok"]
@@ -222,29 +249,77 @@ def supervisor_restarts(home: Home) -> dict[str, int]:
             for name, info in (state.get("services") or {}).items()}
 
 
-def chaos_checks(profile: ChaosProfile, history: History, faults: Sequence[Fault],
+def recover_from_history(faults: Sequence[Fault], history: History,
+                         deadline_s: float) -> list[Fault]:
+    """Each fault with its end-to-end recovery recomputed from the history.
+
+    `e2e_s`: from the recovery point to the end of the first successful request
+    sent after it of a kind that goes through the faulted service; `exercised`
+    (in `detail`): whether any such request was even sent after it. Recovered:
+    ready again and served end to end, both within the deadline.
+    """
+    ops = history.ops()
+    out = []
+    for fault in faults:
+        since = fault.recovered_at_s
+        kinds = DEPENDENTS.get(fault.target, ())
+        after = [] if since is None else [op for op in ops
+                                          if op.kind in kinds and op.invoked_s >= since]
+        first = next((op for op in after if op.outcome == "ok" and op.completed_s is not None),
+                     None)
+        e2e = None if first is None or since is None or first.completed_s is None \
+            else first.completed_s - since
+        ready_in_time = fault.ready_s is not None and fault.ready_s <= deadline_s
+        detail = dict(fault.detail) | {"exercised_after": len(after)}
+        out.append(Fault(fault.kind, fault.target, fault.at_s, fault.at, detail,
+                         fault.effect_s, since, fault.ready_s, e2e,
+                         ready_in_time and e2e is not None and e2e <= deadline_s))
+    return out
+
+
+def chaos_checks(profile: Mapping[str, Any], history: History, faults: Sequence[Fault],
                  checked: h.HistoryChecks, stored: Mapping[str, Any],
                  sessions: Mapping[str, Any], restarts: Mapping[str, int],
                  fails: Mapping[str, Any], leftovers: Sequence[int]) -> list[Check]:
-    """Every check of the verdict: validity of the run first, then the criteria."""
+    """Every check of the verdict: validity of the run first, then the criteria.
+
+    `faults` must come from `recover_from_history`. `sessions`: `acknowledged`
+    (session id -> its stop was acknowledged) and `active_at_end` (the ids the
+    gateway lists as active once the traffic, which closes its own sessions, is
+    done; None when it could not be listed). Nothing is stopped before counting.
+    """
+    deadline = float(profile["recovery_deadline_s"])
+    min_ok = int(profile["min_ok_per_kind"])
     summary = history.summary()
     ok_counts = {kind: summary[kind]["ok"] for kind in h.KINDS}
-    thin = {k: n for k, n in ok_counts.items() if n < profile.min_ok_per_kind}
+    thin = {k: n for k, n in ok_counts.items() if n < min_ok}
     no_effect = [f"{f.kind}:{f.target}" for f in faults if f.effect_s is None]
+    unexercised = [f"{f.kind}:{f.target}@{f.at_s:.1f}" for f in faults
+                   if not f.detail.get("exercised_after")]
     not_recovered = [f"{f.kind}:{f.target}@{f.at_s:.1f}" for f in faults if not f.recovered]
     worst = max((max(f.ready_s or 0.0, f.e2e_s or 0.0) for f in faults), default=None)
     drop = fails.get("proxy-drop", {}).get("failed", {})
-    expected_restarts = {s: profile.kills_per_service for s in SERVICES}
+    expected_restarts = {s: int(profile["kills_per_service"]) for s in SERVICES}
     counts = checked.counts()
     stuck = checked.facts.get("actions_approved_not_executed", 0)
+    acknowledged: Mapping[str, bool] = sessions.get("acknowledged") or {}
+    active = sessions.get("active_at_end")
+    acked_active = sorted(s for s in active or [] if s in acknowledged)
+    unacked_active = sorted(s for s in active or [] if s not in acknowledged)
     checks = [
-        Check("traffic_ok_per_kind", f">= {profile.min_ok_per_kind} each", ok_counts, not thin,
-              kind="validity", detail="every kind of traffic must have run (for actions: the "
+        Check("traffic_ok_per_kind", f">= {min_ok} each", ok_counts, not thin,
+              kind=VALIDITY, detail="every kind of traffic must have run (for actions: the "
               "actions routes must exist)" if thin else ""),
         Check("faults_took_effect", "every fault observed", no_effect or "all", not no_effect,
-              kind="validity"),
+              kind=VALIDITY),
+        Check("faulted_service_exercised_after_fault",
+              "a request through the service sent after each fault", unexercised or "all",
+              not unexercised, kind=VALIDITY,
+              detail="recovery is judged by traffic through the faulted service: "
+                     + ", ".join(f"{s}: {'/'.join(k)}" for s, k in DEPENDENTS.items()
+                                 if s != "gateway")),
         Check("fast_fail_samples", ">= 1 failed request while memory was dropped",
-              drop.get("count", 0), drop.get("count", 0) >= 1, kind="validity"),
+              drop.get("count", 0), drop.get("count", 0) >= 1, kind=VALIDITY),
     ]
     for rule in h.HistoryChecks.RULES:
         checks.append(Check(rule, 0, counts[rule], counts[rule] == 0,
@@ -257,17 +332,20 @@ def chaos_checks(profile: ChaosProfile, history: History, faults: Sequence[Fault
               stored["foreign_lines_in_action_files"] == 0),
         Check("audit_chain_intact", True, stored["audit_chain_ok"],
               bool(stored["audit_chain_ok"]), detail=str(stored["audit_reason"])),
-        Check("sessions_active_at_end", 0, sessions.get("active_at_end"),
-              sessions.get("active_at_end") == 0),
-        Check("acknowledged_sessions_left_active", 0, sessions.get("acknowledged_left_active"),
-              sessions.get("acknowledged_left_active") == 0,
-              detail="after stops were retried once the stack had recovered"),
+        Check("sessions_active_at_end", 0, None if active is None else len(active),
+              active is not None and not active,
+              detail=f"stuck: {len(acked_active)} the traffic started and stopped, "
+                     f"{len(unacked_active)} whose start went unanswered; none was stopped "
+                     "by the gate before counting" if active else
+                     ("the active sessions could not be listed" if active is None else "")),
+        Check("acknowledged_sessions_left_active", 0, len(acked_active), not acked_active,
+              detail=", ".join(acked_active[:5])),
         Check("every_fault_recovered",
-              f"ready and serving within {profile.recovery_deadline_s}s",
+              f"ready and served through the service within {deadline}s",
               not_recovered or "all", not not_recovered),
-        Check("worst_recovery_s", f"<= {profile.recovery_deadline_s}",
+        Check("worst_recovery_s", f"<= {deadline}",
               None if worst is None else round(worst, 3),
-              worst is not None and worst <= profile.recovery_deadline_s),
+              worst is not None and worst <= deadline),
         Check("fast_fail_p99_s", f"< {CLIENT_TIMEOUT_S} (internal client timeout)",
               drop.get("p99_s"), drop.get("p99_s") is not None
               and drop["p99_s"] < CLIENT_TIMEOUT_S,
@@ -278,3 +356,46 @@ def chaos_checks(profile: ChaosProfile, history: History, faults: Sequence[Fault
         Check("orphans_after_stop", 0, list(leftovers), not leftovers),
     ]
     return checks
+
+
+def _load_report(run_dir: Path) -> tuple[dict[str, Any], list[Operation]]:
+    report_path, history_path = run_dir / REPORT, run_dir / HISTORY
+    try:
+        report = json.loads(report_path.read_text(encoding="utf-8"))
+        lines = history_path.read_text(encoding="utf-8").splitlines()
+    except FileNotFoundError as exc:
+        raise ConfigError(f"{exc.filename} is missing: the chaos run did not finish",
+                          key="evidence") from None
+    except ValueError as exc:
+        raise ConfigError(f"{report_path} is not JSON: {exc}", key="evidence") from exc
+    ops = []
+    for number, line in enumerate(lines, 1):
+        try:
+            ops.append(Operation.from_dict(json.loads(line)))
+        except (ValueError, KeyError, TypeError) as exc:
+            raise ConfigError(f"{history_path} line {number} is not an operation: {exc}",
+                              key="evidence") from exc
+    return report, ops
+
+
+def judge(run_dir: Path) -> Verdict:
+    """The chaos verdict from `chaos-report.json` and `chaos-history.jsonl` alone."""
+    report, ops = _load_report(run_dir)
+    try:
+        profile = report["profile"]
+        history = History.of(ops)
+        observed = Observed.from_dict(report["observed"])
+        faults = recover_from_history([Fault.from_dict(f) for f in report["faults"]],
+                                      history, float(profile["recovery_deadline_s"]))
+        checks = chaos_checks(profile, history, faults, h.check_history(history, observed),
+                              report["stored"], report["sessions"],
+                              report["supervisor_restarts"], fast_fail(history, faults),
+                              report["orphans"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ConfigError(f"{run_dir / REPORT} is incomplete: {type(exc).__name__}: {exc}",
+                          key="evidence") from exc
+    return Verdict.of("chaos", checks, {
+        "lost_acknowledged_writes": 0, "double_executions": 0, "unapproved_executions": 0,
+        "recovery_deadline_s": profile["recovery_deadline_s"],
+        "fast_fail_p99_s": CLIENT_TIMEOUT_S,
+    })

@@ -1,95 +1,117 @@
-"""Gate durability: a backup taken under load restores everything it should, and fast.
+"""Gate durability: the scheduled backups bound the data a disaster can lose (RPO), and a
+restore brings everything they hold back, fast (RTO).
 
-The drill, in a fresh home (stack A):
+The drill, in a fresh home (stack A) whose supervisor takes scheduled backups
+every `backup_interval_s` (the product's `[backup] interval_hours`, shortened
+for the drill so that it finishes; the product default is judged separately):
 
-1. a canary writer stores sequenced records through the public API
+1. a few tier-0 actions, so EVA's audit chain has records to verify later;
+2. a canary writer stores sequenced records through the public API
    (`POST /v1/memory {"content": "canary <seq>"}`), one after the other at a
-   fixed rate, remembering each acknowledged record's id and time;
-2. an online backup is taken while it writes (`backup.create_backup`, into a
-   folder outside the home: a backup kept in the home is lost with it);
-3. the writer keeps going a little, then stops: the last acknowledged record is
-   the newest data a user was told is safe;
-4. disaster: the memory service is SIGKILLed (pid from `run/memory.pid`) and its
-   database overwritten with garbage; the home is given up (stack A stopped);
-5. recovery, timed from the disaster: a clean home B, `restore_backup` into it,
-   then B's stack started and ready. That is the RTO.
+   fixed rate, remembering each acknowledged record's id and wall time;
+3. after `backups_before_kill` scheduled backups have completed, a kill moment is
+   drawn at random (seeded, the seed is in the evidence) between the end of the
+   latest backup and the start of the next one; at that moment the whole stack
+   (supervisor first, then every service) is SIGKILLed: a power cut;
+4. the data directory of A is listed (every `*.db`, `*.sqlite`, `*.sqlite3`), so
+   that a database the backup does not hold is noticed; A is given up;
+5. recovery, timed from the kill: a clean home B, `restore_backup` of the latest
+   scheduled backup into it (before B starts: the restored audit chain is
+   verified with EVA's own verification), then B's stack started and ready
+   (RTO); every canary is read back by id, a sample through search.
 
-Then the gate checks: every database of the backup is restored with
-integrity_check "ok" and the row digests of the manifest (before B starts, so
-nothing has written yet); the restored canaries are exactly records 1..K (a
-prefix: no holes), K covers every record acknowledged before the backup began,
-and each one is served by the API (`GET /v1/memory/{id}`, and a sample through
-search); after B ran and stopped, integrity_check is still "ok". RPO is what was
-acknowledged but not restored: (last written - K) records and the seconds
-between their acknowledgements.
+Evidence, `restore-drill.json`, holds the raw facts (every acknowledged canary
+with its time, every error with its time, the restored sequence numbers, the
+backups and their times, the kill, the data-directory listing, the manifest's
+databases, the audit verification). `judge` derives the verdict from that file
+alone. RPO is data lost: acknowledged canaries absent after the restore (count,
+and the age of the oldest at the kill). Only writes acknowledged after the
+restored backup began may be lost; an older loss means the backup did not hold
+what it claims, NO-GO. The verdict also holds the product's configured interval
+against the seed's 6 h objective, and the measured loss against the interval.
 
 Ports: a restore brings the backed-up `sonia.toml`, ports included, exactly as
-when a lost home is rebuilt on the same machine; stack A is stopped first (its
-home is "lost"), so those ports are free again. Home B keeps its own secrets
-(backups never hold secrets), so the drill reads with B's own API key.
-
-Evidence: `restore-drill.json`.
+when a lost home is rebuilt on the same machine; stack A is dead by then, so
+those ports are free again. Home B keeps its own secrets (backups never hold
+secrets), so the drill reads with B's own API key.
 """
 
 from __future__ import annotations
 
+import datetime as dt
+import json
 import os
+import random
+import secrets
 import signal
-import sqlite3
 import threading
 import time
+import tomllib
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import httpx
 
-from sonia.backup import create_backup, database_facts, restore_backup, verify_backup
+from sonia.backup import database_facts, restore_backup, verify_backup
+from sonia.errors import ConfigError
 from sonia.gates.evidence import VALIDITY, Check, Verdict, capture_environment, write_json
 from sonia.gates.fresh_stack import FreshStack
 from sonia.gates.progress import GateProgress
+from sonia.home import DEFAULT_CONFIG, Home
+from sonia.services.eva import audit
+from sonia.supervisor import control
 
-__all__ = ["PROFILES", "CanaryWriter", "DurabilityProfile", "run"]
+__all__ = ["EVIDENCE", "PROFILES", "CanaryWriter", "DurabilityProfile", "judge", "run"]
 
 EVIDENCE = "restore-drill.json"
+RPO_OBJECTIVE_H = 6.0
+"""The seed's recovery point objective: at most six hours of data may be lost."""
+DB_PATTERNS = ("*.db", "*.sqlite", "*.sqlite3")
+"""What counts as a database in a home's data directory."""
+INTERVAL_ENV = "SONIA_BACKUP__INTERVAL_HOURS"
+"""The drill's own backup interval reaches stack A's supervisor through its environment,
+so the backed-up `sonia.toml` (and the interval it configures) is the product's own."""
 
 
 @dataclass(frozen=True)
 class DurabilityProfile:
+    backup_interval_s: float
+    """the scheduled-backup interval stack A runs with during the drill"""
+    backups_before_kill: int
+    """scheduled backups that complete before the kill window opens"""
     canary_per_s: float
-    write_before_backup_s: float
-    write_after_backup_s: float
     rto_target_s: float
-    rpo_target_s: float
     search_sample: int = 5
+    audit_actions: int = 3
+    seed: int | None = None
+    """seeds the kill moment; None draws one (recorded in the evidence)"""
 
 
 PROFILES: dict[str, DurabilityProfile] = {
-    "quick": DurabilityProfile(canary_per_s=20.0, write_before_backup_s=3.0,
-                               write_after_backup_s=2.0, rto_target_s=60.0, rpo_target_s=30.0),
-    "release": DurabilityProfile(canary_per_s=20.0, write_before_backup_s=20.0,
-                                 write_after_backup_s=10.0, rto_target_s=60.0,
-                                 rpo_target_s=30.0, search_sample=20),
+    "quick": DurabilityProfile(backup_interval_s=4.0, backups_before_kill=2, canary_per_s=10.0,
+                               rto_target_s=60.0),
+    "release": DurabilityProfile(backup_interval_s=30.0, backups_before_kill=3,
+                                 canary_per_s=20.0, rto_target_s=60.0, search_sample=20),
 }
 
 
 @dataclass
-class Canary:
-    seq: int
-    id: str
-    acked_at: float
-    """time.monotonic() when the write was acknowledged"""
-
-
-@dataclass
 class CanaryWriter:
-    """Writes "canary <seq>" records one at a time, at `rate` per second, in a thread."""
+    """Writes "canary <seq>" records one at a time, at `rate` per second, in a thread.
+
+    Times are wall-clock (`time.time()`), the clock a backup's manifest is stamped
+    with, so an acknowledgement can be placed before or after a backup began.
+    """
 
     base_url: str
     headers: dict[str, str]
     rate: float
-    written: list[Canary] = field(default_factory=list)
+    written: list[tuple[int, str, float]] = field(default_factory=list)
+    """(seq, id, acknowledged at) of every acknowledged record, in order"""
     errors: list[dict[str, Any]] = field(default_factory=list)
+    """every failed write: seq, what, and when it ended (wall time)"""
     attempts: int = 0
     _stop: threading.Event = field(default_factory=threading.Event)
     _lock: threading.Lock = field(default_factory=threading.Lock)
@@ -108,11 +130,6 @@ class CanaryWriter:
         """Let the writer run for `seconds` (returns early if it was stopped)."""
         self._stop.wait(seconds)
 
-    def last(self) -> int:
-        """The sequence number of the newest acknowledged record (0: none yet)."""
-        with self._lock:
-            return self.written[-1].seq if self.written else 0
-
     def _run(self) -> None:
         interval = 1.0 / self.rate
         start = time.monotonic()
@@ -121,48 +138,95 @@ class CanaryWriter:
             while not self._stop.is_set():
                 seq += 1
                 self.attempts += 1
+                sent = time.time()
                 try:
                     r = client.post("/v1/memory", json={"content": f"canary {seq}"},
                                     headers={"X-Correlation-ID": f"canary-{seq}"})
                     if r.status_code == 201:
                         with self._lock:
-                            self.written.append(Canary(seq, str(r.json()["id"]),
-                                                       time.monotonic()))
+                            self.written.append((seq, str(r.json()["id"]), time.time()))
                     else:
-                        self._error(seq, f"status {r.status_code}")
+                        self._error(seq, sent, f"status {r.status_code}")
                         seq -= 1  # the sequence numbers of acknowledged records stay dense
                 except (httpx.HTTPError, ValueError, KeyError) as exc:
-                    self._error(seq, type(exc).__name__)
+                    self._error(seq, sent, type(exc).__name__)
                     seq -= 1
                 self._stop.wait(max(0.0, start + self.attempts * interval - time.monotonic()))
 
-    def _error(self, seq: int, what: str) -> None:
-        if len(self.errors) < 20:
-            self.errors.append({"seq": seq, "error": what})
+    def _error(self, seq: int, sent: float, what: str) -> None:
+        with self._lock:
+            self.errors.append({"seq": seq, "error": what, "sent_at": sent, "at": time.time()})
 
 
-def _kill_and_corrupt(stack: FreshStack) -> dict[str, Any]:
-    """SIGKILL the memory service and overwrite its database: the data is gone."""
-    pid_file = stack.home.run / "memory.pid"
-    pid = int(pid_file.read_text().strip())
-    os.kill(pid, signal.SIGKILL)
-    db = stack.home.db_path("memory")
-    size = db.stat().st_size
-    with open(db, "r+b") as handle:
-        handle.write(os.urandom(min(size, 8192)))
-        handle.flush()
-        os.fsync(handle.fileno())
-    for side in ("-wal", "-shm"):
-        Path(f"{db}{side}").unlink(missing_ok=True)
-    try:
-        readable = database_facts(db)["integrity_check"] == "ok"
-    except sqlite3.Error:
-        readable = False
-    return {"killed_pid": pid, "database": db.name, "overwritten_bytes": min(size, 8192),
-            "still_readable": readable}
+# -- the drill -------------------------------------------------------------------------
+def _iso_epoch(text: str) -> float:
+    return dt.datetime.fromisoformat(text).timestamp()
 
 
-def _restored_facts(home_data: Path, manifest: dict[str, Any]) -> dict[str, Any]:
+def _completed_backups(home: Home) -> list[dict[str, Any]]:
+    """The complete backups in the home (a `.partial` folder is not one), oldest first."""
+    found = []
+    for folder in sorted(home.backups.iterdir()) if home.backups.is_dir() else []:
+        manifest = folder / "manifest.json"
+        if folder.name.startswith(".") or not manifest.is_file():
+            continue
+        try:
+            created = json.loads(manifest.read_text())["created_at"]
+        except (ValueError, KeyError):
+            continue
+        found.append({"name": folder.name, "created_at": _iso_epoch(str(created))})
+    return found
+
+
+def _tier0_actions(stack: FreshStack, count: int) -> list[dict[str, Any]]:
+    """Tier-0 reads, so that EVA's audit chain holds records for the restore to verify."""
+    errors = []
+    with httpx.Client(base_url=stack.url(), headers=stack.user_headers(), timeout=30) as client:
+        for _ in range(count):
+            r = client.post("/v1/actions", json={"tool": "file.list", "args": {"path": "."}})
+            if r.status_code >= 300:
+                errors.append({"status": r.status_code, "at": time.time()})
+    return errors
+
+
+def _wait_for_backups(stack: FreshStack, profile: DurabilityProfile,
+                      writer: CanaryWriter) -> list[dict[str, Any]]:
+    """Poll until `backups_before_kill` scheduled backups are complete; each with the time
+    it was first seen complete (an upper bound on when it finished)."""
+    seen: dict[str, dict[str, Any]] = {}
+    deadline = time.monotonic() + profile.backups_before_kill * profile.backup_interval_s + 120
+    while time.monotonic() < deadline:
+        for backup in _completed_backups(stack.home):
+            seen.setdefault(backup["name"], backup | {"seen_at": time.time()})
+        if len(seen) >= profile.backups_before_kill:
+            return sorted(seen.values(), key=lambda b: b["name"])
+        writer.keep_writing(0.05)
+    raise ConfigError(f"the supervisor completed {len(seen)} of "
+                      f"{profile.backups_before_kill} scheduled backups in time", key="backup")
+
+
+def _kill_stack(home: Home) -> dict[str, Any]:
+    """SIGKILL the supervisor (so nothing is restarted), then every service: a power cut."""
+    killed: dict[str, int] = {}
+    supervisor = control.supervisor_pid(home)
+    if supervisor is not None:
+        os.kill(supervisor, signal.SIGKILL)
+        killed["supervisor"] = supervisor
+    for pid_file in sorted(home.run.glob("*.pid")):
+        try:
+            pid = int(pid_file.read_text().strip())
+            os.kill(pid, signal.SIGKILL)
+        except (ValueError, ProcessLookupError):
+            continue
+        killed[pid_file.stem] = pid
+    return killed
+
+
+def _databases_in(data: Path) -> list[str]:
+    return sorted({p.name for pattern in DB_PATTERNS for p in data.glob(pattern)})
+
+
+def _restored_facts(home_data: Path, manifest: Mapping[str, Any]) -> dict[str, Any]:
     """Each backed-up database in the restored home: integrity and digests vs. the manifest."""
     result: dict[str, Any] = {}
     for name, expected in sorted(manifest.get("databases", {}).items()):
@@ -175,64 +239,73 @@ def _restored_facts(home_data: Path, manifest: dict[str, Any]) -> dict[str, Any]
             "present": True, "integrity_check": facts["integrity_check"],
             "user_version_matches": facts["user_version"] == expected.get("user_version"),
             "digests_match": facts["tables"] == expected.get("tables"),
-            "rows": sum(int(t["rows"]) for t in facts["tables"].values()),
         }
     return result
 
 
-def _integrity_after(home_data: Path) -> dict[str, str]:
-    return {db.stem: database_facts(db)["integrity_check"]
-            for db in sorted(home_data.glob("*.db"))}
-
-
-def _served(stack: FreshStack, canaries: list[Canary], sample: int) -> dict[str, Any]:
+def _served(stack: FreshStack, written: list[tuple[int, str, float]],
+            sample: int) -> dict[str, Any]:
     """Which canaries the restored API serves by id, and whether search finds a sample."""
     restored: list[int] = []
-    wrong: list[dict[str, Any]] = []
+    unexpected: list[dict[str, Any]] = []
     with httpx.Client(base_url=stack.url(), headers=stack.user_headers(), timeout=30) as client:
-        for canary in canaries:
-            r = client.get(f"/v1/memory/{canary.id}")
-            if r.status_code == 200 and r.json().get("content") == f"canary {canary.seq}":
-                restored.append(canary.seq)
-            elif r.status_code != 404 and len(wrong) < 10:
-                wrong.append({"seq": canary.seq, "status": r.status_code})
+        for seq, mem_id, _at in written:
+            r = client.get(f"/v1/memory/{mem_id}")
+            if r.status_code == 200 and r.json().get("content") == f"canary {seq}":
+                restored.append(seq)
+            elif r.status_code != 404:
+                unexpected.append({"seq": seq, "status": r.status_code})
         newest = max(restored, default=0)
         step = max(1, newest // max(1, sample))
         picks = sorted({1, newest, *range(step, newest, step)}) if newest else []
         searched: dict[str, bool] = {}
         for seq in picks:
             r = client.get("/v1/memory/search", params={"q": f"canary {seq}", "limit": 50})
-            found = r.status_code == 200 and any(
+            searched[str(seq)] = r.status_code == 200 and any(
                 hit.get("content") == f"canary {seq}" for hit in r.json().get("results", []))
-            searched[str(seq)] = found
-    return {"restored": restored, "unexpected": wrong, "search": searched}
+    return {"restored": restored, "unexpected": unexpected, "search": searched}
+
+
+def _product_interval_h() -> float:
+    """The interval a home gets from `sonia init`, when the backup holds no config."""
+    return float(tomllib.loads(DEFAULT_CONFIG.format(base_port=7000))["backup"]["interval_hours"])
 
 
 def run(run_dir: Path, profile: DurabilityProfile, progress: GateProgress) -> Verdict:
     task = progress.task("durability drill", 6)
-    backups = run_dir / "backups"
-    with FreshStack(run_dir / "stack-home") as stack:
-        stack.up()
-        progress.advance(task)
-        writer = CanaryWriter(stack.url(), stack.user_headers(), profile.canary_per_s)
-        started = time.monotonic()
-        writer.start()
-        try:
-            writer.keep_writing(profile.write_before_backup_s)
-            acked_before_backup = writer.last()
-            backup_start = time.monotonic()
-            backup_path = create_backup(stack.home, backups)
-            backup_end = time.monotonic()
-            acked_after_backup = writer.last()
+    seed = profile.seed if profile.seed is not None else secrets.randbits(32)
+    rng = random.Random(seed)
+    os.environ[INTERVAL_ENV] = repr(profile.backup_interval_s / 3600.0)
+    try:
+        stack = FreshStack(run_dir / "stack-home")
+        with stack:
+            stack.up()
+            os.environ.pop(INTERVAL_ENV, None)  # the supervisor has read it; B must not
+            started = time.time()
             progress.advance(task)
-            writer.keep_writing(profile.write_after_backup_s)
-        finally:
-            writer.stop()
-        progress.advance(task)
-        disaster = time.monotonic()
-        damage = _kill_and_corrupt(stack)
-        down = stack.down()
-    down_s = time.monotonic() - disaster
+            setup_errors = _tier0_actions(stack, profile.audit_actions)
+            writer = CanaryWriter(stack.url(), stack.user_headers(), profile.canary_per_s)
+            writer.start()
+            try:
+                backups = _wait_for_backups(stack, profile, writer)
+                latest = backups[-1]
+                low = max(time.time(), latest["seen_at"])
+                high = latest["created_at"] + 0.9 * profile.backup_interval_s
+                planned = rng.uniform(low, max(low, high))
+                progress.advance(task)
+                writer.keep_writing(max(0.0, planned - time.time()))
+                kill_at = time.time()
+                killed = _kill_stack(stack.home)
+            finally:
+                writer.stop()
+            progress.advance(task)
+            data_dir = _databases_in(stack.home.data)
+            at_kill = _completed_backups(stack.home)
+            down = stack.down()  # reaps what the kill left; the home is given up
+    finally:
+        os.environ.pop(INTERVAL_ENV, None)
+    chosen = at_kill[-1]
+    backup_path = stack.home.backups / chosen["name"]
     progress.advance(task)
 
     with FreshStack(run_dir / "restored-home") as restored_stack:
@@ -241,86 +314,179 @@ def run(run_dir: Path, profile: DurabilityProfile, progress: GateProgress) -> Ve
         restore_s = time.monotonic() - t
         manifest = verify_backup(backup_path).manifest or {}
         facts = _restored_facts(restored_stack.home.data, manifest)
+        chain = audit.verify(restored_stack.home.db_path("eva"))
         restored_stack.settings = restored_stack.home.check()
+        configured_h = (restored_stack.settings.backup.interval_hours
+                        if (backup_path / "sonia.toml").is_file() else _product_interval_h())
         t = time.monotonic()
         restored_stack.up()
         up_s = time.monotonic() - t
-        ready = time.monotonic()
-        rto_s = ready - disaster
+        rto_s = time.time() - kill_at
         progress.advance(task)
         served = _served(restored_stack, writer.written, profile.search_sample)
         restored_stack.down()
-    integrity_after = _integrity_after(restored_stack.home.data)
+    integrity_after = {name: database_facts(path)["integrity_check"] for name, path in
+                       ((p, restored_stack.home.data / p)
+                        for p in _databases_in(restored_stack.home.data))}
     progress.advance(task)
 
-    written = writer.written
-    last = written[-1].seq if written else 0
-    seqs = served["restored"]
-    newest = max(seqs, default=0)
-    prefix = seqs == list(range(1, newest + 1))
-    acked_at = {c.seq: c.acked_at for c in written}
-    rpo_records = last - newest
-    rpo_s = (acked_at[last] - acked_at[newest]) if newest and last else \
-        (acked_at[last] - started if last else 0.0)
-    databases_ok = bool(facts) and all(
-        f.get("present") and f.get("integrity_check") == "ok" and f.get("digests_match")
-        and f.get("user_version_matches") for f in facts.values())
-    checks = [
-        Check("canaries written before the backup", {"at_least": 1}, acked_before_backup,
-              acked_before_backup >= 1, VALIDITY),
-        Check("the disaster destroyed the data", {"memory database readable": False},
-              {"still_readable": damage["still_readable"]}, not damage["still_readable"],
-              VALIDITY),
-        Check("canary write errors", 0, len(writer.errors), not writer.errors,
-              detail="writes through the API while the backup ran"),
-        Check("databases restored intact", "integrity ok, digests = manifest",
-              {n: {k: v for k, v in f.items() if k != "rows"} for n, f in facts.items()},
-              databases_ok),
-        Check("restored canaries are a prefix (no holes)", "1..K",
-              {"restored": len(seqs), "newest": newest}, prefix),
-        Check("nothing acknowledged before the backup was lost",
-              {"newest_restored_at_least": acked_before_backup}, newest,
-              newest >= acked_before_backup),
-        Check("restored records served by search", "every sampled canary found",
-              served["search"], bool(served["search"]) and all(served["search"].values())),
-        Check("integrity after the restored stack ran", "ok", integrity_after,
-              bool(integrity_after) and all(v == "ok" for v in integrity_after.values())),
-        Check("RTO (disaster to ready)", {"seconds_below": profile.rto_target_s},
-              round(rto_s, 3), rto_s < profile.rto_target_s),
-        Check("RPO (acknowledged, not restored)", {"seconds_at_most": profile.rpo_target_s},
-              {"records": rpo_records, "seconds": round(rpo_s, 3)},
-              rpo_s <= profile.rpo_target_s),
-    ]
-    verdict = Verdict.of("durability", checks, asdict(profile))
     write_json(run_dir / EVIDENCE, {
         "gate": "durability",
-        "verdict": verdict.to_dict(),
         "profile": asdict(profile),
+        "seed": seed,
+        "rpo_objective_h": RPO_OBJECTIVE_H,
+        "configured_interval_h": configured_h,
+        "drill_started_at": started,
+        "setup": {"tier0_actions": profile.audit_actions, "errors": setup_errors},
         "canary": {
             "rate_per_s": profile.canary_per_s, "attempts": writer.attempts,
-            "acknowledged": len(written), "last_seq": last, "errors": writer.errors,
+            "acknowledged": [list(w) for w in writer.written], "errors": writer.errors,
         },
-        "backup": {
-            "path": str(backup_path), "started_after_s": round(backup_start - started, 3),
-            "duration_s": round(backup_end - backup_start, 3),
-            "acked_before_start": acked_before_backup, "acked_at_end": acked_after_backup,
-            "databases": sorted(manifest.get("databases", {})),
-            "files": len(manifest.get("files", [])),
+        "backups": {
+            "interval_s": profile.backup_interval_s,
+            "scheduled": at_kill,
+            "waited_for": backups,
+            "restored": {"name": chosen["name"], "created_at": chosen["created_at"],
+                         "databases": {name: Path(str(db["path"])).name for name, db in
+                                       sorted(manifest.get("databases", {}).items())},
+                         "files": len(manifest.get("files", []))},
         },
-        "disaster": damage | {"stack_down_s": round(down_s, 3),
-                              "escalations": down.escalations},
+        "kill": {"window": [low, high], "planned_at": planned, "at": kill_at,
+                 "killed": killed, "escalations": down.escalations},
+        "data_dir_databases": data_dir,
         "restore": restored.to_dict() | {
             "target_home": "a new home with its own secrets; config and ports from the backup",
-            "phases_s": {"stop_lost_stack": round(down_s, 3), "restore": round(restore_s, 3),
-                         "start_until_ready": round(up_s, 3)},
+            "phases_s": {"restore": round(restore_s, 3), "start_until_ready": round(up_s, 3)},
             "databases": facts,
         },
-        "rto_s": round(rto_s, 3),
-        "rpo": {"records": rpo_records, "seconds": round(rpo_s, 3),
-                "newest_restored_seq": newest, "last_written_seq": last},
-        "api_check": {"restored": len(seqs), "newest": newest, "prefix": prefix,
-                      "unexpected": served["unexpected"], "search": served["search"]},
+        "audit": {"ok": chain.ok, "count": chain.count, "first_bad_seq": chain.first_bad_seq,
+                  "reason": chain.reason},
+        "read_back": served,
         "integrity_after_run": integrity_after,
+        "rto_s": round(rto_s, 3),
         "environment": capture_environment(),
     })
-    return verdict
+    return judge(run_dir)
+
+
+# -- the verdict, from the evidence alone -------------------------------------------------
+def _load(run_dir: Path) -> dict[str, Any]:
+    path = run_dir / EVIDENCE
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"{path} is missing: the durability drill did not finish",
+                          key="evidence") from None
+    except ValueError as exc:
+        raise ConfigError(f"{path} is not JSON: {exc}", key="evidence") from exc
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path} holds no object", key="evidence")
+    return data
+
+
+def _field(data: Mapping[str, Any], *path: str) -> Any:
+    value: Any = data
+    for name in path:
+        if not isinstance(value, Mapping) or name not in value:
+            raise ConfigError(f"{EVIDENCE} has no {'.'.join(path)}", key="evidence")
+        value = value[name]
+    return value
+
+
+def judge(run_dir: Path) -> Verdict:
+    """The durability verdict, derived from `restore-drill.json` only (never verdict.json).
+
+    Lost data is what was acknowledged and is not served after the restore. A loss
+    acknowledged before the restored backup began is a backup that did not hold
+    what it claims (NO-GO); losses after it are the RPO, measured as a count and
+    the age of the oldest at the kill, and held against the backup interval.
+    """
+    data = _load(run_dir)
+    profile = _field(data, "profile")
+    interval_s = float(_field(data, "backups", "interval_s"))
+    backup = _field(data, "backups", "restored")
+    backup_at = float(backup["created_at"])
+    scheduled = [float(b["created_at"]) for b in _field(data, "backups", "scheduled")]
+    kill_at = float(_field(data, "kill", "at"))
+    acked = [(int(s), float(at)) for s, _id, at in _field(data, "canary", "acknowledged")]
+    restored = {int(s) for s in _field(data, "read_back", "restored")}
+    configured_h = float(_field(data, "configured_interval_h"))
+    objective_h = float(data.get("rpo_objective_h", RPO_OBJECTIVE_H))
+
+    lost = [(s, at) for s, at in acked if s not in restored]
+    older = [s for s, at in lost if at < backup_at]
+    oldest_age = round(kill_at - min(at for _s, at in lost), 3) if lost else 0.0
+    before = sum(1 for _s, at in acked if at < backup_at)
+    exposed = sum(1 for _s, at in acked if at >= backup_at)
+    gaps = [round(b - a, 3) for a, b in zip(scheduled, scheduled[1:], strict=False)]
+    regular = bool(gaps) and all(0.5 * interval_s <= g <= 1.5 * interval_s + 1 for g in gaps)
+    in_window = backup_at <= kill_at < backup_at + interval_s and \
+        backup["name"] == _field(data, "backups", "scheduled")[-1]["name"]
+
+    errors = [e for e in _field(data, "canary", "errors") if float(e["at"]) < kill_at]
+    unexpected = {"canary_writes_before_kill": len(errors),
+                  "read_back": len(_field(data, "read_back", "unexpected")),
+                  "setup_actions": len(_field(data, "setup", "errors"))}
+    in_dir = list(_field(data, "data_dir_databases"))
+    backed_up = set(backup["databases"].values())
+    missing = sorted(set(in_dir) - backed_up)
+    facts = _field(data, "restore", "databases")
+    intact = {n: f for n, f in facts.items() if not (
+        f.get("present") and f.get("integrity_check") == "ok" and f.get("digests_match")
+        and f.get("user_version_matches"))}
+    chain = _field(data, "audit")
+    seqs = sorted(restored)
+    prefix = seqs == list(range(1, len(seqs) + 1))
+    search = _field(data, "read_back", "search")
+    after = _field(data, "integrity_after_run")
+    rto_s = float(_field(data, "rto_s"))
+    rto_target = float(profile["rto_target_s"])
+
+    checks = [
+        Check("scheduled backups before the kill", {"at_least": profile["backups_before_kill"],
+              "spacing_s": interval_s}, {"count": len(scheduled), "gaps_s": gaps},
+              len(scheduled) >= int(profile["backups_before_kill"]) and regular, VALIDITY,
+              detail="the supervisor's own schedule, at the drill's interval"),
+        Check("kill between two scheduled backups",
+              {"after_backup": backup["name"], "within_s": interval_s},
+              round(kill_at - backup_at, 3), in_window, VALIDITY,
+              detail="the restored backup is the latest one taken before the kill"),
+        Check("canaries exposed on both sides of the backup", {"before": ">= 1", "after": ">= 1"},
+              {"before": before, "after": exposed}, before >= 1 and exposed >= 1, VALIDITY),
+        Check("restored audit chain has records", ">= 1", chain.get("count"),
+              int(chain.get("count") or 0) >= 1, VALIDITY,
+              detail="tier-0 actions ran before the backups, so the chain is not empty"),
+        Check("configured backup interval meets the RPO objective",
+              {"hours_at_most": objective_h, "enabled": True}, configured_h,
+              0 < configured_h <= objective_h,
+              detail="[backup] interval_hours of the backed-up configuration"),
+        Check("no loss older than the restored backup", 0, len(older), not older,
+              detail=f"lost seqs acknowledged before the backup began: {older[:10]}"
+              if older else "every write acknowledged before the backup came back"),
+        Check("RPO: data lost within one backup interval",
+              {"oldest_lost_age_s_at_most": interval_s},
+              {"lost": len(lost), "oldest_lost_age_s": oldest_age},
+              oldest_age <= interval_s,
+              detail="acknowledged canaries absent after the restore, age at the kill"),
+        Check("every database in the backup", {"missing": []}, {"missing": missing,
+              "in_data_dir": in_dir}, not missing,
+              detail=f"not in the manifest: {', '.join(missing)}" if missing else ""),
+        Check("databases restored intact", "integrity ok, digests = manifest",
+              intact or "all", bool(facts) and not intact),
+        Check("restored audit chain verifies", True, chain.get("ok"), chain.get("ok") is True,
+              detail=str(chain.get("reason") or "")),
+        Check("unexpected errors", 0, unexpected, not any(unexpected.values()),
+              detail="failed canary writes before the kill, odd answers reading back, "
+                     "failed setup actions"),
+        Check("restored canaries are a prefix (no holes)", "1..K",
+              {"restored": len(seqs), "newest": max(seqs, default=0)}, prefix),
+        Check("restored records served by search", "every sampled canary found",
+              search, bool(search) and all(search.values())),
+        Check("integrity after the restored stack ran", "ok", after,
+              bool(after) and all(v == "ok" for v in after.values())),
+        Check("RTO (kill to restored stack ready)", {"seconds_below": rto_target},
+              rto_s, rto_s < rto_target),
+    ]
+    return Verdict.of("durability", checks, {
+        "rpo_objective_h": objective_h, "backup_interval_s": interval_s,
+        "rto_target_s": rto_target})

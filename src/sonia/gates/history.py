@@ -21,6 +21,10 @@ list of offending keys so that a report can show them:
     duplicated_memory_writes a memory written once and stored more than once
     lost_chat_turns          acknowledged chat turn whose turn is missing
     duplicated_chat_turns    a chat message stored more than once
+    lost_voice_turns         voice turn answered with `response.final` whose user
+                             turn is missing (the voice service stores the
+                             exchange before it sends `response.final`)
+    duplicated_voice_turns   a voice utterance stored more than once
     lost_executions          action acknowledged as executed whose effect is not there
                              exactly once
     double_executions        an action whose effect, audit record or grant shows
@@ -52,6 +56,7 @@ __all__ = [
     "OUTCOMES",
     "SESSION_START",
     "SESSION_STOP",
+    "VOICE_TURN",
     "HistoryChecks",
     "History",
     "Observed",
@@ -71,8 +76,10 @@ SESSION_STOP = "session_stop"
 ACTION_READ = "action_read"
 ACTION_PROPOSE = "action_propose"
 ACTION_APPROVE = "action_approve"
+VOICE_TURN = "voice_turn"
+"""A text turn over a session's WebSocket stream: gateway -> voice -> router -> memory."""
 KINDS: tuple[str, ...] = (MEMORY_WRITE, MEMORY_SEARCH, CHAT, SESSION_START, SESSION_STOP,
-                          ACTION_READ, ACTION_PROPOSE, ACTION_APPROVE)
+                          ACTION_READ, ACTION_PROPOSE, ACTION_APPROVE, VOICE_TURN)
 """Every kind of operation the gate sends."""
 
 EXAMPLES = 20
@@ -112,6 +119,22 @@ class Operation:
                 "outcome": self.outcome, "status": self.status, "code": self.code,
                 "error": self.error, "result": self.result}
 
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Operation:
+        """An operation as `to_dict` wrote it (one line of `chaos-history.jsonl`)."""
+        outcome = data.get("outcome")
+        if outcome is not None and outcome not in OUTCOMES:
+            raise ValueError(f"operation {data.get('seq')}: unknown outcome {outcome!r}")
+        if data.get("kind") not in KINDS:
+            raise ValueError(f"operation {data.get('seq')}: unknown kind {data.get('kind')!r}")
+        completed = data.get("completed_s")
+        result = data.get("result") or {}
+        return cls(seq=int(data["seq"]), kind=str(data["kind"]), key=str(data["key"]),
+                   invoked_s=float(data["invoked_s"]), attempt=int(data.get("attempt", 1)),
+                   completed_s=None if completed is None else float(completed),
+                   outcome=outcome, status=data.get("status"), code=data.get("code"),
+                   error=data.get("error"), result=dict(result))
+
 
 class History:
     """Operations in invocation order, timed on one monotonic clock."""
@@ -120,6 +143,13 @@ class History:
         self._clock = clock
         self.started = clock()
         self._ops: list[Operation] = []
+
+    @classmethod
+    def of(cls, ops: Sequence[Operation]) -> History:
+        """A finished history, rebuilt from its recorded operations (to judge a run)."""
+        history = cls()
+        history._ops = list(ops)
+        return history
 
     def now(self) -> float:
         """Seconds since the history began, on its clock."""
@@ -174,25 +204,50 @@ class History:
 class Observed:
     """What the stack stored, read after the run (the gate builds it; tests write it by hand).
 
-    `memory_keys` / `turn_keys`: how many stored rows carry each operation key
-    (a memory's content, a user turn's content). `memory_ids` / `turn_ids`: the
-    ids present, to match acknowledged ids. `execution_effects`: per action key,
-    how many times its effect is present in the workspace. `action_keys`: EVA's
-    action id -> the action key (from the stored arguments). `executed`: (action
-    id, grant jti) of every `executed` audit record; `approved`: action ids with
-    an `approved` audit record; `consumed_grants`: (jti, action id) rows of
-    OpenClaw's grant ledger.
+    `memory_keys` / `turn_keys` / `voice_keys`: how many stored rows carry each
+    operation key (a memory's content, a chat or a voice user turn's content).
+    `memory_ids` / `turn_ids`: the ids present, to match acknowledged ids.
+    `execution_effects`: per action key, how many times its effect is present in
+    the workspace. `action_keys`: EVA's action id -> the action key (from the
+    stored arguments). `executed`: (action id, grant jti) of every `executed`
+    audit record; `approved`: action ids with an `approved` audit record;
+    `consumed_grants`: (jti, action id) rows of OpenClaw's grant ledger.
     """
 
     memory_keys: Mapping[str, int] = field(default_factory=dict)
     memory_ids: Collection[str] = frozenset()
     turn_keys: Mapping[str, int] = field(default_factory=dict)
     turn_ids: Collection[str] = frozenset()
+    voice_keys: Mapping[str, int] = field(default_factory=dict)
     execution_effects: Mapping[str, int] = field(default_factory=dict)
     action_keys: Mapping[str, str] = field(default_factory=dict)
     executed: Sequence[tuple[str, str | None]] = ()
     approved: Collection[str] = frozenset()
     consumed_grants: Sequence[tuple[str, str]] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready, so that a report holds what was stored and can be judged again."""
+        return {"memory_keys": dict(self.memory_keys), "memory_ids": sorted(self.memory_ids),
+                "turn_keys": dict(self.turn_keys), "turn_ids": sorted(self.turn_ids),
+                "voice_keys": dict(self.voice_keys),
+                "execution_effects": dict(self.execution_effects),
+                "action_keys": dict(self.action_keys),
+                "executed": [list(e) for e in self.executed], "approved": sorted(self.approved),
+                "consumed_grants": [list(g) for g in self.consumed_grants]}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Observed:
+        return cls(
+            memory_keys={str(k): int(v) for k, v in data["memory_keys"].items()},
+            memory_ids=frozenset(str(i) for i in data["memory_ids"]),
+            turn_keys={str(k): int(v) for k, v in data["turn_keys"].items()},
+            turn_ids=frozenset(str(i) for i in data["turn_ids"]),
+            voice_keys={str(k): int(v) for k, v in data["voice_keys"].items()},
+            execution_effects={str(k): int(v) for k, v in data["execution_effects"].items()},
+            action_keys={str(k): str(v) for k, v in data["action_keys"].items()},
+            executed=[(str(a), None if j is None else str(j)) for a, j in data["executed"]],
+            approved=frozenset(str(a) for a in data["approved"]),
+            consumed_grants=[(str(j), str(a)) for j, a in data["consumed_grants"]])
 
 
 @dataclass(frozen=True)
@@ -203,6 +258,8 @@ class HistoryChecks:
     duplicated_memory_writes: list[str]
     lost_chat_turns: list[str]
     duplicated_chat_turns: list[str]
+    lost_voice_turns: list[str]
+    duplicated_voice_turns: list[str]
     lost_executions: list[str]
     double_executions: list[str]
     unapproved_executions: list[str]
@@ -210,8 +267,8 @@ class HistoryChecks:
 
     RULES: ClassVar[tuple[str, ...]] = (
         "lost_memory_writes", "duplicated_memory_writes", "lost_chat_turns",
-        "duplicated_chat_turns", "lost_executions", "double_executions",
-        "unapproved_executions",
+        "duplicated_chat_turns", "lost_voice_turns", "duplicated_voice_turns",
+        "lost_executions", "double_executions", "unapproved_executions",
     )
 
     def counts(self) -> dict[str, int]:
@@ -263,6 +320,8 @@ def check_history(history: History | Sequence[Operation], observed: Observed) ->
                                                    observed.memory_ids)
     lost_chat, dup_chat, phantom_chat = _check_writes(by_kind[CHAT], observed.turn_keys,
                                                       observed.turn_ids, id_field="turn_id")
+    lost_voice, dup_voice, phantom_voice = _check_writes(by_kind[VOICE_TURN],
+                                                         observed.voice_keys, (), id_field="-")
 
     approve_invoked = {op.key for op in by_kind[ACTION_APPROVE]}
     executed_acked = {op.key for op in by_kind[ACTION_APPROVE]
@@ -303,6 +362,7 @@ def check_history(history: History | Sequence[Operation], observed: Observed) ->
     facts = {
         "memory_writes_present_without_ack": phantom_mem,
         "chat_turns_present_without_ack": phantom_chat,
+        "voice_turns_present_without_ack": phantom_voice,
         "actions_proposed": len(proposed),
         "actions_approve_invoked": len(approve_invoked),
         "actions_acknowledged_executed": len(executed_acked),
@@ -314,6 +374,7 @@ def check_history(history: History | Sequence[Operation], observed: Observed) ->
     return HistoryChecks(
         lost_memory_writes=lost_mem, duplicated_memory_writes=dup_mem,
         lost_chat_turns=lost_chat, duplicated_chat_turns=dup_chat,
+        lost_voice_turns=lost_voice, duplicated_voice_turns=dup_voice,
         lost_executions=sorted(lost_exec), double_executions=sorted(double),
         unapproved_executions=sorted(unapproved), facts=facts,
     )

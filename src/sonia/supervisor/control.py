@@ -220,6 +220,10 @@ def down(home: Home, *, timeout: float | None = None) -> DownReport:
         stop = read_json(stop_report_file(home)) or {}
         report.escalations.extend(stop.get("escalations", []))
         report.services = stop.get("services", [])
+    else:
+        spawned = _spawned.pop(home.root, None)
+        if spawned is not None:  # it died (a crash, a SIGKILL): collect its exit status
+            spawned.poll()
     if marker:
         for proc in processes_with_marker(marker):
             try:

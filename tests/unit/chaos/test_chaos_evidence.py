@@ -128,3 +128,17 @@ def test_recovery_groups_faults_per_service_and_kind() -> None:
     assert row["ready_s_max"] == 3.0
     assert row["e2e_s"] == [2.5]
     assert row["not_recovered"] == 1
+
+
+def test_observe_counts_voice_utterances_apart_from_chat_turns(home: Home) -> None:
+    conn = connect(home.db_path("memory"))
+    try:
+        conn.execute("INSERT INTO turns (id, session_id, turn_no, role, content, created_at) "
+                     f"VALUES ('turn_v', 's2', 1, 'user', 'chaos voice {KEY_A}', 'now'),"
+                     f" ('turn_w', 's2', 2, 'assistant', 'chaos voice {KEY_A}', 'now')")
+        conn.commit()
+    finally:
+        conn.close()
+    observed, _facts = observe(home)
+    assert observed.voice_keys == {KEY_A: 1}  # the reply echoing it is not the utterance
+    assert observed.turn_keys == {KEY_B: 1}

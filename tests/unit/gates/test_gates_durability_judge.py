@@ -1,0 +1,185 @@
+"""The durability judge, fed recorded drills: one good run, then runs that each hide one
+failure the seed cares about (an old loss, a database left out of the backup, a broken
+restored audit chain, unexpected errors). The judge reads `restore-drill.json` only."""
+
+from __future__ import annotations
+
+import copy
+import json
+import sqlite3
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from sonia.backup import create_backup, verify_backup
+from sonia.errors import ConfigError
+from sonia.gates.durability import EVIDENCE, PROFILES, _databases_in, judge
+from sonia.home import Home
+
+BACKUP_AT = 1_000_000.0
+INTERVAL = 4.0
+KILL_AT = BACKUP_AT + 2.5
+
+
+def good_drill() -> dict[str, Any]:
+    """A drill as `run` records it: canaries 1..40 at 10/s, the backup of t=BACKUP_AT
+    restored, the kill 2.5 s later; the 18 canaries acknowledged from 0.3 s after it on
+    are lost (the backup caught the first 0.3 s)."""
+    acked = [[seq, f"mem_{seq}", BACKUP_AT - 3.0 + seq * 0.1] for seq in range(1, 51)]
+    acked = [a for a in acked if a[2] < KILL_AT]
+    restored = [seq for seq, _id, at in acked if at < BACKUP_AT + 0.3]
+    return {
+        "gate": "durability",
+        "profile": {**PROFILES["quick"].__dict__, "backup_interval_s": INTERVAL},
+        "seed": 7,
+        "rpo_objective_h": 6.0,
+        "configured_interval_h": 6.0,
+        "setup": {"tier0_actions": 3, "errors": []},
+        "canary": {"acknowledged": acked,
+                   "errors": [{"seq": 51, "error": "ReadError", "sent_at": KILL_AT - 0.01,
+                               "at": KILL_AT + 0.02}]},
+        "backups": {
+            "interval_s": INTERVAL,
+            "scheduled": [{"name": "b1", "created_at": BACKUP_AT - INTERVAL},
+                          {"name": "b2", "created_at": BACKUP_AT}],
+            "restored": {"name": "b2", "created_at": BACKUP_AT,
+                         "databases": {"eva": "eva.db", "gateway": "gateway.db",
+                                       "memory": "memory.db"}},
+        },
+        "kill": {"at": KILL_AT},
+        "data_dir_databases": ["eva.db", "gateway.db", "memory.db"],
+        "restore": {"databases": {
+            name: {"present": True, "integrity_check": "ok", "digests_match": True,
+                   "user_version_matches": True} for name in ("eva", "gateway", "memory")}},
+        "audit": {"ok": True, "count": 6, "first_bad_seq": None, "reason": ""},
+        "read_back": {"restored": restored, "unexpected": [],
+                      "search": {"1": True, str(max(restored)): True}},
+        "integrity_after_run": {"eva.db": "ok", "gateway.db": "ok", "memory.db": "ok"},
+        "rto_s": 9.5,
+    }
+
+
+def verdict_of(tmp_path: Path, change: Callable[[dict[str, Any]], object] = lambda d: None
+               ) -> tuple[str, dict[str, Any]]:
+    drill = copy.deepcopy(good_drill())
+    change(drill)
+    (tmp_path / EVIDENCE).write_text(json.dumps(drill))
+    verdict = judge(tmp_path)
+    return verdict.status, {c.name: c for c in verdict.failures}
+
+
+def test_a_good_drill_is_go_and_reports_the_loss_against_the_interval(tmp_path: Path) -> None:
+    status, failed = verdict_of(tmp_path)
+    assert status == "GO", failed
+    (tmp_path / EVIDENCE).write_text(json.dumps(good_drill()))
+    rpo = next(c for c in judge(tmp_path).checks if c.name.startswith("RPO"))
+    assert rpo.observed["lost"] == 18
+    assert rpo.observed["oldest_lost_age_s"] == pytest.approx(2.2, abs=0.01)
+    assert rpo.threshold == {"oldest_lost_age_s_at_most": INTERVAL}
+
+
+def test_a_lost_write_older_than_the_last_backup_is_no_go(tmp_path: Path) -> None:
+    def lose_an_old_one(d: dict[str, Any]) -> None:
+        d["read_back"]["restored"].remove(10)  # acknowledged 2 s before the backup
+
+    status, failed = verdict_of(tmp_path, lose_an_old_one)
+    assert status == "NO-GO"
+    assert failed["no loss older than the restored backup"].observed == 1
+    assert "10" in failed["no loss older than the restored backup"].detail
+
+
+def test_a_database_missing_from_the_manifest_is_no_go_by_name(tmp_path: Path) -> None:
+    status, failed = verdict_of(
+        tmp_path, lambda d: d["data_dir_databases"].append("openclaw.sqlite"))
+    assert status == "NO-GO"
+    assert "openclaw.sqlite" in failed["every database in the backup"].detail
+
+
+def test_a_broken_restored_audit_chain_is_no_go(tmp_path: Path) -> None:
+    def break_chain(d: dict[str, Any]) -> None:
+        d["audit"] = {"ok": False, "count": 6, "first_bad_seq": 3,
+                      "reason": "record 3: hash does not match its content"}
+
+    status, failed = verdict_of(tmp_path, break_chain)
+    assert status == "NO-GO"
+    assert "record 3" in failed["restored audit chain verifies"].detail
+
+
+def test_unexpected_errors_before_the_kill_are_no_go_with_a_count(tmp_path: Path) -> None:
+    def fail_two(d: dict[str, Any]) -> None:
+        d["canary"]["errors"] += [{"seq": 5, "error": "status 503", "sent_at": BACKUP_AT,
+                                   "at": BACKUP_AT + 0.1}] * 2
+
+    status, failed = verdict_of(tmp_path, fail_two)
+    assert status == "NO-GO"
+    assert failed["unexpected errors"].observed["canary_writes_before_kill"] == 2
+
+    status, failed = verdict_of(
+        tmp_path, lambda d: d["read_back"]["unexpected"].append({"seq": 3, "status": 500}))
+    assert failed["unexpected errors"].observed["read_back"] == 1
+
+
+def test_a_configured_interval_beyond_the_objective_is_no_go(tmp_path: Path) -> None:
+    for hours in (12.0, 0.0):
+        status, failed = verdict_of(
+            tmp_path, lambda d, h=hours: d.__setitem__("configured_interval_h", h))
+        assert status == "NO-GO"
+        assert "configured backup interval meets the RPO objective" in failed
+
+
+def test_a_loss_older_than_one_interval_fails_the_rpo(tmp_path: Path) -> None:
+    def late_kill(d: dict[str, Any]) -> None:
+        d["kill"]["at"] = BACKUP_AT + 2 * INTERVAL  # also outside the kill window
+
+    status, failed = verdict_of(tmp_path, late_kill)
+    assert status == "INVALID"
+    assert "kill between two scheduled backups" in failed
+    assert "RPO: data lost within one backup interval" in failed
+
+
+def test_a_drill_that_never_wrote_after_the_backup_is_invalid(tmp_path: Path) -> None:
+    def nothing_after(d: dict[str, Any]) -> None:
+        d["canary"]["acknowledged"] = [a for a in d["canary"]["acknowledged"]
+                                       if a[2] < BACKUP_AT]
+
+    status, failed = verdict_of(tmp_path, nothing_after)
+    assert status == "INVALID"
+    assert failed["canaries exposed on both sides of the backup"].observed["after"] == 0
+
+
+def test_missing_or_malformed_evidence_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="restore-drill.json is missing"):
+        judge(tmp_path)
+    (tmp_path / EVIDENCE).write_text("{")
+    with pytest.raises(ConfigError, match="not JSON"):
+        judge(tmp_path)
+    drill = good_drill()
+    del drill["audit"]
+    (tmp_path / EVIDENCE).write_text(json.dumps(drill))
+    with pytest.raises(ConfigError, match="no audit"):
+        judge(tmp_path)
+
+
+def test_a_real_backup_that_leaves_a_database_out_is_caught(tmp_path: Path) -> None:
+    """A real home with a `.sqlite` database beside the `.db` ones, a real backup (which
+    takes `*.db` only): the listing the drill records and the manifest disagree, by name."""
+    home = Home.at(tmp_path / "home")
+    home.init(base_port=7000)
+    for name in ("memory.db", "plugins.sqlite"):
+        conn = sqlite3.connect(home.data / name)
+        conn.execute("CREATE TABLE t (x)")
+        conn.close()
+    manifest = verify_backup(create_backup(home, tmp_path / "backups")).manifest or {}
+
+    def real_listing(d: dict[str, Any]) -> None:
+        d["data_dir_databases"] = _databases_in(home.data)
+        d["backups"]["restored"]["databases"] = {
+            n: Path(db["path"]).name for n, db in manifest["databases"].items()}
+
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    status, failed = verdict_of(run_dir, real_listing)
+    assert status == "NO-GO"
+    assert failed["every database in the backup"].observed["missing"] == ["plugins.sqlite"]
