@@ -19,8 +19,8 @@ from pathlib import Path
 import httpx
 import openai
 import pytest
-
 from conversation_helpers import SlowModelServer
+
 from sonia.errors import SupervisorError
 from sonia.gates.fresh_stack import FreshStack
 from sonia.home import Home

@@ -286,7 +286,8 @@ def test_one_readiness_probe_stands_for_a_short_while_then_is_asked_again() -> N
 def test_models_lists_what_each_provider_serves() -> None:
     router = make_router(Scripted("openai"), BuiltinProvider())
     assert asyncio.run(router.models()) == [
-        {"id": "sonia-builtin", "provider": "builtin"}, {"id": "openai-model", "provider": "openai"}]
+        {"id": "sonia-builtin", "provider": "builtin"},
+        {"id": "openai-model", "provider": "openai"}]
 
 
 def test_models_names_a_provider_that_cannot_list_them() -> None:
