@@ -43,7 +43,9 @@ class KillAfterFirstProbe(GateProgress):
         super().advance(task, amount)
         if task != self.health or self.killed is not None:
             return
-        self.killed = int(read_json(state_file(self.home))["services"][VICTIM]["pid"])
+        state = read_json(state_file(self.home))
+        assert state is not None, "the supervisor's state file exists while the stack runs"
+        self.killed = int(state["services"][VICTIM]["pid"])
         os.kill(self.killed, signal.SIGKILL)
         settings = self.home.check()
         deadline = time.monotonic() + 60

@@ -27,7 +27,8 @@ def good_drill() -> dict[str, Any]:
     """A drill as `run` records it: canaries 1..40 at 10/s, the backup of t=BACKUP_AT
     restored, the kill 2.5 s later; the 18 canaries acknowledged from 0.3 s after it on
     are lost (the backup caught the first 0.3 s)."""
-    acked = [[seq, f"mem_{seq}", BACKUP_AT - 3.0 + seq * 0.1] for seq in range(1, 51)]
+    acked: list[tuple[int, str, float]] = [
+        (seq, f"mem_{seq}", BACKUP_AT - 3.0 + seq * 0.1) for seq in range(1, 51)]
     acked = [a for a in acked if a[2] < KILL_AT]
     restored = [seq for seq, _id, at in acked if at < BACKUP_AT + 0.3]
     return {
@@ -123,8 +124,10 @@ def test_unexpected_errors_before_the_kill_are_no_go_with_a_count(tmp_path: Path
 
 def test_a_configured_interval_beyond_the_objective_is_no_go(tmp_path: Path) -> None:
     for hours in (12.0, 0.0):
-        status, failed = verdict_of(
-            tmp_path, lambda d, h=hours: d.__setitem__("configured_interval_h", h))
+        def configure(drill: dict[str, Any], hours: float = hours) -> None:
+            drill["configured_interval_h"] = hours
+
+        status, failed = verdict_of(tmp_path, configure)
         assert status == "NO-GO"
         assert "configured backup interval meets the RPO objective" in failed
 
