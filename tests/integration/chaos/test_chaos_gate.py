@@ -25,6 +25,7 @@ def test_profiles_are_frozen_and_known_to_the_registry() -> None:
         chaos.PROFILES["quick"].stop_seconds = 1.0  # type: ignore[misc]
 
 
+@pytest.mark.gate  # `make run` runs this gate; `make test` leaves it out
 def test_quick_chaos_run_is_go_with_complete_evidence(tmp_path: Path) -> None:
     with GateProgress(enabled=False) as progress:
         verdict = chaos.run(tmp_path, chaos.PROFILES["quick"], progress)

@@ -11,7 +11,8 @@ import pytest
 
 from sonia.gates import durability, registry
 
-pytestmark = [pytest.mark.integration, pytest.mark.slow]
+# A whole gate run: `make run` runs it, so `make test` leaves it out (marker `gate`).
+pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.gate]
 
 
 def test_the_quick_drill_is_go_and_measures_rpo_against_the_backup_interval(
