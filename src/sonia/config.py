@@ -94,6 +94,9 @@ class OpenClawSettings(_Section):
     max_output_bytes: int = Field(65_536, ge=1024, description="tool output kept per stream")
     max_file_bytes: int = Field(10_485_760, ge=1024, description="largest file read or written")
     sandbox: str = Field("auto", description="auto | bwrap | rlimits")
+    allow_unsandboxed: bool = Field(
+        False, description="run shell.run without bubblewrap (rlimits, as nobody when root); "
+                           "false: shell.run is refused with SANDBOX_UNAVAILABLE")
 
     @field_validator("sandbox")
     @classmethod
