@@ -41,7 +41,9 @@ import subprocess
 from sonia.errors import ApiError, PolicyDenied
 from sonia.services.openclaw.paths import Workspace, open_regular_file, read_up_to
 
-__all__ = ["SAFE_KEYS", "SAFE_SUBSECTION_KEYS", "check_repository", "config_problems"]
+__all__ = [
+    "SAFE_KEYS", "SAFE_SUBSECTION_KEYS", "check_repository", "config_problems", "list_config",
+]
 
 SAFE_KEYS = frozenset({
     "core.repositoryformatversion", "core.filemode", "core.bare", "core.logallrefupdates",
@@ -99,7 +101,7 @@ def _read(dir_fd: int, name: str, shown: str) -> bytes | None:
     return data
 
 
-def _list_config(git: str, data: bytes, shown: str) -> list[tuple[str, str | None]]:
+def list_config(git: str, data: bytes, shown: str) -> list[tuple[str, str | None]]:
     """(key, value) pairs of config bytes, as git itself parses them, running nothing."""
     env = {"PATH": "/usr/bin:/bin", "HOME": "/nonexistent", "GIT_CONFIG_NOSYSTEM": "1",
            "GIT_CONFIG_GLOBAL": "/dev/null", "GIT_CEILING_DIRECTORIES": "/", "LANG": "C"}
@@ -165,7 +167,7 @@ def _check_gitdir(git: str, gitdir_fd: int, shown: str) -> None:
             raise _refuse(f"{shown}/{sub} exists (objects read from elsewhere)")
     config = _read(gitdir_fd, "config", f"{shown}/config")
     if config is not None:
-        problems = config_problems(_list_config(git, config, f"{shown}/config"))
+        problems = config_problems(list_config(git, config, f"{shown}/config"))
         if problems:
             raise _refuse(f"{shown}/config: " + "; ".join(problems[:5]))
     info = _lstat(gitdir_fd, "info")
