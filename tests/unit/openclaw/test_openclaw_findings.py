@@ -239,6 +239,25 @@ def vector_subdir_of_repo(lab: Lab) -> tuple[str, list[str]]:
     return "proj/deep/er", ["git", "status"]
 
 
+def vector_submodule(lab: Lab) -> tuple[str, list[str]]:
+    """A harmless repository holding a hostile one as a submodule: status looks inside it."""
+    repo = make_repo(lab.workspace / "proj")
+    inner = make_repo(repo / "inner")
+    git(inner, "config", "filter.x.clean", f"{lab.touch_both('pwned-submodule')}; cat")
+    (inner / ".gitattributes").write_text("* filter=x\n")
+    git(repo, "-c", "protocol.file.allow=always", "submodule", "add", "./inner", "inner")
+    git(repo, "commit", "-q", "-m", "sub")
+    # as unpacked from an archive: a gitlink in the index, no submodule keys in config
+    git(repo, "config", "--remove-section", "submodule.inner")
+    (inner / "a.txt").write_text("two\n")  # same size: only the content (filtered) tells
+    return "proj", ["git", "status"]
+
+
+def vector_submodule_diff(lab: Lab) -> tuple[str, list[str]]:
+    cwd, _argv = vector_submodule(lab)
+    return cwd, ["git", "diff"]
+
+
 VECTORS: dict[str, tuple[Vector, bool]] = {
     # name: (builder, whether plain git without a terminal runs it: the control)
     "ext_remote": (vector_ext_remote, True),
@@ -249,6 +268,8 @@ VECTORS: dict[str, tuple[Vector, bool]] = {
     "include_path": (vector_include, True),
     "bare_repo_odd_name": (vector_bare_odd_name, True),
     "repo_above_cwd": (vector_subdir_of_repo, True),
+    "submodule_status": (vector_submodule, True),
+    "submodule_diff": (vector_submodule_diff, True),
 }
 
 
@@ -263,6 +284,13 @@ def test_finding_1_git_repo_config_cannot_run_code(lab: Lab, vector: str) -> Non
         lab.clear_markers()
     answer = lab.shell(argv, cwd)
     assert lab.markers() == []
+    if vector.startswith("submodule"):
+        # the outer repository is harmless: git runs, but never inside the submodule
+        assert isinstance(answer, dict), answer
+        inner = lab.shell(argv, f"{cwd}/inner")
+        assert isinstance(inner, PolicyDenied), inner
+        assert lab.markers() == []
+        return
     assert isinstance(answer, PolicyDenied), answer
     assert "git refused" in answer.detail
 
