@@ -94,12 +94,13 @@ def test_binaries_are_absolute(policy: Policy) -> None:
 
 
 @pytest.mark.parametrize("argv, tail", [
-    (["git", "status"], ["status", "--"]),
-    (["git", "status", "--short"], ["status", "--short", "--"]),
+    (["git", "status"], ["status", "--ignore-submodules=all", "--"]),
+    (["git", "status", "--short"], ["status", "--ignore-submodules=all", "--short", "--"]),
     (["git", "log", "-n", "5", "--oneline"],
      ["log", "--no-ext-diff", "--no-textconv", "-n", "5", "--oneline", "--"]),
     (["git", "diff", "HEAD~1", "--", "a.txt"],
-     ["diff", "--no-ext-diff", "--no-textconv", "HEAD~1", "--", "a.txt"]),
+     ["diff", "--no-ext-diff", "--no-textconv", "--ignore-submodules=all", "HEAD~1", "--",
+      "a.txt"]),
     (["git", "show", "--stat", "HEAD"],
      ["show", "--no-ext-diff", "--no-textconv", "--stat", "HEAD", "--"]),
 ])
