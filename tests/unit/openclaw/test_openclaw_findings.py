@@ -429,6 +429,25 @@ def test_finding_3_recursive_grep_cannot_read_protected_files(lab: Lab) -> None:
     assert after == before
 
 
+@needs_git
+def test_finding_3_git_diff_cannot_read_a_protected_working_file(lab: Lab) -> None:
+    """A tracked `.env` changed in the worktree: its new (uncommitted) bytes stay unseen."""
+    repo = make_repo(lab.workspace / "proj")
+    (repo / ".env").write_text("PASSWORD=old\n")
+    git(repo, "add", "-f", ".env")
+    git(repo, "commit", "-q", "-m", "env")
+    (repo / ".env").write_text(f"PASSWORD={lab.canary}\n")
+    (repo / ".env").chmod(0o644)
+    assert lab.canary.encode() in git(repo, "diff").stdout  # control
+    for argv in (["git", "diff"], ["git", "status", "-v", "-v"], ["git", "diff", "--stat"]):
+        answer = lab.shell(argv, "proj")
+        lab.assert_no_canary(answer)
+        if lab.level.level == "bwrap":
+            assert isinstance(answer, dict), answer
+        else:
+            assert isinstance(answer, PolicyDenied), answer
+
+
 def test_finding_3_recursive_copy_does_not_carry_protected_contents(lab: Lab) -> None:
     plant_project(lab)
     answer = lab.shell(["cp", "-r", "proj", "copy"])

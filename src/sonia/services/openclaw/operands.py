@@ -21,7 +21,10 @@ A recursive command (`grep -r`, `ls -R`, `find`, `cp -r`, `rm -r`) would also me
 protected names below its operands, so `protected_below` lists every protected
 name in the workspace and the plan carries them in `hidden`: bubblewrap covers
 them while the command runs, and without bubblewrap the command is refused.
-Git is checked by `gitguard` instead: it must see its `.git`.
+Git walks the worktree too (`git diff` prints changed files): it is treated as
+recursive, with every protected name hidden except its `.git` directories, which
+`gitguard` inspects instead. What a repository has *committed* (a `.env` in its
+history) is repository content, and git shows it.
 
 This is a check before the run, so a link swapped in between is still possible
 for someone who can write the workspace directly; bubblewrap, where it works, is
@@ -132,6 +135,11 @@ def check_plan(workspace: Workspace, plan: CommandPlan, cwd: str = ".") -> Comma
     check_operands(workspace, plan.paths, cwd)
     if plan.name == "git":
         check_repository(workspace, workspace.parse(cwd), plan.binary)
+        # git walks the worktree (diff, status -v print file contents): it sees its
+        # repositories but no other protected name (`.env` ...), like any recursion.
+        hidden = [path for path in protected_below(workspace)
+                  if os.path.basename(path).casefold() != ".git"]
+        return dataclasses.replace(plan, recursive=True, hidden=tuple(hidden))
     if plan.recursive:
         return dataclasses.replace(plan, hidden=tuple(protected_below(workspace)))
     return plan
