@@ -105,6 +105,14 @@ class OpenClawSettings(_Section):
             raise ValueError("must be one of auto, bwrap, rlimits")
         return v
 
+    @model_validator(mode="after")
+    def _unsandboxed_is_explicit(self) -> OpenClawSettings:
+        """`rlimits` runs commands with no sandbox: the operator must say so twice."""
+        if self.sandbox == "rlimits" and not self.allow_unsandboxed:
+            raise ValueError("sandbox = 'rlimits' runs commands without a sandbox: also set "
+                             "allow_unsandboxed = true, or use auto or bwrap")
+        return self
+
 
 class EvaSettings(_Section):
     grant_ttl_seconds: float = Field(30.0, gt=0, le=300,
