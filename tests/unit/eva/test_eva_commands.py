@@ -417,3 +417,17 @@ def test_git_always_carries_every_protocol_switched_off(policy: Policy) -> None:
         assert f"protocol.{name}.allow=never" in pairs
     assert {"protocol.allow=never", "safe.bareRepository=explicit",
             "core.hooksPath=/dev/null", "core.fsmonitor=false"} <= pairs
+
+
+def test_glued_values_of_path_flags_are_listed_as_paths(tmp_path: Path) -> None:
+    """`-fFILE`, `-f FILE` and `--file=FILE` all name FILE, for OpenClaw to check."""
+    (tmp_path / "tools.toml").write_text((DEFAULT_POLICIES / "tools.toml").read_text())
+    (tmp_path / "allowlist.toml").write_text(
+        '[commands.head]\nbinary = "/usr/bin/head"\ntier = 1\n'
+        'value_flags = { "-f" = "path", "--file" = "path", "-n" = "int" }\n')
+    custom = load_policy(tmp_path)
+    for argv in (["head", "-n1", "-fsub/link", "a"], ["head", "-f", "sub/link", "a"],
+                 ["head", "--file=sub/link", "a"], ["head", "--file", "sub/link", "a"]):
+        assert plan_command(custom, argv).paths == ("sub/link", "a"), argv
+    with pytest.raises(InvalidCommand):
+        plan_command(custom, ["head", "--file=../x", "a"])

@@ -44,10 +44,12 @@ from sonia.services.openclaw.execution import CommandPlan
 from sonia.services.openclaw.gitguard import check_repository
 from sonia.services.openclaw.paths import Workspace
 
-__all__ = ["MAX_WALK_ENTRIES", "check_operands", "check_plan", "protected_below"]
+__all__ = ["MAX_HIDDEN", "MAX_WALK_ENTRIES", "check_operands", "check_plan", "protected_below"]
 
 MAX_WALK_ENTRIES = 100_000
 """Entries a recursive command's view may hold before it is refused as too large to hide."""
+MAX_HIDDEN = 512
+"""Protected names a view may cover (one mount each) before the command is refused."""
 
 
 def _walk(cwd_fd: int, names: list[str], shown: str) -> None:
@@ -100,7 +102,8 @@ def check_operands(workspace: Workspace, paths: tuple[str, ...] | list[str],
 def protected_below(workspace: Workspace, limit: int = MAX_WALK_ENTRIES) -> list[str]:
     """Absolute paths of every protected name in the workspace (not below one, not links).
 
-    Raises POLICY_DENIED when the workspace holds more than `limit` entries.
+    Raises POLICY_DENIED when the workspace holds more than `limit` entries or more
+    than MAX_HIDDEN protected names.
     """
     found: list[str] = []
     seen = 0
@@ -124,6 +127,9 @@ def protected_below(workspace: Workspace, limit: int = MAX_WALK_ENTRIES) -> list
                 continue  # recursive commands do not follow links below their operands
             if workspace.is_protected(child):
                 found.append(workspace.absolute(child))
+                if len(found) > MAX_HIDDEN:
+                    raise PolicyDenied(f"the workspace holds more than {MAX_HIDDEN} protected "
+                                       f"names: too many to hide from a recursive command")
             elif is_dir:
                 stack.append(child)
     return sorted(found)
