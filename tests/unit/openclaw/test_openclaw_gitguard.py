@@ -157,7 +157,13 @@ def test_links_gitfiles_worktrees_and_bare_repositories_are_refused(
     init(root / "cfglink")
     (root / "cfglink" / ".git" / "config").unlink()
     (root / "cfglink" / ".git" / "config").symlink_to(tmp_path / "elsewhere" / ".git" / "config")
+    init(root / "infolink")
+    shutil.rmtree(root / "infolink" / ".git" / "info")
+    (root / "infolink" / ".git" / "info").symlink_to(tmp_path / "elsewhere" / ".git" / "info")
+    init(root / "alternates")
+    (root / "alternates" / ".git" / "objects" / "info" / "alternates").write_text(
+        str(tmp_path / "elsewhere" / ".git" / "objects"))
     for cwd in (("linked",), ("gitfile",), ("worktree",), ("odd name",),
-                ("odd name", "refs", "deeper"), ("cfglink",)):
+                ("odd name", "refs", "deeper"), ("cfglink",), ("infolink",), ("alternates",)):
         with pytest.raises(PolicyDenied):
             check_repository(workspace, cwd, GIT)

@@ -171,7 +171,9 @@ def _check_gitdir(git: str, gitdir_fd: int, shown: str) -> None:
         if problems:
             raise _refuse(f"{shown}/config: " + "; ".join(problems[:5]))
     info = _lstat(gitdir_fd, "info")
-    if info is not None and stat.S_ISDIR(info.st_mode):
+    if info is not None and not stat.S_ISDIR(info.st_mode):
+        raise _refuse(f"{shown}/info is not a directory")
+    if info is not None:
         info_fd = os.open("info", os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC,
                           dir_fd=gitdir_fd)
         try:
