@@ -94,6 +94,9 @@ class OpenClawSettings(_Section):
     max_output_bytes: int = Field(65_536, ge=1024, description="tool output kept per stream")
     max_file_bytes: int = Field(10_485_760, ge=1024, description="largest file read or written")
     sandbox: str = Field("auto", description="auto | bwrap | rlimits")
+    allow_unsandboxed: bool = Field(
+        False, description="run shell.run without bubblewrap (rlimits, as nobody when root); "
+                           "false: shell.run is refused with SANDBOX_UNAVAILABLE")
 
     @field_validator("sandbox")
     @classmethod
@@ -101,6 +104,14 @@ class OpenClawSettings(_Section):
         if v not in {"auto", "bwrap", "rlimits"}:
             raise ValueError("must be one of auto, bwrap, rlimits")
         return v
+
+    @model_validator(mode="after")
+    def _unsandboxed_is_explicit(self) -> OpenClawSettings:
+        """`rlimits` runs commands with no sandbox: the operator must say so twice."""
+        if self.sandbox == "rlimits" and not self.allow_unsandboxed:
+            raise ValueError("sandbox = 'rlimits' runs commands without a sandbox: also set "
+                             "allow_unsandboxed = true, or use auto or bwrap")
+        return self
 
 
 class EvaSettings(_Section):

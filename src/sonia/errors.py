@@ -22,6 +22,7 @@
         ├── PayloadTooLarge        413 PAYLOAD_TOO_LARGE
         ├── RateLimited            429 RATE_LIMITED
         ├── Unavailable            503 UNAVAILABLE
+        ├── SandboxUnavailable     503 SANDBOX_UNAVAILABLE
         ├── Timeout                504 TIMEOUT
         └── Internal               500 INTERNAL
 
@@ -135,6 +136,10 @@ class Unavailable(ApiError):
     status, code, title = 503, "UNAVAILABLE", "A dependency is unavailable"
 
 
+class SandboxUnavailable(ApiError):
+    status, code, title = 503, "SANDBOX_UNAVAILABLE", "No sandbox can contain commands"
+
+
 class Timeout(ApiError):
     status, code, title = 504, "TIMEOUT", "Ran out of time"
 
@@ -148,8 +153,8 @@ API_ERRORS: dict[str, type[ApiError]] = {
     for cls in (
         Unauthenticated, Forbidden, InvalidArgument, PolicyDenied, InvalidApproval,
         AlreadyDecided, InvalidCommand, PathOutsideSandbox, SymlinkDenied, InvalidPath,
-        NotFound, MethodNotAllowed, PayloadTooLarge, RateLimited, Unavailable, Timeout,
-        Internal,
+        NotFound, MethodNotAllowed, PayloadTooLarge, RateLimited, Unavailable,
+        SandboxUnavailable, Timeout, Internal,
     )
 }
 """Every API error class by its code, so a client can rebuild the error it was sent."""

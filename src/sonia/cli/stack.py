@@ -71,7 +71,7 @@ def register(app: typer.Typer) -> None:
     def status(home: HomeOption = None,
                as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False
                ) -> None:
-        """Per service: pid, port, ready, uptime, memory (USS), restarts."""
+        """Per service: pid, port, ready, uptime, memory (USS), restarts; the sandbox in force."""
         h = resolve_home(home)
         rows = control.status(h)
         if as_json:
@@ -90,6 +90,11 @@ def register(app: typer.Typer) -> None:
             if r.not_ready_because:
                 console.print(f"[red]{r.name} not ready[/red]: {escape(r.not_ready_because)}",
                               highlight=False)
+            if r.sandbox:
+                console.print(f"{r.name} sandbox: {r.sandbox.get('level')} (network "
+                              f"{r.sandbox.get('network')}, commands as uid "
+                              f"{r.sandbox.get('runs_as_uid')}): {r.sandbox.get('reason')}",
+                              markup=False)
         if not all(r.ready for r in rows):
             raise typer.Exit(1)
 

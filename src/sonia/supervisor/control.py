@@ -42,6 +42,8 @@ class ServiceStatus:
     uss_bytes: int | None
     restarts: int
     not_ready_because: str | None = None
+    sandbox: dict[str, str] = field(default_factory=dict)
+    """OpenClaw only: the sandbox its commands run in, from its /readyz."""
 
 
 @dataclass
@@ -94,6 +96,17 @@ def readiness(settings: Settings, service: str, timeout: float = 1.0) -> tuple[b
     failing = [f"{name}: {check.get('output', 'fail')}" for name, check in checks.items()
                if isinstance(check, dict) and check.get("status") != "pass"]
     return False, "; ".join(failing) or f"/readyz answered {r.status_code} (draining?)"
+
+
+def sandbox_in_force(settings: Settings, timeout: float = 1.0) -> dict[str, str]:
+    """OpenClaw's `sandbox` readiness check (level, network, uid of commands, reason)."""
+    try:
+        body = httpx.get(settings.url_of("openclaw") + "/readyz", timeout=timeout).json()
+    except (httpx.HTTPError, ValueError):
+        return {}
+    check = body.get("checks", {}).get("sandbox", {}) if isinstance(body, dict) else {}
+    return {key: str(value) for key, value in check.items()
+            if key in ("level", "network", "runs_as_uid", "reason")}
 
 
 def wait_ready(home: Home, settings: Settings, deadline_s: float,
@@ -285,5 +298,6 @@ def status(home: Home) -> list[ServiceStatus]:
             uptime_s=(time.time() - started) if (pid and started) else None,
             uss_bytes=tree_uss(pid) if pid else None,
             restarts=int(info.get("restarts", 0)),
+            sandbox=sandbox_in_force(settings) if running and name == "openclaw" else {},
         ))
     return rows

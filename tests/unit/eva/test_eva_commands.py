@@ -94,12 +94,13 @@ def test_binaries_are_absolute(policy: Policy) -> None:
 
 
 @pytest.mark.parametrize("argv, tail", [
-    (["git", "status"], ["status", "--"]),
-    (["git", "status", "--short"], ["status", "--short", "--"]),
+    (["git", "status"], ["status", "--ignore-submodules=all", "--"]),
+    (["git", "status", "--short"], ["status", "--ignore-submodules=all", "--short", "--"]),
     (["git", "log", "-n", "5", "--oneline"],
      ["log", "--no-ext-diff", "--no-textconv", "-n", "5", "--oneline", "--"]),
     (["git", "diff", "HEAD~1", "--", "a.txt"],
-     ["diff", "--no-ext-diff", "--no-textconv", "HEAD~1", "--", "a.txt"]),
+     ["diff", "--no-ext-diff", "--no-textconv", "--ignore-submodules=all", "HEAD~1", "--",
+      "a.txt"]),
     (["git", "show", "--stat", "HEAD"],
      ["show", "--no-ext-diff", "--no-textconv", "--stat", "HEAD", "--"]),
 ])
@@ -372,3 +373,61 @@ def test_git_plans_ignore_a_hostile_repository_config(policy: Policy, tmp_path: 
                               capture_output=True, timeout=30, check=False)
         assert done.returncode == 0, (argv, done.stderr)
     assert pwned() == []
+
+
+# --- what the plan tells OpenClaw to check (issue 10, findings 2 and 3) ----------------------
+@pytest.mark.parametrize(("argv", "paths", "recursive"), [
+    (["cat", "a", "--", "-d/link"], ("a", "-d/link"), False),
+    (["head", "-c", "30", "--", "-d/link"], ("-d/link",), False),
+    (["grep", "-v", "-e", "PRIVATE", "link"], ("link",), False),
+    (["grep", "PRIVATE", "link"], ("link",), False),
+    (["grep", "-r", "-H", "", "proj"], ("proj",), True),
+    (["grep", "-rH", "x"], (".",), True),
+    (["ls", "-lR"], (".",), True),
+    (["ls", "-l"], (), False),
+    (["find", "proj", "-newer", "sub/link"], ("proj", "sub/link"), True),
+    (["find", "-name", "x"], (".",), True),
+    (["mkdir", "-p", "--", "-x/.git/hooks"], ("-x/.git/hooks",), False),
+    (["cp", "-r", "a", "b"], ("a", "b"), True),
+    (["git", "diff", "HEAD", "--", "a.txt"], ("a.txt",), False),
+])
+def test_the_plan_lists_every_path_and_whether_it_recurses(
+        policy: Policy, argv: list[str], paths: tuple[str, ...], recursive: bool) -> None:
+    if argv[0] == "git":
+        _needs_git(policy)
+    plan = plan_command(policy, argv)
+    assert (plan.paths, plan.recursive, plan.name) == (paths, recursive, argv[0])
+
+
+@pytest.mark.parametrize("argv", [
+    ["git", "log", "--format=%H%(describe)"], ["git", "log", "--format", "tformat:%s"],
+    ["git", "show", "--format=%B"], ["git", "log", "--date=format:%c"],
+])
+def test_git_has_no_free_text_format(policy: Policy, argv: list[str]) -> None:
+    _needs_git(policy)
+    with pytest.raises(InvalidCommand):
+        plan_command(policy, argv)
+
+
+def test_git_always_carries_every_protocol_switched_off(policy: Policy) -> None:
+    _needs_git(policy)
+    plan = plan_command(policy, ["git", "status"])
+    pairs = {plan.argv[i + 1] for i, arg in enumerate(plan.argv[:-1]) if arg == "-c"}
+    for name in ("ext", "fd", "file", "git", "http", "https", "ssh"):
+        assert f"protocol.{name}.allow=never" in pairs
+    assert {"protocol.allow=never", "safe.bareRepository=explicit",
+            "core.hooksPath=/dev/null", "core.fsmonitor=false"} <= pairs
+
+
+def test_glued_values_of_path_flags_are_listed_as_paths(tmp_path: Path) -> None:
+    """`-fFILE`, `-f FILE` and `--file=FILE` all name FILE, for OpenClaw to check."""
+    (tmp_path / "tools.toml").write_text((DEFAULT_POLICIES / "tools.toml").read_text())
+    (tmp_path / "allowlist.toml").write_text(
+        '[commands.head]\nbinary = "/usr/bin/head"\ntier = 1\n'
+        'value_flags = { "-f" = "path", "--file" = "path", "-n" = "int" }\n')
+    custom = load_policy(tmp_path)
+    for argv in (["head", "-n1", "-fsub/link", "a"], ["head", "-f", "sub/link", "a"],
+                 ["head", "--file=sub/link", "a"], ["head", "--file", "sub/link", "a"]):
+        assert plan_command(custom, argv).paths == ("sub/link", "a"), argv
+    with pytest.raises(InvalidCommand):
+        plan_command(custom, ["head", "--file=../x", "a"])

@@ -266,10 +266,18 @@ def test_dangerous_git_flags_may_never_be_allowed(tmp_path: Path, flag: str) -> 
                                                                  "value_flags": {"-l": "int"}},
     {"value_flags": {"-n": "number"}}, {"value_flags": {"-n": "re:("}},
     {"pattern_flags": ["-e"]}, {"min_operands": 5, "max_operands": 2},
-    {"operands": "none", "min_operands": 1},
+    {"operands": "none", "min_operands": 1}, {"recursive_flags": ["-R"]},
 ])
 def test_malformed_argument_policies_are_refused(tmp_path: Path, change: dict[str, Any]) -> None:
     _refused(_write(tmp_path, allowlist=_only("ls", {**LS, **change})))
+
+
+def test_the_default_policy_knows_which_flags_recurse() -> None:
+    commands = load_policy(DEFAULT_POLICIES).commands
+    for name, flags in (("grep", {"-r", "--recursive"}), ("ls", {"-R", "--recursive"}),
+                        ("cp", {"-r", "-R", "--recursive"}), ("rm", {"-r", "-R", "--recursive"})):
+        spec = commands[name].args
+        assert spec is not None and spec.recursive_flags == flags, name
 
 
 def test_commands_with_subcommands_keep_tiers_per_subcommand(tmp_path: Path) -> None:

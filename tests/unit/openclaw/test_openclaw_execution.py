@@ -39,7 +39,7 @@ def sh(script: str) -> CommandPlan:
 
 def level_for(name: str) -> SandboxLevel:
     if name == "rlimits":
-        return detect_sandbox("rlimits")
+        return detect_sandbox("rlimits", allow_unsandboxed=True)
     level = detect_sandbox("auto")
     if level.level != "bwrap":
         pytest.skip(f"bubblewrap does not work here: {level.reason}")
@@ -87,7 +87,9 @@ def test_the_child_environment_is_only_the_allowlist(executor: Executor) -> None
     env = dict(line.split("=", 1) for line in result.stdout.splitlines())
     root = executor.workspace.root
     assert env == {"LANG": "C.UTF-8", "PATH": "/usr/bin:/bin", "HOME": root, "PWD": root,
-                   "GIT_CONFIG_NOSYSTEM": "1", "GIT_CONFIG_GLOBAL": "/dev/null"}
+                   "GIT_CONFIG_NOSYSTEM": "1", "GIT_CONFIG_GLOBAL": "/dev/null",
+                   "GIT_ATTR_NOSYSTEM": "1", "GIT_TERMINAL_PROMPT": "0",
+                   "GIT_CEILING_DIRECTORIES": os.path.dirname(root)}
     assert result.exit_code == 0 and not result.timed_out
     assert result.sandbox == executor.sandbox.as_dict()
 
@@ -178,7 +180,7 @@ def test_bad_plans_are_invalid_commands(executor: Executor) -> None:
 
 
 def test_a_missing_binary_is_an_invalid_command(workspace: Workspace) -> None:
-    executor = Executor(workspace, detect_sandbox("rlimits"))
+    executor = Executor(workspace, detect_sandbox("rlimits", allow_unsandboxed=True))
     with pytest.raises(ApiError) as info:
         executor.run(plan("/usr/bin/no-such-binary-here"))
     assert info.value.code == "INVALID_COMMAND"
@@ -200,13 +202,19 @@ def test_a_claimed_bwrap_level_really_has_no_network_and_no_outside(
 
 
 def test_rlimits_is_reported_as_such() -> None:
-    level = detect_sandbox("rlimits")
+    level = detect_sandbox("rlimits", allow_unsandboxed=True)
     assert level.as_dict() == {"level": "rlimits", "network": "host",
-                               "reason": "configured: openclaw.sandbox = rlimits"}
+                               "reason": "configured: openclaw.sandbox = rlimits",
+                               "runs_as_uid": str(level.runs_as)}
+    with pytest.raises(ConfigError) as info:
+        detect_sandbox("rlimits")
+    assert info.value.key == "openclaw.allow_unsandboxed"
 
 
 def test_a_bwrap_that_fails_its_probe_is_never_claimed() -> None:
     level = detect_sandbox("auto", bwrap="/usr/bin/false")
+    assert level.level == "unavailable" and "probe failed" in level.reason
+    level = detect_sandbox("auto", bwrap="/usr/bin/false", allow_unsandboxed=True)
     assert level.level == "rlimits" and level.network == "host"
     assert "fell back" in level.reason and "probe failed" in level.reason
     with pytest.raises(ConfigError) as info:

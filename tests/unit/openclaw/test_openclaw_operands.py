@@ -10,7 +10,7 @@ import pytest
 
 from sonia.errors import PathOutsideSandbox, PolicyDenied, SymlinkDenied
 from sonia.services.openclaw.app import PROTECTED
-from sonia.services.openclaw.operands import check_operands
+from sonia.services.openclaw.operands import MAX_HIDDEN, check_operands, protected_below
 from sonia.services.openclaw.paths import Workspace
 
 
@@ -29,7 +29,7 @@ def workspace(tmp_path: Path) -> Iterator[Workspace]:
 
 
 def test_plain_files_flags_and_new_names_pass(workspace: Workspace) -> None:
-    check_operands(workspace, ["/usr/bin/cat", "-n", "--", "docs/a.txt", "new/file.txt"])
+    check_operands(workspace, ["docs/a.txt", "new/file.txt", "-n"])
 
 
 @pytest.mark.parametrize(("argument", "error"), [
@@ -45,8 +45,29 @@ def test_plain_files_flags_and_new_names_pass(workspace: Workspace) -> None:
 def test_dangerous_arguments_are_refused(workspace: Workspace, argument: str,
                                          error: type[Exception]) -> None:
     with pytest.raises(error):
-        check_operands(workspace, ["/usr/bin/cat", "--", argument])
+        check_operands(workspace, [argument])
 
 
-def test_argv0_and_flags_are_not_names(workspace: Workspace) -> None:
-    check_operands(workspace, ["link", "--exclude-dir=.git", "-e"])
+def test_names_that_start_with_a_dash_are_still_paths(workspace: Workspace) -> None:
+    os.symlink("../link", Path(workspace.root) / "docs" / "-d")
+    with pytest.raises(SymlinkDenied):
+        check_operands(workspace, ["-d/x"], "docs")
+
+
+def test_protected_names_below_are_found_but_not_through_links(workspace: Workspace) -> None:
+    root = Path(workspace.root)
+    (root / "p" / ".git" / "objects").mkdir(parents=True)
+    (root / "p" / "deep").mkdir()
+    (root / "p" / "deep" / ".env.local").write_text("x")
+    (root / ".env").write_text("x")
+    found = protected_below(workspace)
+    assert found == sorted(str(root / rel) for rel in (".env", "p/.git", "p/deep/.env.local"))
+
+
+def test_a_workspace_too_large_to_hide_is_refused(workspace: Workspace) -> None:
+    with pytest.raises(PolicyDenied):
+        protected_below(workspace, limit=3)
+    for index in range(MAX_HIDDEN + 1):
+        (Path(workspace.root) / f".env.{index}").write_text("x")
+    with pytest.raises(PolicyDenied):
+        protected_below(workspace)

@@ -18,7 +18,7 @@ from sonia.services.openclaw.tools import TOOL_SPECS, Toolbox, check_args
 GITHUB_TOKEN = "ghp_" + "Zz90" * 9
 
 
-def validate(argv: list[str]) -> CommandPlan:
+def validate(argv: list[str], cwd: str = ".") -> CommandPlan:
     """A two-command allowlist standing in for EVA's."""
     if argv[0] == "ls" and all(arg in ("-a", "-1") for arg in argv[1:]):
         return CommandPlan("/usr/bin/ls", list(argv), tier=1)
@@ -45,7 +45,8 @@ def toolbox(root: Path) -> Iterator[Toolbox]:
     with Workspace(root) as ws:
         yield Toolbox(
             ws,
-            executor=Executor(ws, detect_sandbox("rlimits"), max_output_bytes=4096),
+            executor=Executor(ws, detect_sandbox("rlimits", allow_unsandboxed=True),
+                              max_output_bytes=4096),
             validate_command=validate,
             redactor=Redactor(),
             max_file_bytes=4096,

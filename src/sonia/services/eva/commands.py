@@ -16,10 +16,17 @@ its own option parser would have made of the original order. Refused:
 
 Git needs a subcommand first (`git status|log|diff|show`), global options such
 as `-c`, `-C` or `--git-dir` are never accepted, and the policy's fixed
-arguments (`--no-pager`, `--no-ext-diff`, ...) are always added. `find` accepts
+arguments (`--no-pager`, `--no-ext-diff`, every `protocol.<name>.allow=never`,
+...) are always added; there is no free-text `--format` (OpenClaw's `gitguard`
+also inspects the repository before git runs). `find` accepts
 start points and then only the predicates the policy lists (no `-exec`,
 `-delete`, `-fprint`, ...). Every refusal raises InvalidCommand (400
 INVALID_COMMAND) whose detail names the offending element and its index.
+
+The plan also says what the command will open as a path (`paths`: every operand,
+those after `--` included, and the values of path flags such as `find -newer`)
+and whether it walks directories (`recursive`), so OpenClaw can check each path
+from the command's real cwd and hide protected names from a recursive walk.
 """
 
 from __future__ import annotations
@@ -115,7 +122,9 @@ class _Parsed:
     pattern: list[str] = field(default_factory=list)
     revisions: list[str] = field(default_factory=list)
     paths: list[str] = field(default_factory=list)
+    flag_paths: list[str] = field(default_factory=list)
     used_pattern_flag: bool = False
+    recursive: bool = False
 
 
 def _unknown_long(index: int, element: str, name: str, spec: ArgSpec) -> InvalidCommand:
@@ -144,6 +153,7 @@ def _parse_getopt(argv: Sequence[str], start: int, spec: ArgSpec) -> _Parsed:
                 if eq:
                     raise _refuse(i, element, f"{name} takes no value")
                 parsed.flags.append(name)
+                parsed.recursive |= name in spec.recursive_flags
             elif name in spec.value_flags:
                 if not eq:
                     if i + 1 >= len(argv):
@@ -151,6 +161,8 @@ def _parse_getopt(argv: Sequence[str], start: int, spec: ArgSpec) -> _Parsed:
                     i += 1
                     value = argv[i]
                 _check_value(i, element, name, spec.value_flags[name], value)
+                if spec.value_flags[name] == "path":
+                    parsed.flag_paths.append(value)
                 parsed.flags.append(f"{name}={value}")
                 parsed.used_pattern_flag |= name in spec.pattern_flags
             else:
@@ -161,6 +173,7 @@ def _parse_getopt(argv: Sequence[str], start: int, spec: ArgSpec) -> _Parsed:
                 flag = f"-{letter}"
                 if flag in spec.flags:
                     parsed.flags.append(flag)
+                    parsed.recursive |= flag in spec.recursive_flags
                 elif flag in spec.value_flags:
                     value = cluster[offset + 1:]
                     if not value:
@@ -169,6 +182,8 @@ def _parse_getopt(argv: Sequence[str], start: int, spec: ArgSpec) -> _Parsed:
                         i += 1
                         value = argv[i]
                     _check_value(i, element, flag, spec.value_flags[flag], value)
+                    if spec.value_flags[flag] == "path":
+                        parsed.flag_paths.append(value)
                     parsed.flags.extend((flag, value))
                     parsed.used_pattern_flag |= flag in spec.pattern_flags
                     break
@@ -222,7 +237,10 @@ def _plan_getopt(command: CommandSpec, argv: Sequence[str]) -> CommandPlan:
     _count(spec, len(parsed.paths), name)
     tail = [] if spec.operands == "none" else ["--", *parsed.pattern, *parsed.paths]
     out = [*head, *spec.fixed_args, *parsed.flags, *parsed.revisions, *tail]
-    return CommandPlan(binary=command.binary, argv=out, tier=spec.tier)
+    # A recursive command with no operand walks its cwd.
+    paths = (*parsed.flag_paths, *(parsed.paths or (["."] if parsed.recursive else [])))
+    return CommandPlan(binary=command.binary, argv=out, tier=spec.tier, name=command.name,
+                       paths=paths, recursive=parsed.recursive)
 
 
 def _plan_find(command: CommandSpec, argv: Sequence[str]) -> CommandPlan:
@@ -238,6 +256,7 @@ def _plan_find(command: CommandSpec, argv: Sequence[str]) -> CommandPlan:
         i += 1
     _count(spec, len(starts), command.name)
     expression: list[str] = []
+    flag_paths: list[str] = []
     while i < len(argv):
         element = argv[i]
         if element in _FIND_OPERATORS or element in spec.flags:
@@ -246,6 +265,8 @@ def _plan_find(command: CommandSpec, argv: Sequence[str]) -> CommandPlan:
             if i + 1 >= len(argv):
                 raise _refuse(i, element, f"{element} needs a value")
             _check_value(i + 1, argv[i + 1], element, spec.value_flags[element], argv[i + 1])
+            if spec.value_flags[element] == "path":
+                flag_paths.append(argv[i + 1])
             expression.extend((element, argv[i + 1]))
             i += 1
         elif element.startswith("-"):
@@ -254,7 +275,8 @@ def _plan_find(command: CommandSpec, argv: Sequence[str]) -> CommandPlan:
             raise _refuse(i, element, "start points must come before the expression")
         i += 1
     out = [command.argv0, *command.global_args, *spec.fixed_args, *starts, *expression]
-    return CommandPlan(binary=command.binary, argv=out, tier=spec.tier)
+    return CommandPlan(binary=command.binary, argv=out, tier=spec.tier, name=command.name,
+                       paths=(*(starts or ["."]), *flag_paths), recursive=True)
 
 
 def plan_command(policy: Policy, argv: object) -> CommandPlan:

@@ -142,6 +142,8 @@ class ArgSpec:
     min_operands: int = 0
     max_operands: int = 64
     fixed_args: tuple[str, ...] = ()
+    recursive_flags: frozenset[str] = frozenset()
+    """Flags that make the command walk directories (`grep -r`, `ls -R`, `cp -r`)."""
 
 
 @dataclass(frozen=True)
@@ -212,6 +214,7 @@ class _ArgsEntry(_Strict):
     min_operands: int = Field(0, ge=0, le=256)
     max_operands: int = Field(64, ge=0, le=256)
     fixed_args: list[str] = []
+    recursive_flags: list[str] = []
 
 
 class _SubcommandEntry(_ArgsEntry):
@@ -389,6 +392,10 @@ def _build_args(
         if flag not in entry.value_flags:
             raise ConfigError(f"{key}: pattern flag {flag} must also be a value flag",
                               key=f"{key}.pattern_flags")
+    for flag in entry.recursive_flags:
+        if flag not in entry.flags:
+            raise ConfigError(f"{key}: recursive flag {flag} must also be a flag",
+                              key=f"{key}.recursive_flags")
     if entry.min_operands > entry.max_operands:
         raise ConfigError(f"{key}: min_operands exceeds max_operands", key=f"{key}.min_operands")
     if entry.operands == "none" and (entry.min_operands or entry.pattern_operand):
@@ -405,6 +412,7 @@ def _build_args(
         min_operands=entry.min_operands,
         max_operands=entry.max_operands,
         fixed_args=tuple(entry.fixed_args),
+        recursive_flags=frozenset(entry.recursive_flags),
     )
 
 

@@ -20,7 +20,8 @@ Nothing runs without a grant, and every grant runs at most once:
 The consumption is committed to OpenClaw's own SQLite database before the tool
 starts, so neither a concurrent request nor a restart can run a grant twice.
 OpenClaw holds only EVA's public key (`grant_key`). /readyz reports the sandbox
-level actually in force and the path-resolution mechanism.
+level actually in force (bwrap, rlimits, or unavailable: `shell.run` refused), the
+uid commands run as, and the path-resolution mechanism.
 """
 
 from __future__ import annotations
@@ -46,7 +47,7 @@ from sonia.services.eva.plan import canonical_json
 from sonia.services.eva.policy import Policy, load_policy
 from sonia.services.openclaw.execution import CommandPlan, Executor, detect_sandbox
 from sonia.services.openclaw.grant_key import GrantKeySource
-from sonia.services.openclaw.operands import check_operands
+from sonia.services.openclaw.operands import check_plan
 from sonia.services.openclaw.paths import DEFAULT_PROTECTED, Workspace
 from sonia.services.openclaw.reaper import REAPER
 from sonia.services.openclaw.tools import Toolbox
@@ -85,7 +86,8 @@ class OpenClaw:
         self.policy: Policy = load_policy(home.policies,
                                           forbidden_roots=[home.root, home.workspace])
         REAPER.adopt_orphans()  # before the first sandbox runs: its orphans come to us
-        self.sandbox = detect_sandbox(settings.sandbox)
+        self.sandbox = detect_sandbox(settings.sandbox,
+                                      allow_unsandboxed=settings.allow_unsandboxed)
         REAPER.reap_orphans()
         self._reaping: asyncio.Task[None] | None = None
         home.workspace.mkdir(exist_ok=True)
@@ -101,10 +103,8 @@ class OpenClaw:
         self.db = Database(home.db_path("openclaw"), grant_ledger.MIGRATIONS)
         self.keys = GrantKeySource(ctx.client("eva"))
 
-    def validate_command(self, argv: list[str]) -> CommandPlan:
-        plan = plan_command(self.policy, argv)
-        check_operands(self.workspace, plan.argv)
-        return plan
+    def validate_command(self, argv: list[str], cwd: str = ".") -> CommandPlan:
+        return check_plan(self.workspace, plan_command(self.policy, argv), cwd)
 
     async def execute(self, body: ExecuteBody) -> dict[str, Any]:
         grant = require_grant(body.grant)

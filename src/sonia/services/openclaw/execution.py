@@ -18,9 +18,23 @@ never through a shell:
   been reused by an unrelated process when the signal is sent;
 - stdout and stderr are each kept up to `max_output_bytes`, then cut with a marker,
   decoded as UTF-8 and redacted;
-- where bubblewrap works, inside `bwrap --unshare-all` (no network, own PID, IPC
-  and UTS namespaces), with only /usr (and the merged-/usr links), a few files of
-  /etc, a fresh /proc, /dev and /tmp, and the workspace (read-write) visible.
+- where bubblewrap works, inside `bwrap --unshare-all --unshare-user --uid 65534
+  --gid 65534` (no network; own user, PID, IPC and UTS namespaces; no
+  capabilities; the command is uid/gid 65534 in its namespace, so it holds no
+  privilege even when Sonia runs as root), with only /usr (and the merged-/usr
+  links), a few files of /etc, a fresh /proc, /dev and /tmp, and the workspace
+  (read-write) visible: the home, its `secrets/` and everything else do not exist
+  there. The workspace stays writable without changing its ownership, because the
+  namespace maps uid 65534 onto the service's own uid. Paths in `CommandPlan.hidden`
+  (protected names found below the workspace) are covered: directories with an
+  empty tmpfs, files with `/dev/null`, so a recursive command cannot read them;
+- without bubblewrap, nothing runs (`shell.run` is 503 SANDBOX_UNAVAILABLE) unless
+  the operator set `openclaw.allow_unsandboxed = true`. Then, when Sonia runs as
+  root, the child is started as `nobody` (subprocess's `user=`, `group=`,
+  `extra_groups=[]`, applied before exec); mutating commands then fail with
+  "permission denied" in a root-owned workspace, which fails closed. A recursive
+  command that would meet a protected name is refused at that level, since
+  nothing can hide it.
 
 `detect_sandbox()` probes bubblewrap once, by really running it, and reports the
 level in force; it never claims bwrap when the probe failed. A run past its
@@ -40,11 +54,11 @@ import subprocess
 import tempfile
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
-from sonia.errors import ConfigError, InvalidCommand, Timeout
+from sonia.errors import ConfigError, InvalidCommand, PolicyDenied, SandboxUnavailable, Timeout
 from sonia.redact import Redactor, default_redactor
 from sonia.services.openclaw.paths import Workspace
 from sonia.services.openclaw.reaper import REAPER
@@ -61,6 +75,8 @@ __all__ = [
 ]
 
 CHILD_PATH = "/usr/bin:/bin"
+UNPRIVILEGED_ID = 65534
+"""The uid and gid commands run as (`nobody`/`nogroup`): never root."""
 _READ_CHUNK = 65536
 _DRAIN_AFTER_EXIT_SECONDS = 2.0
 _PROBE_TIMEOUT_SECONDS = 10.0
@@ -68,24 +84,46 @@ _PROBE_TIMEOUT_SECONDS = 10.0
 
 @dataclass(frozen=True)
 class CommandPlan:
-    """A command the allowlist accepted: absolute `binary`, `argv[0]` its name, a tier."""
+    """A command the allowlist accepted: absolute `binary`, `argv[0]` its name, a tier.
+
+    `name` is the allowlisted command, `paths` every argument the command will open
+    as a path (operands and path-valued flags, relative to its cwd), `recursive`
+    whether it walks directories, and `hidden` the absolute paths of protected
+    names the sandbox must cover while it runs.
+    """
 
     binary: str
     argv: list[str]
     tier: int
+    name: str = ""
+    paths: tuple[str, ...] = ()
+    recursive: bool = False
+    hidden: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
 class SandboxLevel:
-    """The isolation actually in force, as found by running it."""
+    """The isolation actually in force, as found by running it.
 
-    level: Literal["bwrap", "rlimits"]
+    `unavailable` means no sandbox works and the operator did not allow running
+    commands without one: `shell.run` is refused.
+    """
+
+    level: Literal["bwrap", "rlimits", "unavailable"]
     network: Literal["none", "host"]
     reason: str
     bwrap_path: str | None = None
 
+    @property
+    def runs_as(self) -> int:
+        """The uid a command has (inside its namespace under bwrap)."""
+        if self.level == "bwrap" or os.geteuid() == 0:
+            return UNPRIVILEGED_ID
+        return os.geteuid()
+
     def as_dict(self) -> dict[str, str]:
-        return {"level": self.level, "network": self.network, "reason": self.reason}
+        return {"level": self.level, "network": self.network, "reason": self.reason,
+                "runs_as_uid": str(self.runs_as)}
 
 
 @dataclass(frozen=True)
@@ -117,9 +155,16 @@ _MERGED_USR_TOPS = ("/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32")
 _ETC_FILES = ("/etc/ld.so.cache", "/etc/alternatives", "/etc/localtime")
 
 
-def bwrap_argv(bwrap: str, workspace: str, cwd: str, env: Mapping[str, str]) -> list[str]:
-    """The bwrap command line up to and including `--`; the binary and its args follow."""
-    argv = [bwrap, "--unshare-all", "--die-with-parent", "--new-session", "--clearenv",
+def bwrap_argv(bwrap: str, workspace: str, cwd: str, env: Mapping[str, str],
+               hidden: Sequence[str] = ()) -> list[str]:
+    """The bwrap command line up to and including `--`; the binary and its args follow.
+
+    `hidden` are absolute paths below `workspace` to cover (an existing directory
+    with an empty read-only tmpfs, anything else with /dev/null).
+    """
+    ident = str(UNPRIVILEGED_ID)
+    argv = [bwrap, "--unshare-all", "--unshare-user", "--uid", ident, "--gid", ident,
+            "--die-with-parent", "--new-session", "--clearenv",
             "--cap-drop", "ALL", "--ro-bind", "/usr", "/usr"]
     for top in _MERGED_USR_TOPS:
         if os.path.islink(top):
@@ -129,7 +174,13 @@ def bwrap_argv(bwrap: str, workspace: str, cwd: str, env: Mapping[str, str]) -> 
     for path in _ETC_FILES:
         argv += ["--ro-bind-try", path, path]
     argv += ["--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp",
-             "--bind", workspace, workspace, "--chdir", cwd]
+             "--bind", workspace, workspace]
+    for path in hidden:
+        if os.path.isdir(path) and not os.path.islink(path):
+            argv += ["--tmpfs", path, "--remount-ro", path]
+        else:
+            argv += ["--ro-bind", "/dev/null", path]
+    argv += ["--chdir", cwd]
     for key, value in env.items():
         argv += ["--setenv", key, value]
     return [*argv, "--"]
@@ -140,10 +191,14 @@ def _child_env(home: str, cwd: str) -> dict[str, str]:
 
     Git reads configuration from the system and the user's home as well as the
     repository; both are switched off, so no config outside the workspace (and so
-    no pager, hook path or filter from it) can reach a command.
+    no pager, hook path or filter from it) can reach a command. Git looks for a
+    repository no higher than the workspace (`GIT_CEILING_DIRECTORIES` is its
+    parent), so a home kept under git is never read through the workspace.
     """
     return {"LANG": "C.UTF-8", "PATH": CHILD_PATH, "HOME": home, "PWD": cwd,
-            "GIT_CONFIG_NOSYSTEM": "1", "GIT_CONFIG_GLOBAL": "/dev/null"}
+            "GIT_CONFIG_NOSYSTEM": "1", "GIT_CONFIG_GLOBAL": "/dev/null",
+            "GIT_ATTR_NOSYSTEM": "1", "GIT_TERMINAL_PROMPT": "0",
+            "GIT_CEILING_DIRECTORIES": os.path.dirname(home.rstrip("/")) or "/"}
 
 
 def _run_probe(argv: list[str]) -> subprocess.CompletedProcess[bytes]:
@@ -193,16 +248,23 @@ _PROBES: dict[str, tuple[bool, str, bool]] = {}
 _PROBE_LOCK = threading.Lock()
 
 
-def detect_sandbox(preference: str = "auto", *, bwrap: str | None = None) -> SandboxLevel:
+def detect_sandbox(preference: str = "auto", *, bwrap: str | None = None,
+                   allow_unsandboxed: bool = False) -> SandboxLevel:
     """The sandbox level for `preference` (auto | bwrap | rlimits), probed once per binary.
 
     `bwrap` demands bubblewrap: a failed probe is a ConfigError (the service should
     refuse to start rather than run commands with less isolation than configured).
+    `rlimits` (no sandbox) needs `allow_unsandboxed`, else ConfigError; `auto`
+    without a working bubblewrap is `unavailable` unless `allow_unsandboxed`.
     """
     if preference not in ("auto", "bwrap", "rlimits"):
         raise ConfigError(f"sandbox must be auto, bwrap or rlimits, not {preference!r}",
                           key="openclaw.sandbox")
     if preference == "rlimits":
+        if not allow_unsandboxed:
+            raise ConfigError("openclaw.sandbox = rlimits runs commands without a sandbox; "
+                              "set openclaw.allow_unsandboxed = true to accept that, or use "
+                              "auto or bwrap", key="openclaw.allow_unsandboxed")
         return SandboxLevel("rlimits", "host", "configured: openclaw.sandbox = rlimits")
     path = bwrap or shutil.which("bwrap", path="/usr/bin:/bin:/usr/local/bin")
     if path is None:
@@ -216,6 +278,10 @@ def detect_sandbox(preference: str = "auto", *, bwrap: str | None = None) -> San
         return SandboxLevel("bwrap", "none" if isolated else "host", reason, bwrap_path=path)
     if preference == "bwrap":
         raise ConfigError(f"openclaw.sandbox is bwrap but {reason}", key="openclaw.sandbox")
+    if not allow_unsandboxed:
+        return SandboxLevel("unavailable", "host",
+                            f"{reason}; shell.run is refused (openclaw.allow_unsandboxed "
+                            f"is false)")
     return SandboxLevel("rlimits", "host", f"fell back to rlimits: {reason}")
 
 
@@ -294,6 +360,12 @@ class Executor:
     def run(self, plan: CommandPlan, *, cwd: str = ".", timeout: float | None = None
             ) -> ExecutionResult:
         """Run `plan` with working directory `cwd` (workspace-relative)."""
+        if self.sandbox.level == "unavailable":
+            raise SandboxUnavailable(f"no sandbox can contain commands: {self.sandbox.reason}")
+        if plan.recursive and plan.hidden and self.sandbox.level != "bwrap":
+            raise PolicyDenied(
+                f"{plan.argv[0]!r} would walk into protected names "
+                f"({len(plan.hidden)}), which only bubblewrap can hide")
         if not os.path.isabs(plan.binary) or not plan.argv:
             raise InvalidCommand("a command plan needs an absolute binary and an argv")
         if any("\x00" in arg for arg in [plan.binary, *plan.argv]):
@@ -316,17 +388,22 @@ class Executor:
             for which, value in limits:
                 resource.setrlimit(which, (value, value))
 
+        identity: dict[str, Any] = {}
         if self.sandbox.level == "bwrap" and self.sandbox.bwrap_path:
-            prefix = bwrap_argv(self.sandbox.bwrap_path, self.workspace.root, cwd_path, env)
+            prefix = bwrap_argv(self.sandbox.bwrap_path, self.workspace.root, cwd_path, env,
+                                plan.hidden)
             args, executable, child_env = [*prefix, plan.binary, *plan.argv[1:]], None, {}
         else:
             args, executable, child_env = list(plan.argv), plan.binary, env
+            if os.geteuid() == 0:  # never root: the child drops to nobody before exec
+                identity = {"user": UNPRIVILEGED_ID, "group": UNPRIVILEGED_ID,
+                            "extra_groups": []}
         started = time.monotonic()
         try:
             proc = REAPER.popen(
                 args, executable=executable, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE, env=child_env, start_new_session=True,
-                preexec_fn=child_setup, close_fds=True, shell=False,
+                preexec_fn=child_setup, close_fds=True, shell=False, **identity,
             )
         except OSError as exc:
             raise InvalidCommand(f"{plan.argv[0]!r} could not be started: {exc.strerror}"

@@ -14,8 +14,9 @@ it (400 INVALID_ARGUMENT) and fills in defaults. `Toolbox.run` executes a tool a
 redacts every string of its result, so no secret leaves OpenClaw through a tool.
 
 `shell.run` depends on the command allowlist only through the `validate_command`
-callable it is given (argv -> CommandPlan, raising INVALID_COMMAND), so the
-allowlist lives with the policies it belongs to.
+callable it is given ((argv, cwd) -> CommandPlan, raising INVALID_COMMAND or a
+path refusal), so the allowlist lives with the policies it belongs to; the plan
+is made again, against the disk as it is, right before the command runs.
 
 Search never follows symbolic links (they are skipped, like FIFOs, devices,
 sockets, hard-linked files, protected names and files with a NUL byte in their
@@ -43,7 +44,8 @@ from sonia.services.openclaw.paths import (
 
 __all__ = ["TOOL_SPECS", "ToolSpec", "Toolbox", "ValidateCommand", "check_args"]
 
-ValidateCommand = Callable[[list[str]], CommandPlan]
+ValidateCommand = Callable[[list[str], str], CommandPlan]
+"""(argv, cwd) -> the plan to run there, or INVALID_COMMAND / a path or policy refusal."""
 
 _PATH = {"type": "string", "minLength": 1, "maxLength": MAX_PATH_BYTES}
 _BINARY_SNIFF_BYTES = 8192
@@ -215,10 +217,10 @@ class Toolbox:
             raise NotFound(f"unknown tool {tool!r}; tools are {', '.join(sorted(self.specs))}")
         return spec
 
-    def _plan(self, argv: list[str]) -> CommandPlan:
+    def _plan(self, argv: list[str], cwd: str) -> CommandPlan:
         if self.validate_command is None or self.executor is None:
             raise InvalidCommand("shell.run is not available in this OpenClaw")
-        return self.validate_command(argv)
+        return self.validate_command(argv, cwd)
 
     def prepare(self, tool: str, args: Any) -> tuple[dict[str, Any], int]:
         """Checked arguments with defaults, and the tier this call has."""
@@ -226,7 +228,7 @@ class Toolbox:
         checked = check_args(spec.schema, args)
         tier = spec.tier
         if tool == "shell.run":
-            tier = max(tier, self._plan(checked["argv"]).tier)
+            tier = max(tier, self._plan(checked["argv"], checked["cwd"]).tier)
         return checked, tier
 
     def run(self, tool: str, args: Any) -> dict[str, Any]:
@@ -349,6 +351,6 @@ class Toolbox:
         return {"path": args["path"], "deleted": self.workspace.delete(args["path"])}
 
     def _shell(self, args: dict[str, Any]) -> dict[str, Any]:
-        plan = self._plan(args["argv"])
+        plan = self._plan(args["argv"], args["cwd"])
         assert self.executor is not None  # _plan refused otherwise
         return self.executor.run(plan, cwd=args["cwd"]).as_dict()
