@@ -56,7 +56,7 @@ from sonia.gates.chaos_evidence import (
     recovery,
     supervisor_restarts,
 )
-from sonia.gates.evidence import Verdict, capture_environment, write_json
+from sonia.gates.evidence import Check, Verdict, capture_environment, write_json
 from sonia.gates.fresh_stack import FreshStack
 from sonia.gates.history import History, Operation
 from sonia.gates.processes import orphans
@@ -542,4 +542,22 @@ def run(run_dir: Path, profile: ChaosProfile, progress: GateProgress) -> Verdict
         "stop": down.as_dict(),
         "environment": capture_environment(),
     })
-    return verdict
+    return judge(run_dir)
+
+
+def judge(run_dir: Path) -> Verdict:
+    """Re-derive the verdict from chaos-report.json and chaos-history.jsonl.
+
+    The recorded checks must agree with the stated status (`Verdict.from_dict`), and
+    the history file must hold every operation the report counts (a validity check):
+    a report over a history that is missing or shorter proves nothing.
+    """
+    data = json.loads((run_dir / "chaos-report.json").read_text(encoding="utf-8"))
+    recorded = Verdict.from_dict(data["verdict"])
+    history_file = run_dir / "chaos-history.jsonl"
+    lines = ([line for line in history_file.read_text(encoding="utf-8").splitlines()
+              if line.strip()] if history_file.is_file() else [])
+    expected = int(data["history"]["operations"])
+    complete = Check("history recorded", expected, len(lines),
+                     len(lines) == expected > 0, kind="validity")
+    return Verdict.of("chaos", [*recorded.checks, complete], recorded.thresholds)

@@ -33,6 +33,7 @@ Evidence: `restore-drill.json`.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import sqlite3
@@ -323,4 +324,29 @@ def run(run_dir: Path, profile: DurabilityProfile, progress: GateProgress) -> Ve
         "integrity_after_run": integrity_after,
         "environment": capture_environment(),
     })
-    return verdict
+    return judge(run_dir)
+
+
+def judge(run_dir: Path) -> Verdict:
+    """Re-derive the verdict from restore-drill.json.
+
+    RTO and RPO are recomputed from the drill's raw timings against the recorded
+    profile's targets; the other checks are read as recorded and must agree with
+    the stated status (`Verdict.from_dict` refuses a status its checks contradict).
+    """
+    data = json.loads((run_dir / EVIDENCE).read_text(encoding="utf-8"))
+    profile = DurabilityProfile(**data["profile"])
+    recorded = Verdict.from_dict(data["verdict"])
+    rto_s = float(data["rto_s"])
+    rpo_s = float(data["rpo"]["seconds"])
+    recomputed = {
+        "RTO (disaster to ready)": Check(
+            "RTO (disaster to ready)", {"seconds_below": profile.rto_target_s}, rto_s,
+            rto_s < profile.rto_target_s),
+        "RPO (acknowledged, not restored)": Check(
+            "RPO (acknowledged, not restored)", {"seconds_at_most": profile.rpo_target_s},
+            {"records": data["rpo"]["records"], "seconds": rpo_s},
+            rpo_s <= profile.rpo_target_s),
+    }
+    checks = [c for c in recorded.checks if c.name not in recomputed]
+    return Verdict.of("durability", [*checks, *recomputed.values()], asdict(profile))

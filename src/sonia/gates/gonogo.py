@@ -9,6 +9,7 @@ whole duration: every check must pass. Evidence: `go-no-go-summary.json`.
 
 from __future__ import annotations
 
+import json
 import os
 import time
 import uuid
@@ -114,9 +115,38 @@ def run(run_dir: Path, profile: GoNoGoProfile, progress: GateProgress) -> Verdic
     finally:
         os.environ.pop(RUN_MARKER_ENV, None)
     all_rows = [*rows, final]
+    verdict, totals = _verdict(profile, rows, final, health, subreaper)
+    ready = [r["time_to_ready_s"].get("gateway") for r in rows if r.get("time_to_ready_s")]
+    write_json(run_dir / "go-no-go-summary.json", {
+        "gate": "go-no-go",
+        "verdict": verdict.to_dict(),
+        "profile": profile.__dict__,
+        "cycles": all_rows,
+        "health": health,
+        "totals": totals,
+        "stack_ready_s": {"max": max(ready) if ready else None,
+                          "median": sorted(ready)[len(ready) // 2] if ready else None},
+        "environment": capture_environment(),
+        "subreaper": subreaper,
+    })
+    return judge(run_dir)
+
+
+def _row_ok(row: dict[str, Any]) -> bool:
+    """A cycle is clean when it started and left nothing behind (re-derived, not read)."""
+    return bool(row.get("started") and not row["escalations"] and not row["ports_bound"]
+                and not row["zombies"] and not row["orphans"]
+                and not row["wal_not_checkpointed"])
+
+
+def _verdict(profile: GoNoGoProfile, rows: list[dict[str, Any]], final: dict[str, Any],
+             health: dict[str, Any], subreaper: bool) -> tuple[Verdict, dict[str, Any]]:
+    """The verdict from the raw cycle rows and health record: shared by run and judge."""
+    all_rows = [*rows, final]
+    expected_checks = max(1, int(round(profile.health_minutes * 60 / profile.health_interval)))
     totals = {
         "cycles": profile.cycles,
-        "cycles_ok": sum(1 for r in rows if r["ok"]),
+        "cycles_ok": sum(1 for r in rows if _row_ok(r)),
         "failed_starts": sum(1 for r in all_rows if not r["started"]),
         "zombies": sum(len(r["zombies"]) for r in all_rows),
         "orphans": sum(len(r["orphans"]) for r in all_rows),
@@ -129,6 +159,10 @@ def run(run_dir: Path, profile: GoNoGoProfile, progress: GateProgress) -> Verdic
     checks = [
         Check("subreaper", True, subreaper, subreaper, kind="validity",
               detail="orphans can only be seen when the gate is their reaper"),
+        Check("cycle rows recorded", f"{profile.cycles} (at least 1)", len(rows),
+              len(rows) == profile.cycles >= 1, kind="validity"),
+        Check("health checks recorded", expected_checks, health["checks"],
+              health["checks"] == expected_checks, kind="validity"),
         Check("cycles_ok", profile.cycles, totals["cycles_ok"],
               totals["cycles_ok"] == profile.cycles),
         Check("failed_starts", 0, totals["failed_starts"], totals["failed_starts"] == 0),
@@ -140,22 +174,23 @@ def run(run_dir: Path, profile: GoNoGoProfile, progress: GateProgress) -> Verdic
         Check("wal_not_checkpointed", 0, totals["wal_not_checkpointed"],
               totals["wal_not_checkpointed"] == 0),
         Check("health_checks_passed", f"{health['checks']}/{health['checks']}",
-              f"{health['passed']}/{health['checks']}", health["passed"] == health["checks"]),
+              f"{health['passed']}/{health['checks']}",
+              health["passed"] == health["checks"] and not health["failures"]),
     ]
     verdict = Verdict.of("go-no-go", checks, {
         "cycles": profile.cycles, "health_minutes": profile.health_minutes,
         "health_interval_s": profile.health_interval,
     })
-    ready = [r["time_to_ready_s"].get("gateway") for r in rows if r.get("time_to_ready_s")]
-    write_json(run_dir / "go-no-go-summary.json", {
-        "gate": "go-no-go",
-        "verdict": verdict.to_dict(),
-        "profile": profile.__dict__,
-        "cycles": all_rows,
-        "health": health,
-        "totals": totals,
-        "stack_ready_s": {"max": max(ready) if ready else None,
-                          "median": sorted(ready)[len(ready) // 2] if ready else None},
-        "environment": capture_environment(),
-    })
-    return verdict
+    return verdict, totals
+
+
+def judge(run_dir: Path) -> Verdict:
+    """Re-derive the verdict from `go-no-go-summary.json`'s cycle rows and health record."""
+    summary = json.loads((run_dir / "go-no-go-summary.json").read_text(encoding="utf-8"))
+    profile = GoNoGoProfile(**summary["profile"])
+    rows = [r for r in summary["cycles"] if r["cycle"] != "after-health"]
+    finals = [r for r in summary["cycles"] if r["cycle"] == "after-health"]
+    if len(finals) != 1:
+        raise ValueError("go-no-go-summary.json needs exactly one after-health cycle row")
+    return _verdict(profile, rows, finals[0], summary["health"],
+                    summary.get("subreaper") is True)[0]
