@@ -45,7 +45,13 @@ from typing import Any
 
 import httpx
 
-from sonia.backup import create_backup, database_facts, restore_backup, verify_backup
+from sonia.backup import (
+    create_backup,
+    database_facts,
+    read_backup_key,
+    restore_backup,
+    verify_backup,
+)
 from sonia.gates.evidence import VALIDITY, Check, Verdict, capture_environment, write_json
 from sonia.gates.fresh_stack import FreshStack
 from sonia.gates.progress import GateProgress
@@ -238,7 +244,8 @@ def run(run_dir: Path, profile: DurabilityProfile, progress: GateProgress) -> Ve
 
     with FreshStack(run_dir / "restored-home") as restored_stack:
         t = time.monotonic()
-        restored = restore_backup(restored_stack.home, backup_path)
+        restored = restore_backup(restored_stack.home, backup_path,  # the key is carried
+                                  key=read_backup_key(stack.home.backup_key_file))
         restore_s = time.monotonic() - t
         manifest = verify_backup(backup_path).manifest or {}
         facts = _restored_facts(restored_stack.home.data, manifest)
