@@ -49,8 +49,13 @@ def _plain(value: Any) -> Any:
     return json.loads(json.dumps(value, default=str))
 
 
-def _recorded_parameters(gate: str, run_dir: Path) -> list[tuple[str, dict[str, Any]]]:
-    """(file, profile) for every evidence JSON file that recorded its parameters."""
+def _parameter_mismatches(gate: str, run_dir: Path, parameters: dict[str, Any]) -> list[str]:
+    """Evidence files whose recorded parameters differ from those verdict.json states.
+
+    A file records them as a whole `profile` object, or as top-level scalars named
+    like a parameter (the determinism gate's `seed` and `marker`).
+    """
+    stated = _plain(parameters)
     found = []
     for name in registry.EVIDENCE[gate]:
         if not name.endswith(".json"):
@@ -59,8 +64,15 @@ def _recorded_parameters(gate: str, run_dir: Path) -> list[tuple[str, dict[str, 
             data = json.loads((run_dir / name).read_text(encoding="utf-8"))
         except (OSError, ValueError):
             continue  # the judge has already said what is wrong with it
-        if isinstance(data, dict) and isinstance(data.get("profile"), dict):
-            found.append((name, data["profile"]))
+        if not isinstance(data, dict):
+            continue
+        if isinstance(data.get("profile"), dict) and _plain(data["profile"]) != stated:
+            found.append(name)
+            continue
+        scalars = {k: v for k, v in data.items() if k in stated
+                   and isinstance(v, str | int | float | bool) and v != stated[k]}
+        if scalars:
+            found.append(f"{name} ({', '.join(sorted(scalars))})")
     return found
 
 
@@ -101,10 +113,9 @@ def read_gate_evidence(gate: str, run_dir: Path, waivers: Sequence[Waiver] = (),
     if not isinstance(parameters, dict):
         problems.append(f"gate {gate} ({name}): verdict.json records no parameters")
         parameters = {}
-    for file, recorded in _recorded_parameters(gate, run_dir):
-        if _plain(recorded) != _plain(parameters):
-            problems.append(f"gate {gate} ({name}): the parameters in verdict.json differ "
-                            f"from those {file} recorded")
+    for file in _parameter_mismatches(gate, run_dir, parameters):
+        problems.append(f"gate {gate} ({name}): the parameters in verdict.json differ "
+                        f"from those {file} recorded")
     used: list[Waiver] = []
     try:
         below, used = below_minimum(gate, parameters, waivers)

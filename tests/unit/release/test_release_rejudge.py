@@ -127,6 +127,17 @@ def test_parameters_in_verdict_json_must_match_the_ones_the_evidence_recorded(
     assert "differ from those go-no-go-summary.json recorded" in reason
 
 
+def test_a_quick_determinism_run_stated_as_release_is_refused(setup: Setup) -> None:
+    origin = origin_for(setup.head)
+    runs = build_all(setup.home.artifacts, origin)
+    evidence = runs["determinism"] / "integration-tests.json"
+    data = json.loads(evidence.read_text())
+    data["marker"] = "integration and not slow"  # what the quick profile runs
+    evidence.write_text(json.dumps(data))
+    reason = refused(setup, runs)
+    assert "differ from those integration-tests.json (marker) recorded" in reason
+
+
 def test_missing_or_malformed_evidence_is_refused_naming_the_file(setup: Setup) -> None:
     runs = build_all(setup.home.artifacts, origin_for(setup.head))
     (runs["soak"] / "soak-metrics.csv").unlink()
