@@ -353,6 +353,9 @@ def register(app: typer.Typer) -> None:
         require_roles: Annotated[list[str] | None, typer.Option(
             help="with --draft: roles that must have signed off (repeatable or "
                  "comma-separated)")] = None,
+        repo: Annotated[Path | None, typer.Option(
+            help="the git checkout holding the release tag (default: the checkout of the "
+                 "running sonia)")] = None,
         as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
     ) -> None:
         """Check a bundle: pinned signature, every file's digest, every gate GO and present,
@@ -366,7 +369,7 @@ def register(app: typer.Typer) -> None:
         checked = pinned_bundle_key(key, pinned, trust_bundle_key)
         result = verify_bundle(bundle, checked, roles, signers=pinned,
                                require_gates=tuple(registry.GATES), strict=strict,
-                               repo=provenance.package_repo(), require_tag=not draft)
+                               repo=repo or provenance.package_repo(), require_tag=not draft)
         _report(result, as_json)
 
 

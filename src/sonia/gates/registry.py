@@ -18,11 +18,13 @@ verdict, which is only what the run *stated*.
 
 from __future__ import annotations
 
+import csv
 import dataclasses
 import importlib
 import importlib.util
 import json
 import time
+import xml.etree.ElementTree as ET
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -127,7 +129,8 @@ def judge(gate: str, run_dir: Path) -> Verdict:
             raise GateError(f"gate {gate}: evidence file {name} is missing from {run_dir.name}")
     try:
         derived = module_judge(run_dir)
-    except (KeyError, TypeError, ValueError, IndexError, AttributeError, OSError) as exc:
+    except (KeyError, TypeError, ValueError, IndexError, AttributeError, OSError, csv.Error,
+            ET.ParseError) as exc:
         raise GateError(f"gate {gate}: the evidence in {run_dir.name} is malformed: "
                         f"{type(exc).__name__}: {exc}") from exc
     if not isinstance(derived, Verdict):

@@ -280,6 +280,9 @@ def verify_bundle(bundle: Path, public_key: PublicKeySource | None = None,
         if strict and waivers:
             raise _Bad(MANIFEST_NAME, f"carries {len(waivers)} waiver(s) ({'; '.join(waivers)})"
                                       ": --strict accepts no waiver")
+        if require_tag and repo is None:
+            raise _Bad(MANIFEST_NAME, "no git checkout to check the tag in (pass the "
+                                      "checkout of the release)")
         if repo is not None:
             tag, commit = str(manifest.get("tag")), str(manifest.get("commit"))
             at = tag_commit(repo, tag)
