@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from release_evidence import RELEASE_WAIVERS, build_all, origin_for
+from release_evidence import RELEASE_WAIVERS, build_all, build_run, origin_for
 
 from sonia.gates import provenance
 from sonia.home import Home
@@ -67,6 +67,16 @@ def test_release_sign_off_finalize_verify(tmp_path: Path) -> None:
     assert origin["git"]["commit"] == git(repo, "rev-parse", "HEAD")
     build_all(home.artifacts, origin)
     waive = [arg for w in RELEASE_WAIVERS for arg in ("--waive", w)]
+
+    forged_go = build_run(tmp_path / "forged", "go-no-go", origin, bad_cycle=True,
+                          stated_status="GO")
+    forged = sonia("release", "--home", str(home.root), "--run", str(forged_go), *waive)
+    assert forged.returncode == 1
+    assert "verdict.json says GO but the evidence re-judged says NO-GO" in forged.stderr
+    quick = build_run(tmp_path / "forged", "soak", origin, profile="quick")
+    refused_quick = sonia("release", "--home", str(home.root), "--run", str(quick), *waive)
+    assert refused_quick.returncode == 1 and "profile 'quick'" in refused_quick.stderr
+    assert not (home.artifacts / "release").exists()
 
     unwaived = sonia("release", "--home", str(home.root))
     assert unwaived.returncode == 1, unwaived.stderr
