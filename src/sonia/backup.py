@@ -16,6 +16,10 @@ Layout of one backup, `backups/<UTC timestamp>/`:
                        user_version, integrity_check, and per table the row count
                        and a digest of its rows; created_at; the Sonia version
     manifest.sha256    the sha256 of manifest.json (sha256sum format)
+    manifest.hmac      HMAC-SHA256 of manifest.json under the home's key
+                       `secrets/backup.key` (hex): the manifest's sha256 alone is
+                       unkeyed, so anyone who alters a row can recompute every
+                       hash; without the key they cannot recompute this one
 
 Consistency: each database is copied with the SQLite online backup API in ONE step
 (`pages=-1`), which reads the whole database inside one read transaction: the copy
@@ -27,9 +31,12 @@ transactions across databases.
 A backup is built in `.<name>.partial` and renamed into place when complete, so an
 interrupted backup never looks like a backup.
 
-Restore verifies everything first (sizes, sha256, integrity_check, row digests); a
-truncated or altered backup raises BackupError naming the file and leaves the home
-untouched. It then stages the files in a temporary folder inside the home (same
+Restore verifies everything first (the manifest's HMAC under the restoring home's
+key, sizes, sha256, integrity_check, row digests); a truncated, altered or
+foreign-keyed backup raises BackupError naming the file and leaves the home
+untouched. Restoring on a new machine needs the old home's `secrets/backup.key`
+(docs/operations.md says how to carry it); it is the one secret a backup needs.
+It then stages the files in a temporary folder inside the home (same
 file system, so renames are atomic), and swaps each item in: the live `data/` is
 renamed away and the staged one renamed into place (so stale `-wal`/`-shm` files
 of the old databases go with the old folder and can never be replayed onto the
@@ -49,11 +56,13 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import hmac
 import json
 import os
 import secrets
 import shutil
 import sqlite3
+import stat
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -83,6 +92,8 @@ __all__ = [
 FORMAT = 1
 MANIFEST = "manifest.json"
 MANIFEST_DIGEST = "manifest.sha256"
+MANIFEST_HMAC = "manifest.hmac"
+MIN_KEY_BYTES = 32
 _CHUNK = 1 << 20
 _SIDE_FILES = ("-wal", "-shm", "-journal")
 
@@ -196,10 +207,60 @@ def _file_entry(root: Path, path: Path) -> dict[str, Any]:
             "sha256": _sha256_file(path)}
 
 
-def _write_manifest(folder: Path, manifest: dict[str, Any]) -> None:
+def read_backup_key(path: Path) -> bytes:
+    """A backup key file: at least 32 bytes, readable by its owner only."""
+    try:
+        mode = stat.S_IMODE(path.stat().st_mode)
+        key = path.read_bytes().strip()
+    except FileNotFoundError:
+        raise BackupError(f"no backup key at {path.name}: backups are signed with the key of "
+                          "the home that made them; copy its secrets/backup.key here "
+                          "(docs/operations.md, restoring onto a new machine)") from None
+    except OSError as exc:
+        raise BackupError(f"cannot read the backup key {path.name}: {exc}") from exc
+    if mode & 0o077:
+        raise BackupError(f"the backup key {path.name} has mode {mode:o}: chmod 600 it")
+    if len(key) < MIN_KEY_BYTES:
+        raise BackupError(f"the backup key {path.name} is shorter than {MIN_KEY_BYTES} bytes")
+    return key
+
+
+def home_backup_key(home: Home) -> bytes:
+    """The home's backup key, created (0600) when an older home has none yet."""
+    path = home.backup_key_file
+    if not path.exists():
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            os.write(fd, secrets.token_hex(MIN_KEY_BYTES).encode())
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    return read_backup_key(path)
+
+
+def install_backup_key(home: Home, key: bytes) -> None:
+    """Make `key` (carried from the home that made the backups) this home's backup key."""
+    path = home.backup_key_file
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        os.write(fd, key)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+
+
+def manifest_hmac(key: bytes, data: bytes) -> str:
+    return hmac.new(key, data, hashlib.sha256).hexdigest()
+
+
+def _write_manifest(folder: Path, manifest: dict[str, Any], key: bytes) -> None:
     data = (json.dumps(manifest, indent=2, sort_keys=True) + "\n").encode()
     (folder / MANIFEST).write_bytes(data)
     (folder / MANIFEST_DIGEST).write_text(f"{hashlib.sha256(data).hexdigest()}  {MANIFEST}\n")
+    (folder / MANIFEST_HMAC).write_text(f"{manifest_hmac(key, data)}  {MANIFEST}\n")
 
 
 def create_backup(home: Home, dest_dir: Path | None = None) -> Path:
@@ -210,6 +271,7 @@ def create_backup(home: Home, dest_dir: Path | None = None) -> Path:
     """
     root = dest_dir if dest_dir is not None else home.backups
     root.mkdir(parents=True, exist_ok=True)
+    key = home_backup_key(home)
     created = dt.datetime.now(dt.UTC)
     name = created.strftime("%Y%m%dT%H%M%S.%fZ")
     final = root / name
@@ -248,7 +310,7 @@ def create_backup(home: Home, dest_dir: Path | None = None) -> Path:
             "files": [_file_entry(partial, p) for p in _walk_files(partial)],
             "databases": databases,
         }
-        _write_manifest(partial, manifest)
+        _write_manifest(partial, manifest, key)
         for path in [*_walk_files(partial)]:
             with open(path, "rb") as handle:
                 os.fsync(handle.fileno())
@@ -272,6 +334,7 @@ class VerifyReport:
     files_checked: int = 0
     databases_checked: int = 0
     manifest: dict[str, Any] | None = None
+    signature_checked: bool = False
 
     @property
     def ok(self) -> bool:
@@ -285,7 +348,8 @@ class VerifyReport:
     def to_dict(self) -> dict[str, Any]:
         return {"path": str(self.path), "ok": self.ok, "problems": self.problems,
                 "first_bad_file": self.first_bad_file, "files_checked": self.files_checked,
-                "databases_checked": self.databases_checked}
+                "databases_checked": self.databases_checked,
+                "signature_checked": self.signature_checked}
 
 
 def _safe_relative(path: str) -> bool:
@@ -294,13 +358,26 @@ def _safe_relative(path: str) -> bool:
         and "\\" not in path and "\x00" not in path
 
 
-def _load_manifest(folder: Path, report: VerifyReport) -> dict[str, Any] | None:
+def _load_manifest(folder: Path, report: VerifyReport,
+                   key: bytes | None) -> dict[str, Any] | None:
     manifest_path = folder / MANIFEST
     digest_path = folder / MANIFEST_DIGEST
     if not manifest_path.is_file():
         report.fail(MANIFEST, "missing: this is not a complete backup")
         return None
     data = manifest_path.read_bytes()
+    if key is not None:
+        hmac_path = folder / MANIFEST_HMAC
+        if not hmac_path.is_file():
+            report.fail(MANIFEST_HMAC, "missing: the backup is not signed")
+            return None
+        stated_mac = (hmac_path.read_text(errors="replace").split() or [""])[0]
+        if not hmac.compare_digest(stated_mac, manifest_hmac(key, data)):
+            report.fail(MANIFEST_HMAC, "the signature of manifest.json does not verify with "
+                                       "this home's backup key: the backup was altered, or "
+                                       "made by a home whose secrets/backup.key is not here")
+            return None
+        report.signature_checked = True
     if not digest_path.is_file():
         report.fail(MANIFEST_DIGEST, "missing")
         return None
@@ -319,17 +396,18 @@ def _load_manifest(folder: Path, report: VerifyReport) -> dict[str, Any] | None:
     return manifest
 
 
-def verify_backup(path: Path) -> VerifyReport:
-    """Check every file's size and sha256, nothing extra, and each database's facts."""
+def verify_backup(path: Path, key: bytes | None = None) -> VerifyReport:
+    """Check the manifest's signature under `key` (when given: restore always gives
+    it), every file's size and sha256, nothing extra, and each database's facts."""
     report = VerifyReport(path=path)
     if not path.is_dir():
         report.fail(str(path), "no such backup folder")
         return report
-    manifest = _load_manifest(path, report)
+    manifest = _load_manifest(path, report, key)
     if manifest is None:
         return report
     report.manifest = manifest
-    listed: set[str] = {MANIFEST, MANIFEST_DIGEST}
+    listed: set[str] = {MANIFEST, MANIFEST_DIGEST, MANIFEST_HMAC}
     good: set[str] = set()
     for entry in manifest.get("files", []):
         rel = str(entry.get("path", ""))
@@ -422,7 +500,7 @@ def list_backups(home: Home, *, verify: bool = True) -> list[BackupInfo]:
         ok: bool | None = None
         problem: str | None = None
         if verify:
-            report = verify_backup(folder)
+            report = verify_backup(folder, home_backup_key(home))
             ok = report.ok
             problem = report.problems[0] if report.problems else None
         size = sum(p.stat().st_size for p in _walk_files(folder) if p.is_file())
@@ -515,18 +593,21 @@ def _copy_verified(source: Path, target: Path, entry: dict[str, Any]) -> None:
 
 
 def restore_backup(home: Home, backup_path: Path, *,
-                   require_stopped: Callable[[], None] | None = None) -> RestoreResult:
+                   require_stopped: Callable[[], None] | None = None,
+                   key: bytes | None = None) -> RestoreResult:
     """Replace `home`'s databases, config and policies with the backup's, or change nothing.
 
     `require_stopped` raises (any exception, BackupError preferred) when the stack
-    runs; the default checks `run/*.pid`. Secrets are not touched.
+    runs; the default checks `run/*.pid`. The manifest's signature must verify with
+    `key` (default: the home's `secrets/backup.key`). Secrets are not touched.
     """
     started = time.monotonic()
     if require_stopped is not None:
         require_stopped()
     else:
         require_stack_stopped(home)
-    report = verify_backup(backup_path)
+    report = verify_backup(backup_path, key if key is not None
+                           else read_backup_key(home.backup_key_file))
     if not report.ok or report.manifest is None:
         raise BackupError(
             f"backup {backup_path} is not usable, nothing was restored: "

@@ -1,6 +1,7 @@
 """The home directory: one folder that holds everything a deployment owns.
 
-    sonia.toml   configuration          secrets/   0700; tokens/<service>, grant key, user keys
+    sonia.toml   configuration          secrets/   0700; tokens/<service>, grant key, user
+                                                   keys, backup.key (signs backups)
     data/        SQLite databases       workspace/ the only folder tools may touch
     policies/    tool tiers, allowlist  logs/      <service>.log JSON lines
     run/         pid files, state       artifacts/ gate evidence, release bundles
@@ -100,6 +101,11 @@ class Home:
         return self.secrets / "api_keys.json"
 
     @property
+    def backup_key_file(self) -> Path:
+        """The HMAC key that signs this home's backup manifests (backup.py)."""
+        return self.secrets / "backup.key"
+
+    @property
     def data(self) -> Path:
         return self.root / "data"
 
@@ -165,6 +171,8 @@ class Home:
             _write_private(self.grant_key_file, pem)
         if not self.api_keys_file.exists():
             _write_private(self.api_keys_file, b"[]\n")
+        if not self.backup_key_file.exists():
+            _write_private(self.backup_key_file, secrets.token_hex(TOKEN_BYTES).encode())
         if not self.config_file.exists():
             self.config_file.write_text(DEFAULT_CONFIG.format(base_port=base_port))
         self._install_default_policies()

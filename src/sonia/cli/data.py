@@ -19,8 +19,11 @@ from rich.table import Table
 from sonia.backup import (
     BackupInfo,
     create_backup,
+    home_backup_key,
+    install_backup_key,
     list_backups,
     prune_backups,
+    read_backup_key,
     require_stack_stopped,
     restore_backup,
     verify_backup,
@@ -114,7 +117,7 @@ def register(app: typer.Typer) -> None:
         h = resolve_home(home)
         _require_home(h)
         path = create_backup(h, dest)
-        report = verify_backup(path)
+        report = verify_backup(path, home_backup_key(h))
         if as_json:
             print(json.dumps(report.to_dict() | {"backup": str(path)}, indent=1))
         else:
@@ -164,6 +167,9 @@ def register(app: typer.Typer) -> None:
         backup: Annotated[str, typer.Argument(
             help="a backup folder, a name in the home's backups/, or 'latest'")],
         home: HomeOption = None,
+        backup_key: Annotated[Path | None, typer.Option(
+            help="the secrets/backup.key of the home that made the backup (default: this "
+                 "home's own; required for a new home)")] = None,
     ) -> None:
         """Replace the home's data, config and policies with a verified backup.
 
@@ -174,13 +180,18 @@ def register(app: typer.Typer) -> None:
         h = resolve_home(home)
         fresh = not h.exists
         path = resolve_backup(h, backup)
+        key = read_backup_key(backup_key) if backup_key is not None else None
         if fresh:  # check before creating anything, so a bad backup leaves no home behind
-            report = verify_backup(path)
+            if key is None:
+                raise BackupError("a new home has no backup key: pass --backup-key with the "
+                                  "secrets/backup.key of the home that made the backup")
+            report = verify_backup(path, key)
             if not report.ok:
                 raise BackupError(f"backup {path} is not usable, nothing was restored: "
                                   f"{'; '.join(report.problems[:3])}")
             h.init()
-        result = restore_backup(h, path, require_stopped=lambda: stack_stopped(h))
+            install_backup_key(h, key)
+        result = restore_backup(h, path, require_stopped=lambda: stack_stopped(h), key=key)
         h.check()
         console.print(f"restored {path.name} into {h.root}: {result.files} files, databases "
                       f"{', '.join(result.databases)} in {result.duration_s:.2f}s")

@@ -1,146 +1,68 @@
-"""`sonia release`, `sonia release keygen|sign-off` and `sonia verify`: signed release bundles.
+"""`sonia release`, `sonia release keygen|sign-off|finalize` and `sonia verify`.
 
-`sonia release --tag TAG` gathers the newest run of every gate in this build from
-the home's `artifacts/`, and refuses unless the git tree is clean, every gate ran
-and said GO, and every gate's evidence was produced on this very commit (HEAD)
-from a clean tree. It then writes `artifacts/release/<TAG>/` (every gate's
-evidence, RELEASE_CHECKLIST.md, MANIFEST.json, MANIFEST.json.sig), and makes an
-annotated git tag whose message carries the manifest's sha256.
+The flow (docs/operations.md, "Releasing"):
 
-The release key is `secrets/release_key.pem` in the home (0600, like every
-secret; its public half `release_key.pub.pem` beside it is what verifiers pin).
-`sonia release` creates it on first use and says so; `sonia release keygen`
-makes it (or any role's personal key, with `--out`) explicitly.
+1. `sonia gate NAME --profile release` for every gate (`gate all` never releases);
+2. `sonia release [--waive GATE.PARAM="VALUE: REASON"]...` re-judges the newest run
+   of every gate from its raw evidence, refuses unless everything holds
+   (release.gather says what), and writes the DRAFT bundle
+   `artifacts/release/<tag>/`, signed with the home's release key;
+3. each of the five roles runs `sonia release sign-off BUNDLE --role R --key K`
+   with their own key, pinned in the checkout's `release/signers.toml`;
+4. `sonia release finalize BUNDLE` checks every sign-off and makes the annotated
+   tag (`release-candidate-N` by default) at the commit the gates ran on;
+5. `sonia verify BUNDLE [--strict]` checks all of it.
+
+The checkout is always the one holding the running `sonia` package, never the
+current directory. The release key is `secrets/release_key.pem` in the home,
+created on first use.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import subprocess
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
 
 from sonia.cli.options import HomeOption, resolve_home
 from sonia.errors import ConfigError, ReleaseError
-from sonia.gates import registry
-from sonia.gates.evidence import Verdict, capture_environment
+from sonia.gates import provenance, registry
+from sonia.gates.evidence import capture_environment
+from sonia.gates.waivers import Waiver, waivers_of
 from sonia.home import Home
 from sonia.release.checklist import ROLES
-from sonia.release.manifest import MANIFEST_NAME, build_bundle
-from sonia.release.signing import fingerprint, keygen, load_public_key, public_key_path
+from sonia.release.gather import GateEvidence, check_provenance, read_gate_evidence
+from sonia.release.manifest import MANIFEST_NAME, build_bundle, read_manifest
+from sonia.release.repo import (
+    check_tag_name,
+    code_repo,
+    create_tag,
+    head_commit,
+    next_candidate_tag,
+    tag_exists,
+    uncommitted,
+)
+from sonia.release.signers import SIGNERS_FILE, Signers, load_signers
+from sonia.release.signing import (
+    fingerprint,
+    keygen,
+    load_private_key,
+    load_public_key,
+    public_key_b64,
+    public_key_path,
+)
 from sonia.release.signoff import sign_off
-from sonia.release.verify import verify_bundle
-
-if TYPE_CHECKING:
-    from sonia.gates.registry import GateRun
+from sonia.release.verify import VerifyResult, verify_bundle
 
 console = Console()
 err_console = Console(stderr=True)
 
 RELEASE_KEY = "release_key.pem"
-
-
-# git --------------------------------------------------------------------------------
-def _git(repo: Path, *args: str) -> str:
-    try:
-        proc = subprocess.run(["git", *args], cwd=repo, capture_output=True, text=True,
-                              timeout=30)
-    except (OSError, subprocess.SubprocessError) as exc:
-        raise ReleaseError(f"git {' '.join(args)} failed: {exc}") from exc
-    if proc.returncode != 0:
-        raise ReleaseError(f"git {' '.join(args)} failed: {proc.stderr.strip()[:300]}")
-    return proc.stdout
-
-
-def source_repo(repo: Path | None = None) -> Path:
-    """The top of the git checkout at `repo` (default: the current directory)."""
-    where = (repo or Path.cwd()).resolve()
-    try:
-        top = _git(where, "rev-parse", "--show-toplevel").strip()
-    except ReleaseError as exc:
-        raise ReleaseError(f"{where} is not a git checkout: a release is made from the "
-                           f"source tree the gates ran on ({exc})") from exc
-    return Path(top)
-
-
-def head_commit(repo: Path) -> str:
-    return _git(repo, "rev-parse", "HEAD").strip()
-
-
-def uncommitted(repo: Path) -> list[str]:
-    """`git status --porcelain` lines: changed, staged or untracked (not ignored) files."""
-    return [line for line in _git(repo, "status", "--porcelain").splitlines() if line.strip()]
-
-
-def tag_exists(repo: Path, tag: str) -> bool:
-    proc = subprocess.run(["git", "rev-parse", "-q", "--verify", f"refs/tags/{tag}"],
-                          cwd=repo, capture_output=True, text=True, timeout=30)
-    return proc.returncode == 0
-
-
-def default_tag(repo: Path) -> str:
-    """`rc-<short commit>`: what `gate all` tags when no --tag is given."""
-    return f"rc-{head_commit(repo)[:12]}"
-
-
-def _check_tag_name(repo: Path, tag: str) -> None:
-    proc = subprocess.run(["git", "check-ref-format", f"refs/tags/{tag}"], cwd=repo,
-                          capture_output=True, text=True, timeout=30)
-    if proc.returncode != 0 or "/" in tag:
-        raise ConfigError(f"{tag!r} is not a usable tag name (letters, digits, '.', '-', '_')",
-                          key="tag")
-
-
-# evidence ---------------------------------------------------------------------------
-@dataclass(frozen=True)
-class GateEvidence:
-    gate: str
-    run_dir: Path
-    verdict: dict[str, Any]
-    files: dict[str, Path]
-    commit: str | None
-    dirty: bool | None
-
-
-def read_gate_evidence(gate: str, run_dir: Path) -> GateEvidence:
-    """What one run of `gate` left in `run_dir`; ReleaseError when it is incomplete."""
-    verdict_file = run_dir / "verdict.json"
-    if not verdict_file.is_file():
-        raise ReleaseError(f"gate {gate}: {verdict_file} is missing (the run did not finish)")
-    try:
-        recorded = json.loads(verdict_file.read_text())
-        verdict = Verdict.from_dict(recorded["verdict"]).to_dict()
-    except (ValueError, KeyError, TypeError) as exc:
-        raise ReleaseError(f"gate {gate}: {verdict_file} is not a valid verdict: {exc}") from exc
-    if recorded.get("gate") != gate:
-        raise ReleaseError(f"{verdict_file} is a verdict of gate {recorded.get('gate')!r}, "
-                           f"not {gate}")
-    files = {f"{gate}/verdict.json": verdict_file}
-    commits: set[str] = set()
-    dirty: bool | None = None
-    for name in registry.EVIDENCE[gate]:
-        path = run_dir / name
-        if not path.is_file():
-            raise ReleaseError(f"gate {gate}: evidence file {path} is missing")
-        files[f"{gate}/{name}"] = path
-        if name.endswith(".json"):
-            try:
-                git = (json.loads(path.read_text()).get("environment") or {}).get("git") or {}
-            except (ValueError, AttributeError):
-                raise ReleaseError(f"gate {gate}: {path} is not valid JSON") from None
-            if git.get("commit"):
-                commits.add(str(git["commit"]))
-                dirty = bool(dirty) or bool(git.get("dirty"))
-    if len(commits) > 1:
-        raise ReleaseError(f"gate {gate}: its evidence names several commits {sorted(commits)}")
-    return GateEvidence(gate, run_dir, verdict, files, commits.pop() if commits else None,
-                        dirty)
 
 
 def newest_runs(home: Home) -> dict[str, Path]:
@@ -158,7 +80,6 @@ def newest_runs(home: Home) -> dict[str, Path]:
     return found
 
 
-# the release --------------------------------------------------------------------------
 def release_key(home: Home) -> tuple[Path, bool]:
     """The home's release signing key, created when missing; (path, created now)."""
     path = home.secrets / RELEASE_KEY
@@ -169,12 +90,19 @@ def release_key(home: Home) -> tuple[Path, bool]:
     return path, True
 
 
-def make_release(home: Home, repo: Path, tag: str, runs: Mapping[str, Path]) -> Path:
-    """Check everything, build and sign `artifacts/release/<tag>/`, then tag HEAD.
+def default_tag(home: Home, repo: Path) -> str:
+    releases = home.artifacts / "release"
+    taken = [p.name for p in releases.iterdir()] if releases.is_dir() else []
+    return next_candidate_tag(repo, taken)
+
+
+def make_release(home: Home, repo: Path, tag: str, runs: Mapping[str, Path],
+                 waivers: Sequence[Waiver] = ()) -> Path:
+    """Re-judge every gate's run, then build and sign the DRAFT bundle (no tag yet).
 
     Every refusal reason found is listed in one ReleaseError.
     """
-    _check_tag_name(repo, tag)
+    check_tag_name(repo, tag)
     head = head_commit(repo)
     problems: list[str] = []
     dirty = uncommitted(repo)
@@ -186,65 +114,41 @@ def make_release(home: Home, repo: Path, tag: str, runs: Mapping[str, Path]) -> 
     out = home.artifacts / "release" / tag
     if out.exists():
         problems.append(f"{out} already exists")
+    source = provenance.source_digest()
     evidence: list[GateEvidence] = []
-    for gate in registry.available():
+    for gate in registry.GATES:
         if gate not in runs:
-            problems.append(f"gate {gate} has no run in {home.artifacts}: run `sonia gate {gate}`")
+            problems.append(f"gate {gate} has no run in {home.artifacts}: run `sonia gate {gate} "
+                            "--profile release`")
             continue
-        try:
-            found = read_gate_evidence(gate, runs[gate])
-        except ReleaseError as exc:
-            problems.append(str(exc))
-            continue
-        if found.verdict["status"] != "GO":
-            problems.append(f"gate {gate} said {found.verdict['status']} ({found.run_dir.name})")
-        if found.commit is None:
-            problems.append(f"gate {gate}: its evidence does not record a git commit")
-        elif found.commit != head:
-            problems.append(f"gate {gate}: evidence is from commit {found.commit[:12]}, "
-                            f"HEAD is {head[:12]}: run the gate again on this commit")
-        elif found.dirty:
-            problems.append(f"gate {gate}: evidence was produced on a tree with uncommitted "
-                            "changes")
-        evidence.append(found)
+        found, refused = read_gate_evidence(gate, runs[gate], waivers)
+        problems += refused
+        if found is not None:
+            problems += check_provenance(found, head, source)
+            evidence.append(found)
     if problems:
         raise ReleaseError("release refused:\n  - " + "\n  - ".join(problems))
+    used = {w.key: w for e in evidence for w in e.waivers}
     key, created = release_key(home)
     if created:
-        console.print(f"created the release key {key} (public half "
-                      f"{public_key_path(key)}): publish the public key to verifiers")
+        console.print(f"created the release key {key}; pin its public key in "
+                      f"{SIGNERS_FILE} ([release] key = \"{_b64(public_key_path(key))}\")")
     files = {name: path for e in evidence for name, path in e.files.items()}
     build_bundle(out, files, commit=head, tag=tag,
                  verdicts=[e.verdict for e in evidence],
-                 environment=capture_environment(repo=repo) | {
-                     "runs": {e.gate: e.run_dir.name for e in evidence}},
-                 signing_key=key)
-    result = verify_bundle(out, public_key_path(key))
+                 environment=capture_environment() | {
+                     "runs": {e.gate: e.run_dir.name for e in evidence},
+                     "parameters": {e.gate: e.parameters for e in evidence}},
+                 signing_key=key, waivers=[w.to_dict() for w in used.values()])
+    result = verify_bundle(out, public_key_path(key), require_gates=tuple(registry.GATES))
     if not result.ok:
         raise ReleaseError(f"the new bundle does not verify: {result.first_bad_file}: "
                            f"{result.reason}")
-    digest = hashlib.sha256((out / MANIFEST_NAME).read_bytes()).hexdigest()
-    message = (f"Sonia release {tag}\n\nMANIFEST.json sha256: {digest}\n"
-               f"gates: {', '.join(f'{e.gate}=GO' for e in evidence)}\n"
-               f"signed by release key {result.signer}\n")
-    _git(repo, "tag", "-a", tag, "-m", message, head)
     return out
 
 
-def release_from_runs(home: Home, runs: Sequence[GateRun], tag: str,
-                      repo: Path | None = None) -> Path:
-    """The release step of `sonia gate all`: a bundle from the runs just made."""
-    top = source_repo(repo)
-    out = make_release(home, top, tag, {r.gate: r.run_dir for r in runs})
-    _print_release(out, tag)
-    return out
-
-
-def _print_release(out: Path, tag: str) -> None:
-    digest = hashlib.sha256((out / MANIFEST_NAME).read_bytes()).hexdigest()
-    console.print(f"[green]release {tag}[/green]: bundle {out}")
-    console.print(f"  MANIFEST.json sha256 {digest}; annotated git tag {tag} created")
-    console.print(f"  verify with: sonia verify {out} --key <release_key.pub.pem>")
+def _b64(public_pem: Path) -> str:
+    return public_key_b64(load_public_key(public_pem))
 
 
 def _runs_from_dirs(dirs: Sequence[Path]) -> dict[str, Path]:
@@ -252,7 +156,7 @@ def _runs_from_dirs(dirs: Sequence[Path]) -> dict[str, Path]:
     for run_dir in dirs:
         try:
             gate = json.loads((run_dir / "verdict.json").read_text())["gate"]
-        except (OSError, ValueError, KeyError) as exc:
+        except (OSError, ValueError, KeyError, TypeError) as exc:
             raise ReleaseError(f"{run_dir} is not a finished gate run: {exc}") from exc
         runs[str(gate)] = run_dir.resolve()
     return runs
@@ -266,101 +170,213 @@ def _roles(values: Sequence[str]) -> list[str]:
     return roles
 
 
-def _role_keys(values: Sequence[str]) -> dict[str, Path]:
-    keys: dict[str, Path] = {}
-    for value in values:
-        role, sep, path = value.partition("=")
-        if not sep or role not in ROLES:
-            raise typer.BadParameter(f"--role-key takes ROLE=PUBLIC_KEY with a role in "
-                                     f"{', '.join(ROLES)}, got {value!r}")
-        keys[role] = Path(path)
-    return keys
+def signers_from(path: Path | None) -> Signers | None:
+    """The pinned signers: `path`, else the checkout's release/signers.toml, else None."""
+    if path is not None:
+        return load_signers(path)
+    repo = provenance.package_repo()
+    default = repo / SIGNERS_FILE if repo is not None else None
+    return load_signers(default) if default is not None and default.is_file() else None
+
+
+def pinned_bundle_key(key: Path | None, signers: Signers | None, trust_bundle_key: bool,
+               ) -> Path | None:
+    """Which key the bundle signature is checked against, refusing an unpinned one.
+
+    None means "the key inside the bundle", allowed only with --trust-bundle-key.
+    """
+    if key is not None or (signers is not None and signers.release is not None):
+        return key
+    if not trust_bundle_key:
+        raise ReleaseError(
+            "the bundle's signing key is not pinned: pass --key RELEASE_PUBLIC_KEY, pin it in "
+            f"{SIGNERS_FILE} ([release] key), or accept the key inside the bundle with "
+            "--trust-bundle-key (that proves integrity only, not who made it)")
+    err_console.print("[yellow]warning[/yellow]: --trust-bundle-key: checking the signature "
+                      "with the key inside the bundle, which proves integrity, not origin")
+    return None
+
+
+def _report(result: VerifyResult, as_json: bool) -> None:
+    if as_json:
+        print(json.dumps(result.to_dict(), indent=1))
+    if not result.ok:
+        err_console.print(f"[red]verification FAILED[/red]: {result.first_bad_file}: "
+                          f"{result.reason}")
+        raise typer.Exit(1)
+    if not as_json:
+        console.print(f"[green]verified[/green] ({result.state}): {result.reason}; signer "
+                      f"{result.signer}; signed off by: "
+                      f"{', '.join(result.roles_signed) or 'nobody yet'}")
+        for waiver in result.waivers:
+            console.print(f"  [yellow]waiver[/yellow] {waiver}")
 
 
 def register(app: typer.Typer) -> None:
-    release_app = typer.Typer(invoke_without_command=True,
-                              no_args_is_help=False)
+    release_app = typer.Typer(invoke_without_command=True, no_args_is_help=False)
     app.add_typer(release_app, name="release")
 
     @release_app.callback()
     def release(
         ctx: typer.Context,
         home: HomeOption = None,
-        tag: Annotated[str, typer.Option(help="the release tag (default rc-<commit>)")] = "",
-        repo: Annotated[Path | None, typer.Option(
-            help="the git checkout the gates ran on (default: the current directory)")] = None,
+        tag: Annotated[str, typer.Option(
+            help="the release tag (default release-candidate-N, N counting up)")] = "",
         run: Annotated[list[Path] | None, typer.Option(
             help="use this gate run directory (repeatable; default: each gate's newest)")
         ] = None,
+        waive: Annotated[list[str] | None, typer.Option(
+            help='GATE.PARAMETER="VALUE: REASON": accept a duration or count below the '
+                 "release profile, recorded in the bundle (repeatable)")] = None,
     ) -> None:
-        """Bundle, sign and tag the evidence of every gate (refuses unless all is in order)."""
+        """Re-judge every gate's evidence and build the signed DRAFT bundle (no tag yet)."""
         if ctx.invoked_subcommand is not None:
             return
         h = resolve_home(home)
         if not h.exists:
             raise ConfigError(f"no Sonia home at {h.root}: run the gates first", key="home")
-        top = source_repo(repo)
-        chosen = tag or default_tag(top)
+        waivers = waivers_of(waive or [])
+        repo = code_repo()
+        chosen = tag or default_tag(h, repo)
         runs = newest_runs(h) | (_runs_from_dirs(run) if run else {})
-        out = make_release(h, top, chosen, runs)
-        _print_release(out, chosen)
+        out = make_release(h, repo, chosen, runs, waivers)
+        digest = hashlib.sha256((out / MANIFEST_NAME).read_bytes()).hexdigest()
+        console.print(f"[yellow]DRAFT[/yellow] release {chosen}: bundle {out}")
+        console.print(f"  MANIFEST.json sha256 {digest}; {len(waivers)} waiver(s)")
+        console.print(f"  next: each role runs `sonia release sign-off {out} --role ROLE "
+                      f"--key KEY`, then `sonia release finalize {out}`")
 
     @release_app.command("keygen")
     def keygen_command(
         home: HomeOption = None,
+        role: Annotated[str | None, typer.Option(
+            help=f"make a sign-off key for this role ({' | '.join(ROLES)})")] = None,
         out: Annotated[Path | None, typer.Option(
-            help="private key file to create (default: the home's secrets/release_key.pem); "
-                 "a person signing off makes their own")] = None,
+            help="private key file to create (default: the home's secrets/release_key.pem, "
+                 "or secrets/signoff-ROLE.pem with --role)")] = None,
     ) -> None:
-        """Make an Ed25519 key pair: the private PEM (0600) and its .pub.pem twin."""
+        """Make an Ed25519 key pair (private PEM 0600 and .pub.pem) and print its signers line."""
+        if role is not None and role not in ROLES:
+            raise typer.BadParameter(f"unknown role {role!r}; roles are {', '.join(ROLES)}")
         if out is None:
             h = resolve_home(home)
             if not h.exists:
                 raise ConfigError(f"no Sonia home at {h.root}: run `sonia init`", key="home")
             h.secrets.mkdir(mode=0o700, exist_ok=True)
-            out = h.secrets / RELEASE_KEY
+            out = h.secrets / (f"signoff-{role}.pem" if role else RELEASE_KEY)
         private, public = keygen(out)
+        key = load_public_key(public)
         console.print(f"private key {private} (keep it secret)")
-        console.print(f"public key  {public} (fingerprint "
-                      f"{fingerprint(load_public_key(public))})")
+        console.print(f"public key  {public} (fingerprint {fingerprint(key)})")
+        table, name = ("roles", role) if role else ("release", "key")
+        console.print(f"pin it in {SIGNERS_FILE} under [{table}]:")
+        print(f'{name} = "{public_key_b64(key)}"')
 
     @release_app.command("sign-off")
     def sign_off_command(
         bundle: Annotated[Path, typer.Argument(help="the release bundle folder")],
         role: Annotated[str, typer.Option(help=" | ".join(ROLES))],
-        key: Annotated[Path, typer.Option(help="your private key (sonia release keygen --out)")],
+        key: Annotated[Path, typer.Option(help="your private key (sonia release keygen --role)")],
         signer: Annotated[str | None, typer.Option(help="your name, recorded")] = None,
+        signers: Annotated[Path | None, typer.Option(
+            help=f"the pinned signers file (default: the checkout's {SIGNERS_FILE})")] = None,
         bundle_key: Annotated[Path | None, typer.Option(
             help="the release public key the bundle must be signed with")] = None,
+        trust_bundle_key: Annotated[bool, typer.Option(
+            help="accept the key inside the bundle when none is pinned")] = False,
     ) -> None:
-        """Sign a verified bundle off for a role (signoffs/<role>.json, SIGNOFFS.md)."""
+        """Sign a verified bundle off for your role with your pinned key."""
         if role not in ROLES:
             raise typer.BadParameter(f"unknown role {role!r}; roles are {', '.join(ROLES)}")
-        path = sign_off(bundle, role, key, bundle_public_key=bundle_key, signer=signer)
-        console.print(f"signed off as {role}: {path}")
+        pinned = signers_from(signers)
+        if pinned is None or pinned.role_key(role) is None:
+            raise ReleaseError(f"role {role} has no pinned key: add it to {SIGNERS_FILE} "
+                               "(`sonia release keygen --role` prints the line) and commit it")
+        own = load_private_key(key).public_key()
+        if fingerprint(own) != fingerprint(pinned.roles[role]):
+            raise ReleaseError(f"{key.name} is key {fingerprint(own)}, but {pinned.source} pins "
+                               f"{fingerprint(pinned.roles[role])} for {role}")
+        checked = pinned_bundle_key(bundle_key, pinned, trust_bundle_key)
+        result = verify_bundle(bundle, checked, signers=pinned)
+        if not result.ok:
+            raise ReleaseError(f"refusing to sign off: {result.first_bad_file}: {result.reason}")
+        path = sign_off(bundle, role, key, bundle_public_key=checked, signer=signer)
+        after = verify_bundle(bundle, checked, signers=pinned)
+        console.print(f"signed off as {role}: {path}; signed so far: "
+                      f"{', '.join(after.roles_signed)}")
+
+    @release_app.command("finalize")
+    def finalize_command(
+        bundle: Annotated[Path, typer.Argument(help="the release bundle folder")],
+        signers: Annotated[Path | None, typer.Option(
+            help=f"the pinned signers file (default: the checkout's {SIGNERS_FILE})")] = None,
+        key: Annotated[Path | None, typer.Option(help="the release public key to pin")] = None,
+        trust_bundle_key: Annotated[bool, typer.Option(
+            help="accept the key inside the bundle when none is pinned")] = False,
+    ) -> None:
+        """Tag the release once every role has signed off (the bundle stops being DRAFT)."""
+        pinned = signers_from(signers)
+        if pinned is None:
+            raise ReleaseError(f"no signers file: finalizing checks every sign-off against "
+                               f"{SIGNERS_FILE}")
+        checked = pinned_bundle_key(key, pinned, trust_bundle_key)
+        repo = code_repo()
+        result = verify_bundle(bundle, checked, ROLES, signers=pinned,
+                               require_gates=tuple(registry.GATES), repo=repo)
+        if not result.ok:
+            raise ReleaseError(f"not finalized: {result.first_bad_file}: {result.reason}")
+        manifest = read_manifest(bundle)
+        tag, commit = str(manifest["tag"]), str(manifest["commit"])
+        digest = hashlib.sha256((bundle / MANIFEST_NAME).read_bytes()).hexdigest()
+        create_tag(repo, tag, commit, _tag_message(tag, digest, manifest, result))
+        final = verify_bundle(bundle, checked, ROLES, signers=pinned,
+                              require_gates=tuple(registry.GATES), repo=repo, require_tag=True)
+        if not final.ok:
+            raise ReleaseError(f"tagged, but the bundle does not verify: {final.reason}")
+        console.print(f"[green]FINAL[/green]: tag {tag} at {commit[:12]}; MANIFEST.json "
+                      f"sha256 {digest}")
 
     @app.command()
     def verify(
         bundle: Annotated[Path, typer.Argument(help="the release bundle folder")],
         key: Annotated[Path | None, typer.Option(
-            help="the release public key to pin (without it, only integrity is proven)")
+            help="the release public key to pin (default: [release] key of the signers)")
         ] = None,
+        signers: Annotated[Path | None, typer.Option(
+            help=f"the pinned signers file (default: the checkout's {SIGNERS_FILE})")] = None,
+        trust_bundle_key: Annotated[bool, typer.Option(
+            help="check the signature with the key inside the bundle when none is pinned "
+                 "(integrity only)")] = False,
+        strict: Annotated[bool, typer.Option(help="fail on any waiver")] = False,
+        draft: Annotated[bool, typer.Option(
+            help="accept a DRAFT: missing sign-offs and no tag yet")] = False,
         require_roles: Annotated[list[str] | None, typer.Option(
-            help="roles that must have signed off (repeatable or comma-separated)")] = None,
-        role_key: Annotated[list[str] | None, typer.Option(
-            help="ROLE=PUBLIC_KEY: pin the key of a role's sign-off (repeatable)")] = None,
+            help="with --draft: roles that must have signed off (repeatable or "
+                 "comma-separated)")] = None,
+        repo: Annotated[Path | None, typer.Option(
+            help="the git checkout holding the release tag (default: the checkout of the "
+                 "running sonia)")] = None,
         as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
     ) -> None:
-        """Check a bundle: signature, every file's digest, sign-offs; exit 1 naming the
-        first file that does not match."""
-        roles = _roles(require_roles or [])
-        result = verify_bundle(bundle, key, roles, _role_keys(role_key or []) or None)
-        if as_json:
-            print(json.dumps(result.to_dict(), indent=1))
-        if not result.ok:
-            err_console.print(f"[red]verification FAILED[/red]: {result.first_bad_file}: "
-                              f"{result.reason}")
-            raise typer.Exit(1)
-        if not as_json:
-            console.print(f"[green]verified[/green]: {result.reason}; signer {result.signer}; "
-                          f"signed off by: {', '.join(result.roles_signed) or 'nobody yet'}")
+        """Check a bundle: pinned signature, every file's digest, every gate GO and present,
+        sign-offs against the pinned signers, the tag's commit; exit 1 naming the first
+        file that does not match."""
+        roles = _roles(require_roles or []) if draft else list(ROLES)
+        pinned = signers_from(signers)
+        if pinned is None and not draft:
+            raise ReleaseError(f"no signers file ({SIGNERS_FILE} in the checkout, or "
+                               "--signers): sign-offs cannot be checked against pinned keys")
+        checked = pinned_bundle_key(key, pinned, trust_bundle_key)
+        result = verify_bundle(bundle, checked, roles, signers=pinned,
+                               require_gates=tuple(registry.GATES), strict=strict,
+                               repo=repo or provenance.package_repo(), require_tag=not draft)
+        _report(result, as_json)
+
+
+def _tag_message(tag: str, digest: str, manifest: Mapping[str, Any],
+                 result: VerifyResult) -> str:
+    gates = ", ".join(f"{g.get('gate')}={g.get('status')}" for g in manifest.get("gates", []))
+    waivers = "\n".join(f"  waiver {w}" for w in result.waivers) or "  no waivers"
+    return (f"Sonia release {tag}\n\nMANIFEST.json sha256: {digest}\ngates: {gates}\n"
+            f"{waivers}\nsigned by release key {result.signer}\n"
+            f"signed off by: {', '.join(result.roles_signed)}\n")

@@ -54,7 +54,7 @@ from typing import Any
 
 import httpx
 
-from sonia.backup import database_facts, restore_backup, verify_backup
+from sonia.backup import database_facts, read_backup_key, restore_backup, verify_backup
 from sonia.errors import ConfigError
 from sonia.gates.evidence import VALIDITY, Check, Verdict, capture_environment, write_json
 from sonia.gates.fresh_stack import FreshStack
@@ -306,13 +306,15 @@ def run(run_dir: Path, profile: DurabilityProfile, progress: GateProgress) -> Ve
         os.environ.pop(INTERVAL_ENV, None)
     chosen = at_kill[-1]
     backup_path = stack.home.backups / chosen["name"]
+    # The operator carries the lost home's backup key to the new machine (operations.md).
+    backup_key = read_backup_key(stack.home.backup_key_file)
     progress.advance(task)
 
     with FreshStack(run_dir / "restored-home") as restored_stack:
         t = time.monotonic()
-        restored = restore_backup(restored_stack.home, backup_path)
+        restored = restore_backup(restored_stack.home, backup_path, key=backup_key)
         restore_s = time.monotonic() - t
-        manifest = verify_backup(backup_path).manifest or {}
+        manifest = verify_backup(backup_path, backup_key).manifest or {}
         facts = _restored_facts(restored_stack.home.data, manifest)
         chain = audit.verify(restored_stack.home.db_path("eva"))
         restored_stack.settings = restored_stack.home.check()

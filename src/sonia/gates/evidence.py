@@ -27,7 +27,6 @@ import os
 import platform
 import secrets
 import sqlite3
-import subprocess
 import sys
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -36,6 +35,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from sonia import __version__
+from sonia.gates import provenance
 
 __all__ = [
     "CRITERION",
@@ -116,28 +116,14 @@ def write_json(path: Path, obj: object) -> Path:
     return path
 
 
-def _git_commit(cwd: Path) -> dict[str, Any] | None:
-    """The commit and cleanliness of the tree at `cwd`, or None when git cannot say."""
-    try:
-        commit = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True,
-            timeout=10, check=True,
-        ).stdout.strip()
-        status = subprocess.run(
-            ["git", "status", "--porcelain"], cwd=cwd, capture_output=True, text=True,
-            timeout=10, check=True,
-        ).stdout
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return {"commit": commit, "dirty": bool(status.strip())}
+def capture_environment(*, packages: Iterable[str] = KEY_PACKAGES) -> dict[str, Any]:
+    """What a result depends on: interpreter, SQLite, platform, package versions, and
+    the provenance of the code that ran (`provenance.capture`).
 
-
-def capture_environment(*, packages: Iterable[str] = KEY_PACKAGES,
-                        repo: Path | None = None) -> dict[str, Any]:
-    """What a result depends on: interpreter, SQLite, platform, package versions, commit.
-
-    `repo` is the source tree to ask git about (default: the current directory);
-    `git` is null when it is not a git checkout or git is missing.
+    `git` and `source_sha256` describe the imported `sonia` package and the checkout
+    that tracks it, never the caller's working directory; `git` is null when the
+    package is not a tracked checkout or git is missing. `packages` keeps the key
+    packages by name for readers; `provenance.packages` is the full resolved set.
     """
     versions: dict[str, str | None] = {}
     for name in packages:
@@ -145,6 +131,7 @@ def capture_environment(*, packages: Iterable[str] = KEY_PACKAGES,
             versions[name] = metadata.version(name)
         except metadata.PackageNotFoundError:
             versions[name] = None
+    origin = provenance.capture()
     return {
         "python": platform.python_version(),
         "python_implementation": platform.python_implementation(),
@@ -155,7 +142,9 @@ def capture_environment(*, packages: Iterable[str] = KEY_PACKAGES,
         "cpu_count": os.cpu_count(),
         "sonia": __version__,
         "packages": versions,
-        "git": _git_commit(repo or Path.cwd()),
+        "git": origin["git"],
+        "source_sha256": origin["source_sha256"],
+        "provenance": origin,
         "captured_at": dt.datetime.now(dt.UTC).isoformat(),
     }
 

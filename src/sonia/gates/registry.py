@@ -1,24 +1,40 @@
-"""The gates, in the order `sonia gate all` runs them, and how one is run.
+"""The gates, in the order `sonia gate all` runs them, how one is run, and how its
+verdict is re-derived.
 
-Each gate is a module with `PROFILES` (name -> frozen dataclass of numbers) and
-`run(run_dir, profile, progress) -> Verdict`; quick and release profiles go
-through the very same code. A run writes its evidence under
-`artifacts/<run id>/` and a `verdict.json` beside it.
+Each gate is a module with `PROFILES` (name -> frozen dataclass of numbers),
+`run(run_dir, profile, progress) -> Verdict` and a pure `judge(run_dir) -> Verdict`
+that re-derives the verdict from the raw evidence files; quick and release
+profiles go through the very same code. A run writes its evidence under
+`artifacts/<run id>/`, and beside it:
+
+    provenance.json   the code that ran, captured at the start and at the end
+    verdict.json      gate, profile, parameters, waivers, seconds, the verdict
+
+`judge(gate, run_dir)` here is the one judge both the gate and the release step
+use: the gate module's judge over its raw evidence, plus a validity check that
+the provenance did not change during the run. It never reads `verdict.json`'s
+verdict, which is only what the run *stated*.
 """
 
 from __future__ import annotations
 
+import csv
 import dataclasses
 import importlib
 import importlib.util
+import json
 import time
+import xml.etree.ElementTree as ET
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sonia.errors import ConfigError
-from sonia.gates.evidence import Verdict, new_run_dir, write_json
+from sonia.errors import ConfigError, GateError
+from sonia.gates import provenance
+from sonia.gates.evidence import VALIDITY, Check, Verdict, new_run_dir, write_json
 from sonia.gates.progress import GateProgress
+from sonia.gates.waivers import Waiver, below_minimum
 
 GATES: dict[str, str] = {
     "go-no-go": "sonia.gates.gonogo",
@@ -39,6 +55,9 @@ EVIDENCE: dict[str, tuple[str, ...]] = {
     "chaos": ("chaos-report.json",),
 }
 """The evidence files each gate must leave in its run directory."""
+
+PROVENANCE = "provenance.json"
+VERDICT = "verdict.json"
 
 
 @dataclass
@@ -67,21 +86,96 @@ def profile_for(gate: str, profile: str, overrides: dict[str, Any]) -> Any:
     return dataclasses.replace(chosen, **applicable)
 
 
+def _read_json(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise GateError(f"{path.name} is missing from {path.parent.name}")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise GateError(f"{path.name} in {path.parent.name} is not valid JSON: {exc}") from exc
+    if not isinstance(data, dict):
+        raise GateError(f"{path.name} in {path.parent.name} is not a JSON object")
+    return data
+
+
+def read_provenance(run_dir: Path) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(start, end) provenance of a run; GateError when missing or malformed."""
+    data = _read_json(run_dir / PROVENANCE)
+    start, end = data.get("start"), data.get("end")
+    if not isinstance(start, dict) or not isinstance(end, dict):
+        raise GateError(f"{PROVENANCE} in {run_dir.name} lacks its start or end capture")
+    return start, end
+
+
+def read_stated(run_dir: Path) -> dict[str, Any]:
+    """What `verdict.json` states (gate, profile, parameters, waivers): a claim to check."""
+    return _read_json(run_dir / VERDICT)
+
+
+def judge(gate: str, run_dir: Path) -> Verdict:
+    """Re-derive `gate`'s verdict from the raw evidence in `run_dir` (pure: reads only).
+
+    The gate module's own judge, plus the validity check `provenance unchanged`.
+    GateError names the file when evidence is missing or malformed.
+    """
+    if gate not in GATES:
+        raise ConfigError(f"unknown gate {gate!r}; gates are {', '.join(GATES)}", key="gate")
+    module = importlib.import_module(GATES[gate])
+    module_judge = getattr(module, "judge", None)
+    if not callable(module_judge):
+        raise GateError(f"gate {gate} has no judge: its verdict cannot be re-derived")
+    for name in EVIDENCE[gate]:
+        if not (run_dir / name).is_file():
+            raise GateError(f"gate {gate}: evidence file {name} is missing from {run_dir.name}")
+    try:
+        derived = module_judge(run_dir)
+    except (KeyError, TypeError, ValueError, IndexError, AttributeError, OSError, csv.Error,
+            ET.ParseError) as exc:
+        raise GateError(f"gate {gate}: the evidence in {run_dir.name} is malformed: "
+                        f"{type(exc).__name__}: {exc}") from exc
+    if not isinstance(derived, Verdict):
+        raise GateError(f"gate {gate}: its judge returned {type(derived).__name__}")
+    start, end = read_provenance(run_dir)
+    changed = provenance.changes(start, end)
+    same = Check("provenance unchanged", "the same code from start to end",
+                 "; ".join(changed) or "unchanged", not changed, VALIDITY,
+                 "source digest, git commit and dirty flag, installed packages")
+    return Verdict.of(gate, [*derived.checks, same], derived.thresholds)
+
+
+def check_release_parameters(gate: str, profile: str, parameters: dict[str, Any],
+                             waivers: Sequence[Waiver]) -> list[Waiver]:
+    """At `--profile release`, refuse (ConfigError, exit 2) parameters below the release
+    minimums that no waiver covers; returns the waivers that were needed."""
+    if profile != "release":
+        return []
+    problems, used = below_minimum(gate, parameters, waivers)
+    if problems:
+        raise ConfigError("below the release profile: " + "; ".join(problems), key=gate)
+    return used
+
+
 def run_gate(gate: str, profile: str, artifacts: Path, overrides: dict[str, Any] | None = None,
-             *, show_progress: bool = True) -> GateRun:
+             *, show_progress: bool = True, waivers: Sequence[Waiver] = ()) -> GateRun:
     if gate not in GATES:
         raise ConfigError(f"unknown gate {gate!r}; gates are {', '.join(GATES)}", key="gate")
     if gate not in available():
         raise ConfigError(f"gate {gate!r} is not part of this build", key="gate")
     chosen = profile_for(gate, profile, overrides or {})
+    parameters = dataclasses.asdict(chosen)
+    used = check_release_parameters(gate, profile, parameters, waivers)
     module = importlib.import_module(GATES[gate])
     run_dir = new_run_dir(artifacts, gate)
+    start_provenance = provenance.capture()
     start = time.monotonic()
     with GateProgress(enabled=show_progress) as progress:
-        verdict: Verdict = module.run(run_dir, chosen, progress)
+        module.run(run_dir, chosen, progress)
     seconds = time.monotonic() - start
-    write_json(run_dir / "verdict.json", {
-        "gate": gate, "profile": profile, "parameters": dataclasses.asdict(chosen),
+    write_json(run_dir / PROVENANCE, {"start": start_provenance, "end": provenance.capture()})
+    verdict = judge(gate, run_dir)
+    write_json(run_dir / VERDICT, {
+        "gate": gate, "profile": profile, "parameters": parameters,
+        "waivers": [w.to_dict() for w in used],
         "seconds": round(seconds, 2), "verdict": verdict.to_dict(),
         "evidence": list(EVIDENCE[gate]),
     })

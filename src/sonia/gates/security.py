@@ -46,7 +46,7 @@ from sonia.gates.security_types import CaseResult, run_case
 from sonia.home import Home
 from sonia.supervisor.ports import free_base_port
 
-__all__ = ["PROFILES", "SecurityProfile", "run"]
+__all__ = ["PROFILES", "SecurityProfile", "judge", "run"]
 
 GRANT_NOTE = (
     "Grant cases go straight to OpenClaw /v1/execute with the gateway's service token. "
@@ -153,35 +153,11 @@ def run(run_dir: Path, profile: SecurityProfile, progress: GateProgress) -> Verd
     results.extend(_config_cases(run_dir, profile.config_workers, progress))
     timings["config_s"] = round(time.monotonic() - mark, 2)
 
-    failed = [r for r in results if not r.passed]
     counts = categories((*CASES, *LATE_CASES)) | {"configuration": len(CONFIG_CASES)}
     corpus_summary = summarize(rows) if rows else {"payloads_sent": 0, "failed": 0}
     corpus_failures = [r for r in rows if not r["passed"]]
-    expected_payloads = (len(load_payloads(corpus, profile.corpus_stride))
-                         if corpus_present else 0)
-    checks = [
-        Check("corpus_present", True, corpus_present, corpus_present, kind=VALIDITY,
-              detail=f"corpus/ at {corpus}"),
-        Check("adversarial_cases", f">= {profile.min_cases}", len(results),
-              len(results) >= profile.min_cases, kind=VALIDITY),
-        Check("categories_covered", ">= 3 cases in each of 8 categories", counts,
-              len(counts) == 8 and min(counts.values()) >= 3, kind=VALIDITY),
-        Check("corpus_payloads_sent", expected_payloads, corpus_summary["payloads_sent"],
-              corpus_summary["payloads_sent"] == expected_payloads and expected_payloads > 0,
-              kind=VALIDITY),
-        Check("cases_failed", 0, len(failed), not failed, kind=CRITERION,
-              detail="; ".join(f"{r.id}: {r.why}" for r in failed[:20])),
-        Check("corpus_failed", 0, len(corpus_failures), not corpus_failures, kind=CRITERION,
-              detail="; ".join(f"{r['file']}:{r['line']} {r['kind']}: {r['why']}"
-                               for r in corpus_failures[:10])),
-        Check("fuzz_operations", "> 0", fuzz.operations, fuzz.operations > 0, kind=VALIDITY),
-        Check("fuzz_server_errors", 0, fuzz.server_errors, fuzz.server_errors == 0),
-        Check("fuzz_findings", 0, len(fuzz.findings), not fuzz.findings,
-              detail="; ".join(f"{f.service} {f.operation}: {f.problem[:120]}"
-                               for f in fuzz.findings[:10])),
-    ]
-    verdict = Verdict.of("security", checks, {"cases_failed": 0, "corpus_failed": 0,
-                                              "min_cases": profile.min_cases})
+    verdict = _verdict(profile, [r.to_dict() for r in results], rows, fuzz.to_dict())
+    failed = [r for r in results if not r.passed]
     with open(run_dir / "security-corpus.jsonl", "w", encoding="utf-8") as out:
         for row in rows:
             out.write(json.dumps(row, ensure_ascii=False) + "\n")
@@ -203,4 +179,57 @@ def run(run_dir: Path, profile: SecurityProfile, progress: GateProgress) -> Verd
                    "failures": corpus_failures, "rows_file": "security-corpus.jsonl"},
         "environment": capture_environment(),
     })
-    return verdict
+    return judge(run_dir)
+
+
+def _corpus_present() -> bool:
+    corpus = corpus_dir()
+    return all((corpus / kind).is_dir() and any((corpus / kind).glob("*.txt"))
+               for kind in ("path-traversal", "command-injection"))
+
+
+def _verdict(profile: SecurityProfile, results: list[dict[str, Any]],
+             rows: list[dict[str, Any]], fuzz: dict[str, Any]) -> Verdict:
+    """The verdict from every case result, corpus row and fuzz record: run and judge share it."""
+    corpus_present = _corpus_present()
+    failed = [r for r in results if not r["passed"]]
+    counts: dict[str, int] = {}
+    for result in results:
+        counts[result["category"]] = counts.get(result["category"], 0) + 1
+    corpus_failures = [r for r in rows if not r["passed"]]
+    expected_payloads = (len(load_payloads(corpus_dir(), profile.corpus_stride))
+                         if corpus_present else 0)
+    findings = fuzz["findings"]
+    checks = [
+        Check("corpus_present", True, corpus_present, corpus_present, kind=VALIDITY,
+              detail="corpus/ next to the package"),
+        Check("adversarial_cases", f">= {profile.min_cases}", len(results),
+              len(results) >= profile.min_cases, kind=VALIDITY),
+        Check("categories_covered", ">= 3 cases in each of 8 categories", counts,
+              len(counts) == 8 and min(counts.values()) >= 3, kind=VALIDITY),
+        Check("corpus_payloads_sent", expected_payloads, len(rows),
+              len(rows) == expected_payloads and expected_payloads > 0, kind=VALIDITY),
+        Check("cases_failed", 0, len(failed), not failed, kind=CRITERION,
+              detail="; ".join(f"{r['id']}: {r['why']}" for r in failed[:20])),
+        Check("corpus_failed", 0, len(corpus_failures), not corpus_failures, kind=CRITERION,
+              detail="; ".join(f"{r['file']}:{r['line']} {r['kind']}: {r['why']}"
+                               for r in corpus_failures[:10])),
+        Check("fuzz_operations", "> 0", fuzz["operations"], fuzz["operations"] > 0,
+              kind=VALIDITY),
+        Check("fuzz_server_errors", 0, fuzz["server_errors"], fuzz["server_errors"] == 0),
+        Check("fuzz_findings", 0, len(findings), not findings,
+              detail="; ".join(f"{f['service']} {f['operation']}: {str(f['problem'])[:120]}"
+                               for f in findings[:10])),
+    ]
+    return Verdict.of("security", checks, {"cases_failed": 0, "corpus_failed": 0,
+                                           "min_cases": profile.min_cases})
+
+
+def judge(run_dir: Path) -> Verdict:
+    """Re-derive the verdict from security-tests.json's case results and fuzz record and
+    the corpus rows in security-corpus.jsonl."""
+    data = json.loads((run_dir / "security-tests.json").read_text(encoding="utf-8"))
+    rows_file = run_dir / "security-corpus.jsonl"
+    rows = [json.loads(line) for line in rows_file.read_text(encoding="utf-8").splitlines()
+            if line.strip()] if rows_file.is_file() else []
+    return _verdict(SecurityProfile(**data["profile"]), data["cases"], rows, data["fuzz"])

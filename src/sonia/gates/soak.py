@@ -313,13 +313,7 @@ def run(run_dir: Path, profile: SoakGateProfile, progress: GateProgress) -> Verd
         base_port = stack.base_port
     rows = read_rows(csv_path)
     judged = evaluate_soak(rows, profile.verdict, stuck_sessions=int(sessions["stuck"]))
-    traced = Check(
-        "correlation IDs found in the gateway log", {"found_of_sampled": "all"},
-        {"sampled": trace["sampled"], "found": trace["found"], "missing": trace["missing"][:5]},
-        trace["sampled"] > 0 and trace["found"] == trace["sampled"], CRITERION,
-        "a sample of successful requests, looked up by X-Correlation-ID",
-    )
-    verdict = Verdict.of("soak", [*judged.checks, traced], judged.thresholds)
+    verdict = Verdict.of("soak", [*judged.checks, _traced(trace)], judged.thresholds)
     summary = {
         "gate": "soak",
         "run_id": run_dir.name,
@@ -334,4 +328,23 @@ def run(run_dir: Path, profile: SoakGateProfile, progress: GateProgress) -> Verd
     }
     write_json(run_dir / SUMMARY, summary)
     write_report(rows, summary, run_dir / REPORT)
-    return verdict
+    return judge(run_dir)
+
+
+def _traced(trace: Mapping[str, Any]) -> Check:
+    return Check(
+        "correlation IDs found in the gateway log", {"found_of_sampled": "all"},
+        {"sampled": trace["sampled"], "found": trace["found"], "missing": trace["missing"][:5]},
+        trace["sampled"] > 0 and trace["found"] == trace["sampled"], CRITERION,
+        "a sample of successful requests, looked up by X-Correlation-ID",
+    )
+
+
+def judge(run_dir: Path) -> Verdict:
+    """Re-derive the verdict from the metrics CSV and the summary's raw counts."""
+    summary = json.loads((run_dir / SUMMARY).read_text(encoding="utf-8"))
+    rows = read_rows(run_dir / METRICS)
+    judged = evaluate_soak(rows, SoakProfile(**summary["profile"]["verdict"]),
+                           stuck_sessions=int(summary["sessions"]["stuck"]))
+    return Verdict.of("soak", [*judged.checks, _traced(summary["correlation_trace"])],
+                      judged.thresholds)

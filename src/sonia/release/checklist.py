@@ -35,11 +35,29 @@ def _text(value: Any) -> str:
 
 def render_checklist(*, commit: str, tag: str, created_at: str,
                      verdicts: Sequence[Mapping[str, Any]], environment: Mapping[str, Any],
-                     files: Sequence[Mapping[str, Any]]) -> str:
-    """The release checklist in Markdown; `files` are the evidence entries (path, sha256)."""
+                     files: Sequence[Mapping[str, Any]],
+                     waivers: Sequence[Mapping[str, Any]] = ()) -> str:
+    """The release checklist in Markdown; `files` are the evidence entries (path, sha256).
+
+    Waivers come first, before anything else a reader might stop at.
+    """
     overall = "GO" if verdicts and all(v.get("status") == "GO" for v in verdicts) else "NO-GO"
-    lines = [
-        f"# Release checklist: {tag}",
+    lines = [f"# Release checklist: {tag}", ""]
+    if waivers:
+        lines += [
+            f"## WAIVERS ({len(waivers)}): this release ran below the release profile",
+            "",
+            "| gate | parameter | accepted down to | reason |",
+            "|---|---|---|---|",
+        ]
+        lines += [f"| {_text(w.get('gate'))} | {_text(w.get('parameter'))} "
+                  f"| {_text(w.get('value'))} | {_text(w.get('reason'))} |" for w in waivers]
+        lines += ["", "`sonia verify --strict` refuses this bundle.", ""]
+    else:
+        lines += ["No waivers: every gate ran at least the release profile.", ""]
+    lines += [
+        "DRAFT until every role below has signed off and `sonia release finalize` has",
+        "made the tag; `sonia verify` says which it is.",
         "",
         f"- commit: `{commit}`",
         f"- tag: `{tag}`",
@@ -84,6 +102,13 @@ def render_checklist(*, commit: str, tag: str, created_at: str,
     return "\n".join(lines) + "\n"
 
 
+def _status(signoffs: Mapping[str, Any]) -> str:
+    waiting = [role for role in ROLES if role not in signoffs]
+    if waiting:
+        return f"Status: **DRAFT**, waiting for {', '.join(waiting)}."
+    return "Status: every role has signed; final once `sonia release finalize` has tagged it."
+
+
 def render_signoffs(manifest_sha256: str, signoffs: Mapping[str, Mapping[str, Any]],
                     fingerprints: Mapping[str, str]) -> str:
     """SIGNOFFS.md: one line per role, signed or pending, for this manifest digest."""
@@ -92,6 +117,8 @@ def render_signoffs(manifest_sha256: str, signoffs: Mapping[str, Mapping[str, An
         "",
         f"Each signature is over `MANIFEST.json` with sha256 `{manifest_sha256}`.",
         "Generated from `signoffs/`; do not edit.",
+        "",
+        _status(signoffs),
         "",
         "| role | status | key fingerprint | signed at |",
         "|---|---|---|---|",

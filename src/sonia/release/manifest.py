@@ -6,6 +6,7 @@ Layout of a bundle:
     RELEASE_CHECKLIST.md      generated, written before the manifest: covered
     MANIFEST.json             RFC 8785 canonical JSON: files [{path, size, sha256}]
                               (every file above), commit, tag, environment, gates
+                              (re-derived verdicts), waivers
     MANIFEST.json.sig         a signed statement of the manifest's sha256 (signing.py)
     SIGNOFFS.md               generated table of sign-offs            } not covered by
     signoffs/<role>.json      one signed statement per role           } the manifest
@@ -126,12 +127,15 @@ def build_bundle(
     signing_key: Path | Ed25519PrivateKey,
     require_go: bool = True,
     created_at: dt.datetime | None = None,
+    waivers: Sequence[Mapping[str, Any]] = (),
 ) -> Path:
     """Assemble and sign a bundle in `out_dir` (which must not exist or be empty).
 
     `evidence_files` maps a bundle path (e.g. "soak/soak-summary.json") to the file
     to copy. `verdicts` are `Verdict.to_dict()` results; with `require_go` (the
-    default) any verdict other than GO refuses the release.
+    default) any verdict other than GO refuses the release. `waivers` (each
+    `{gate, parameter, value, reason}`) go into the manifest and at the top of the
+    checklist, where a reader sees them first.
     """
     if not commit or not tag:
         raise ReleaseError("a release needs a commit and a tag")
@@ -155,6 +159,7 @@ def build_bundle(
     moment = (created_at or dt.datetime.now(dt.UTC)).astimezone(dt.UTC).isoformat()
     gates = _jsonable([dict(v) for v in verdicts])
     env = _jsonable(dict(environment))
+    waived = _jsonable([dict(w) for w in waivers])
 
     out_dir.mkdir(parents=True, exist_ok=True)
     for name, source in sorted(evidence_files.items()):
@@ -163,7 +168,7 @@ def build_bundle(
         shutil.copyfile(source, target)
     evidence = [file_entry(out_dir, out_dir / name) for name in sorted(evidence_files)]
     checklist = render_checklist(commit=commit, tag=tag, created_at=moment, verdicts=gates,
-                                 environment=env, files=evidence)
+                                 environment=env, files=evidence, waivers=waived)
     _write(out_dir / CHECKLIST_NAME, checklist.encode("utf-8"))
 
     files = sorted([*evidence, file_entry(out_dir, out_dir / CHECKLIST_NAME)],
@@ -176,6 +181,7 @@ def build_bundle(
         "tag": tag,
         "environment": env,
         "gates": gates,
+        "waivers": waived,
         "files": files,
     }
     manifest_bytes = canonical(manifest)

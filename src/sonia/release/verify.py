@@ -12,17 +12,28 @@ Order of checks (the first failure is reported, with the file it concerns):
 5. every `signoffs/<role>.json` is a canonical signed statement for a known role,
    over this manifest's sha256 (with the key from `role_keys` when given);
 6. SIGNOFFS.md is exactly what the sign-off files say;
-7. every role in `require_roles` has signed off.
+7. every role in `require_roles` has signed off;
+8. every gate in the manifest is GO, and every gate in `require_gates` is there;
+9. with `signers` (the pinned signers file): the bundle key is the pinned release
+   key when one is pinned and no role's key; every sign-off is by its role's
+   pinned key. Always: no two roles signed with one key, and no role signed with
+   the bundle key;
+10. with `strict`: the manifest carries no waiver;
+11. with `repo` and `require_tag`: the manifest's tag exists there and points at
+    the manifest's commit.
 
-Without `public_key` a passing result proves the bundle is intact and
-self-consistent, not who made it: `key_pinned` says which one you got.
+Without a pinned key (`public_key`, or the release key in `signers`) a passing
+result proves the bundle is intact and self-consistent, not who made it:
+`key_pinned` says which one you got. `state` is FINAL when every role has signed
+and the tag points at the commit, else DRAFT.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterable, Mapping
+import subprocess
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -42,6 +53,7 @@ from sonia.release.manifest import (
     is_safe_bundle_path,
     sha256_file,
 )
+from sonia.release.signers import Signers
 from sonia.release.signing import (
     fingerprint,
     load_public_key,
@@ -49,7 +61,8 @@ from sonia.release.signing import (
     verify_statement,
 )
 
-__all__ = ["VerifyResult", "read_signoffs", "render_signoffs_index", "verify_bundle"]
+__all__ = ["VerifyResult", "read_signoffs", "render_signoffs_index", "tag_commit",
+           "verify_bundle"]
 
 PublicKeySource = Path | bytes | Ed25519PublicKey
 
@@ -65,11 +78,14 @@ class VerifyResult:
     signer: str | None = None
     key_pinned: bool = False
     roles_signed: tuple[str, ...] = ()
+    state: str = "DRAFT"
+    waivers: tuple[str, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         return {"ok": self.ok, "first_bad_file": self.first_bad_file, "reason": self.reason,
                 "files_checked": self.files_checked, "signer": self.signer,
-                "key_pinned": self.key_pinned, "roles_signed": list(self.roles_signed)}
+                "key_pinned": self.key_pinned, "roles_signed": list(self.roles_signed),
+                "state": self.state, "waivers": list(self.waivers)}
 
 
 class _Bad(Exception):
@@ -166,17 +182,77 @@ def _check_files(bundle: Path, manifest: Mapping[str, Any]) -> int:
     return len(listed)
 
 
+def _check_gates(manifest: Mapping[str, Any], require_gates: Sequence[str]) -> None:
+    gates = manifest.get("gates")
+    if not isinstance(gates, list) or not all(isinstance(g, dict) for g in gates):
+        raise _Bad(MANIFEST_NAME, "has no gate list")
+    for entry in gates:
+        if entry.get("status") != "GO":
+            raise _Bad(MANIFEST_NAME, f"gate {entry.get('gate')} is {entry.get('status')}: "
+                                      "a release holds only GO verdicts")
+    present = {str(g.get("gate")) for g in gates}
+    missing = [g for g in require_gates if g not in present]
+    if missing:
+        raise _Bad(MANIFEST_NAME, f"gates missing from the release: {', '.join(missing)}")
+
+
+def _check_keys(signer_key: Ed25519PublicKey, signoffs: Mapping[str, Mapping[str, Any]],
+                signers: Signers | None) -> None:
+    bundle_print = fingerprint(signer_key)
+    seen: dict[str, str] = {}
+    for role, doc in sorted(signoffs.items()):
+        rel = f"{SIGNOFFS_DIR}/{role}.json"
+        printed = fingerprint(public_key_from_b64(str(doc["public_key"])))
+        if printed == bundle_print:
+            raise _Bad(rel, f"signed with the bundle's own key {printed}: a role signs with a "
+                            "person's key, never the release key")
+        if printed in seen:
+            raise _Bad(rel, f"signed with the same key {printed} as {seen[printed]}: one key "
+                            "may hold one role only")
+        seen[printed] = role
+        if signers is not None:
+            pinned = signers.role_key(role)
+            if pinned is None:
+                raise _Bad(rel, f"role {role} has no pinned key in {signers.source}")
+            if fingerprint(pinned) != printed:
+                raise _Bad(rel, f"signed by key {printed}, {signers.source} pins "
+                                f"{fingerprint(pinned)} for {role}")
+    if signers is not None:
+        for role, key in signers.roles.items():
+            if fingerprint(key) == bundle_print:
+                raise _Bad(SIGNATURE_NAME, f"the bundle is signed with {role}'s pinned key")
+
+
+def tag_commit(repo: Path, tag: str) -> str | None:
+    """The commit an annotated or light tag points at in `repo`, or None."""
+    try:
+        proc = subprocess.run(["git", "rev-parse", "-q", "--verify", f"refs/tags/{tag}^{{commit}}"],
+                              cwd=repo, capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return proc.stdout.strip() if proc.returncode == 0 else None
+
+
 def verify_bundle(bundle: Path, public_key: PublicKeySource | None = None,
                   require_roles: Iterable[str] = (),
-                  role_keys: Mapping[str, PublicKeySource] | None = None) -> VerifyResult:
+                  role_keys: Mapping[str, PublicKeySource] | None = None, *,
+                  signers: Signers | None = None, require_gates: Sequence[str] = (),
+                  strict: bool = False, repo: Path | None = None,
+                  require_tag: bool = False) -> VerifyResult:
     """Check a bundle completely; see the module docstring for the order of checks."""
     required = tuple(require_roles)
     unknown = [r for r in required if r not in ROLES]
     if unknown:
         raise ReleaseError(f"unknown sign-off roles {unknown}; roles are {', '.join(ROLES)}")
-    pinned = load_public_key(public_key) if public_key is not None else None
+    if public_key is not None:
+        pinned: Ed25519PublicKey | None = load_public_key(public_key)
+    else:
+        pinned = signers.release if signers is not None else None
     files_checked = 0
     signer: str | None = None
+    signoffs: dict[str, dict[str, Any]] = {}
+    waivers: tuple[str, ...] = ()
+    tagged = False
     try:
         if not bundle.is_dir():
             raise _Bad(str(bundle), "no such bundle folder")
@@ -196,10 +272,33 @@ def verify_bundle(bundle: Path, public_key: PublicKeySource | None = None,
         for role in required:
             if role not in signoffs:
                 raise _Bad(f"{SIGNOFFS_DIR}/{role}.json", f"role {role} has not signed off")
+        _check_gates(manifest, require_gates)
+        statement = json.loads((bundle / SIGNATURE_NAME).read_bytes())
+        _check_keys(public_key_from_b64(str(statement["public_key"])), signoffs, signers)
+        waivers = tuple(f"{w.get('gate')}.{w.get('parameter')}={w.get('value')}: "
+                        f"{w.get('reason')}" for w in manifest.get("waivers") or [])
+        if strict and waivers:
+            raise _Bad(MANIFEST_NAME, f"carries {len(waivers)} waiver(s) ({'; '.join(waivers)})"
+                                      ": --strict accepts no waiver")
+        if require_tag and repo is None:
+            raise _Bad(MANIFEST_NAME, "no git checkout to check the tag in (pass the "
+                                      "checkout of the release)")
+        if repo is not None:
+            tag, commit = str(manifest.get("tag")), str(manifest.get("commit"))
+            at = tag_commit(repo, tag)
+            if at is not None and at != commit:
+                raise _Bad(MANIFEST_NAME, f"tag {tag} points at {at[:12]}, the manifest's "
+                                          f"commit is {commit[:12]}")
+            tagged = at == commit
+            if require_tag and not tagged:
+                raise _Bad(MANIFEST_NAME, f"tag {tag} does not exist in {repo.name}: the "
+                                          "release is a DRAFT until `sonia release finalize`")
     except _Bad as bad:
         return VerifyResult(False, bad.file, bad.reason, files_checked, signer,
-                            pinned is not None)
+                            pinned is not None, tuple(sorted(signoffs)), "DRAFT", waivers)
     how = "with the pinned key" if pinned is not None else \
         "with the key inside the bundle (not pinned: pass the release public key to trust it)"
+    state = "FINAL" if tagged and all(r in signoffs for r in ROLES) else "DRAFT"
     return VerifyResult(True, None, f"signature valid {how}; {files_checked} files match",
-                        files_checked, signer, pinned is not None, tuple(sorted(signoffs)))
+                        files_checked, signer, pinned is not None, tuple(sorted(signoffs)),
+                        state, waivers)

@@ -133,11 +133,14 @@ def test_a_lost_home_is_rebuilt_from_an_offsite_backup(own_stack: FreshStack,
                                                          tmp_path: Path) -> None:
     kept = remember(own_stack, "the spare key is under the blue pot")
     backup = create_backup(own_stack.home, tmp_path / "offsite")
+    carried = tmp_path / "carried-backup.key"  # kept apart from the home, as the runbook says
+    shutil.copy2(own_stack.home.backup_key_file, carried)
     url = own_stack.url()
     own_stack.down()
     shutil.rmtree(own_stack.home.root)
 
-    run_runbook("the home is lost", own_stack.home.root, BACKUP=str(backup))
+    run_runbook("the home is lost", own_stack.home.root, BACKUP=str(backup),
+                BACKUP_KEY=str(carried))
     own_stack.running = True
 
     new_key = (own_stack.home.root / "new-user-key").read_text().strip()

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from sonia.backup import create_backup, restore_backup
+from sonia.backup import create_backup, read_backup_key, restore_backup
 from sonia.errors import BackupError
 from sonia.home import Home
 from sonia.kit.db import connect
@@ -50,7 +50,7 @@ DAMAGE: dict[str, tuple[str, Callable[[Path], None], str]] = {
     "altered database": ("data/eva.db", flip_byte, "sha256"),
     "altered config": ("sonia.toml", flip_byte, "sha256"),
     "altered policy": ("policies/tools.toml", flip_byte, "sha256"),
-    "altered manifest": ("manifest.json", flip_byte, "manifest.sha256"),
+    "altered manifest": ("manifest.json", flip_byte, "manifest.hmac"),
     "missing database": ("data/eva.db", Path.unlink, "missing"),
 }
 
@@ -65,7 +65,7 @@ def test_a_damaged_backup_is_refused_naming_the_file(tmp_path: Path, case: str) 
     damage(backup / file)
 
     with pytest.raises(BackupError) as caught:
-        restore_backup(target, backup)
+        restore_backup(target, backup, key=read_backup_key(source.backup_key_file))
 
     assert file in str(caught.value) and word in str(caught.value)
     assert snapshot(target) == before  # the home is untouched

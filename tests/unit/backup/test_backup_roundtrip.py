@@ -17,6 +17,7 @@ from sonia.backup import (
     database_facts,
     list_backups,
     prune_backups,
+    read_backup_key,
     restore_backup,
     verify_backup,
 )
@@ -132,7 +133,7 @@ def test_restore_into_a_clean_home_keeps_its_secrets_and_matches_the_digests(
     (clean.data / "memory.db-wal").write_bytes(b"stale wal of another database")
     (clean.data / "memory.db-shm").write_bytes(b"stale shm")
 
-    result = restore_backup(clean, backup)
+    result = restore_backup(clean, backup, key=read_backup_key(source.backup_key_file))
 
     assert result.databases == ("memory",)
     restored = clean.db_path("memory")

@@ -1,0 +1,104 @@
+"""Each gate's judge re-derives its verdict from the raw evidence, not from what the
+evidence says about itself: a recorded "ok", "passed" or "GO" over raw data that
+says otherwise is judged by the data."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+from release_evidence import build_run, origin_for
+
+from sonia.errors import GateError
+from sonia.gates import registry
+
+
+def load(path: Path) -> dict[str, object]:
+    data: dict[str, object] = json.loads(path.read_text())
+    return data
+
+
+def save(path: Path, data: object) -> None:
+    path.write_text(json.dumps(data))
+
+
+@pytest.fixture()
+def origin() -> dict[str, object]:
+    return origin_for("f" * 40)
+
+
+def failed(gate: str, run_dir: Path) -> tuple[str, list[str]]:
+    verdict = registry.judge(gate, run_dir)
+    return verdict.status, [c.name for c in verdict.failures]
+
+
+def test_go_no_go_recounts_the_cycle_rows(tmp_path: Path, origin: dict[str, object]) -> None:
+    run = build_run(tmp_path, "go-no-go", origin, bad_cycle=True)
+    assert failed("go-no-go", run) == ("NO-GO", ["cycles_ok", "zombies"])
+    summary = load(run / "go-no-go-summary.json")
+    summary["cycles"] = summary["cycles"][-1:]  # type: ignore[index]
+    save(run / "go-no-go-summary.json", summary)
+    assert failed("go-no-go", run)[0] == "INVALID"  # no cycle rows: nothing was proven
+
+
+def test_security_reads_every_case_and_corpus_row(tmp_path: Path,
+                                                  origin: dict[str, object]) -> None:
+    run = build_run(tmp_path, "security", origin)
+    data = load(run / "security-tests.json")
+    data["cases"][0]["passed"] = False  # type: ignore[index]
+    save(run / "security-tests.json", data)
+    assert failed("security", run) == ("NO-GO", ["cases_failed"])
+    rows = (run / "security-corpus.jsonl").read_text().splitlines()
+    (run / "security-corpus.jsonl").write_text("\n".join(rows[:10]) + "\n")
+    assert failed("security", run)[0] == "INVALID"  # payloads missing
+
+
+def test_soak_judges_the_metrics_csv(tmp_path: Path, origin: dict[str, object]) -> None:
+    run = build_run(tmp_path, "soak", origin)
+    path = run / "soak-metrics.csv"
+    with open(path, newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    for row in rows:
+        row["chat.errors"] = "50"
+        row["all.errors"] = "50"
+    with open(path, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    status, names = failed("soak", run)
+    assert status == "NO-GO" and "error rate (all routes)" in names
+
+
+def test_determinism_compares_the_two_runs(tmp_path: Path, origin: dict[str, object]) -> None:
+    run = build_run(tmp_path, "determinism", origin)
+    data = load(run / "integration-tests.json")
+    data["runs"][1]["tests"]["tests/integration/test_b.py::test_two"] = "failed"  # type: ignore[index]
+    save(run / "integration-tests.json", data)
+    assert failed("determinism", run) == ("NO-GO", ["outcomes_identical", "all_passed"])
+
+
+def test_durability_recomputes_rto_and_rpo(tmp_path: Path, origin: dict[str, object]) -> None:
+    run = build_run(tmp_path, "durability", origin)
+    data = load(run / "restore-drill.json")
+    data["rto_s"] = 61.0
+    save(run / "restore-drill.json", data)
+    assert failed("durability", run) == ("NO-GO", ["RTO (disaster to ready)"])
+
+
+def test_chaos_needs_its_whole_history(tmp_path: Path, origin: dict[str, object]) -> None:
+    run = build_run(tmp_path, "chaos", origin)
+    (run / "chaos-history.jsonl").write_text("")
+    assert failed("chaos", run) == ("INVALID", ["history recorded"])
+
+
+def test_a_gate_without_its_evidence_or_provenance_cannot_be_judged(
+        tmp_path: Path, origin: dict[str, object]) -> None:
+    run = build_run(tmp_path, "chaos", origin)
+    (run / "provenance.json").unlink()
+    with pytest.raises(GateError, match="provenance.json is missing"):
+        registry.judge("chaos", run)
+    (run / "chaos-report.json").unlink()
+    with pytest.raises(GateError, match="chaos-report.json is missing"):
+        registry.judge("chaos", run)
