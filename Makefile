@@ -31,7 +31,7 @@ run: venv system-deps
 	$(BIN)/sonia gate all --profile $(PROFILE) --home $(HOME_DIR)
 
 test: venv system-deps
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -m "not gate"
 
 lint: venv
 	$(BIN)/ruff check src tests bench
