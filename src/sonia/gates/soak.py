@@ -85,6 +85,7 @@ __all__ = [
     "judge",
     "run",
     "trace_correlation_ids",
+    "voice_turn",
 ]
 
 METRICS = "soak-metrics.csv"
@@ -218,7 +219,7 @@ class SoakTraffic:
         url = str(client.base_url).replace("http", "ws", 1).rstrip("/") + \
             f"/v1/sessions/{session_id}/stream"
         message = CHAT_MESSAGES[next(self._counter) % len(CHAT_MESSAGES)]
-        turn = await _voice_turn(url, self._headers(self.user, cid), message)
+        turn = await voice_turn(url, self._headers(self.user, cid), message)
         # stopped even after a failed turn, so stuck sessions count the stack's, not ours
         stopped = await client.post(f"/v1/sessions/{session_id}/stop",
                                     headers=self._headers(self.user, cid))
@@ -248,13 +249,14 @@ async def _next_event(ws: ClientConnection) -> dict[str, Any]:
             return event
 
 
-async def _voice_turn(url: str, headers: Mapping[str, str], text: str
+async def voice_turn(url: str, headers: Mapping[str, str], text: str
                       ) -> tuple[bool, str | None] | None:
     """One text turn over the session's WebSocket; None when the reply came whole.
 
     The caller's timeout bounds the whole turn. A refused handshake is classed by
-    its status, a dropped socket as "transport", an `error` event, an interrupted
-    or empty reply, or anything unexpected as "other".
+    its status, a dropped socket as "transport", a handshake that timed out as
+    "timeout", one that could not connect as "connect", and an `error` event, an
+    interrupted or empty reply, or anything unexpected as "other".
     """
     try:
         async with connect(url, additional_headers=dict(headers), proxy=None,
@@ -274,6 +276,8 @@ async def _voice_turn(url: str, headers: Mapping[str, str], text: str
         return False, "transport"
     except WebSocketException:
         return False, "transport"
+    except TimeoutError:  # the handshake's own open_timeout (an OSError: caught first)
+        return False, "timeout"
     except OSError:
         return False, "connect"
     except ValueError:  # not JSON
