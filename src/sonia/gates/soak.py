@@ -33,16 +33,17 @@ thresholds are wider (a 2-minute run extrapolated to an hour magnifies start-up
 effects and neighbours' noise: services still fill caches, so memory rises by
 10-25 MiB per hour-equivalent, and a p95 drifting 25 ms in two minutes on a
 shared machine reads as 750 ms/h; quick fails a p95 rising 1 ms per second of
-run, 120 ms in its two minutes, or memory rising 256 MiB/h or growing by more
-than 256 MiB per judged hour, about 8 MiB in its two minutes),
+run, 120 ms in its two minutes, or memory rising 256 MiB/h or growing at more
+than that rate, about 7 MiB in its two minutes),
 it judges the observed error rate, not the Wilson bound, which needs about 600
 error-free requests per route to prove 0.5 %, and it tolerates a generator that
 lags up to 500 ms in a tenth of the windows (CI machines are shared; latency is
 measured from the scheduled time, so lag is never hidden, only the pace slips).
 The release profile allows no window behind at 100 ms, and its rates give every
 route more than 600 requests an hour, so a one-hour run can already pass Wilson.
-Its memory thresholds flag a leak of 1 MiB/h: a slope above 1 MiB/h, or growth
-above 1 MiB per judged hour (48 MiB over 48 hours).
+Its memory thresholds flag a leak of 1 MiB/h: a slope above 1 MiB/h, or total
+growth at more than 1 MiB/h (the rate of 48 MiB over 48 hours; see
+`soak_verdict`).
 """
 
 from __future__ import annotations

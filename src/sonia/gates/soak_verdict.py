@@ -147,7 +147,15 @@ def _trend_check(name: str, series: list[tuple[float, float]], threshold_per_hou
     if not result.enough_data:
         return Check(name, threshold, observed, False, VALIDITY,
                      f"only {result.points} usable windows, {profile.min_windows} needed")
-    detail = "rising" if result.rising else "no upward trend"
+    significant = result.p_value < profile.trend_alpha
+    if result.rising:
+        detail = "rising"
+    elif significant:  # say so: a certain rise below the threshold is not "no trend"
+        scale, shown = (MIB, "MiB") if unit == "bytes" else (1.0, unit)
+        detail = (f"rising at {result.slope_per_hour / scale:.2f} {shown}/h, "
+                  f"within the {threshold_per_hour / scale:.2f} {shown}/h allowed")
+    else:
+        detail = "no significant upward trend"
     return Check(name, threshold, observed, not result.rising, CRITERION, detail)
 
 
@@ -204,6 +212,9 @@ def _service_checks(rows: Sequence[Mapping[str, Any]], service: str,
     state_fraction = state_read / windows if windows else 0.0
     memory_fraction = memory_read / len(up) if up else 0.0
     minimum = profile.min_sampled_fraction
+    # Uptime backs up the counter (a supervisor that restarted would reset it). It is
+    # wall-clock based, but advances a whole window between rows, so only a clock
+    # stepped back by more than a window could fake a drop.
     known = [u for u in uptimes if not math.isnan(u)]
     drops = sum(1 for before, after in zip(known, known[1:], strict=False) if after < before)
     most = int(max((c for c in restarts if not math.isnan(c)), default=0))

@@ -264,3 +264,15 @@ def test_the_warm_up_is_a_tenth_of_the_run() -> None:
     assert verdict.status == "GO", failed_checks(verdict)
     windows = next(c for c in verdict.checks if c.name == "windows after warm-up")
     assert windows.observed == {"windows": 270, "warmup_windows": 30}
+
+
+def test_a_certain_rise_within_the_threshold_is_reported_as_a_rise() -> None:
+    """Passing is not "no trend": the issue's one-hour run rose at 0.7-2.6 MiB/h and
+    was reported as flat. The check passes but its detail names the rise."""
+    verdict = evaluate_soak(release_rows(0.8), RELEASE, stuck_sessions=0)
+    trend = next(c for c in verdict.checks if c.name == "memory trend (memory)")
+    assert trend.passed
+    assert trend.detail == "rising at 0.80 MiB/h, within the 1.00 MiB/h allowed"
+    flat = evaluate_soak(synthetic_rows(), PROFILE, stuck_sessions=0)
+    assert next(c for c in flat.checks if c.name == "memory trend (memory)").detail == \
+        "no significant upward trend"
