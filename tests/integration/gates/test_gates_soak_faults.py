@@ -6,9 +6,8 @@ service (its supervisor restarts it), or make one service's memory unreadable
 (its pid file no longer names a process). The verdict must say NO-GO naming the
 restart, or INVALID naming the service, and the CSV on disk must show why.
 
-The runs are shortened: 2-second windows and fewer windows needed for a trend
-than the quick profile's; everything else is the quick profile's code and
-numbers.
+The runs are shortened (see `shortened`); everything else is the quick
+profile's code and numbers.
 """
 
 from __future__ import annotations
@@ -63,9 +62,14 @@ class Harm(threading.Thread):
 
 
 def shortened(duration_s: float) -> dict[str, Any]:
+    """The quick profile with 2-second windows, trends judged on 10 of them, and a
+    generator allowed to lag in half the windows: these tests are about restarts
+    and memory readings, and a loaded test machine must not turn their answer
+    into "the generator fell behind" (that check has its own unit tests)."""
     quick = PROFILES["quick"]
     return {"duration_s": duration_s, "window_seconds": 2.0,
-            "verdict": dataclasses.replace(quick.verdict, min_windows=10)}
+            "verdict": dataclasses.replace(quick.verdict, min_windows=10,
+                                           max_behind_window_fraction=0.5)}
 
 
 def run_with(tmp_path: Path, duration_s: float, harm: Harm) -> registry.GateRun:
