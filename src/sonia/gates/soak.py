@@ -413,6 +413,9 @@ def judge(run_dir: Path) -> Verdict:
     thresholds = _field(summary, "profile", "verdict")
     if not isinstance(thresholds, Mapping):
         raise GateError(f"{SUMMARY}: profile.verdict must be an object")
+    missing = sorted({f.name for f in dataclasses.fields(SoakProfile)} - set(thresholds))
+    if missing:  # never judge by a default the run was not held to
+        raise GateError(f"{SUMMARY}: profile.verdict lacks {', '.join(missing)}")
     try:
         profile = SoakProfile(**thresholds)
     except TypeError as exc:

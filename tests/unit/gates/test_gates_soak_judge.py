@@ -86,7 +86,8 @@ def test_the_summary_counts_are_judged(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("damage", ["no csv", "no summary", "summary not json",
-                                    "no thresholds", "unknown threshold", "bad cell",
+                                    "no thresholds", "a threshold missing",
+                                    "unknown threshold", "bad cell",
                                     "negative count"])
 def test_broken_evidence_is_an_error_naming_the_file(tmp_path: Path, damage: str) -> None:
     run_dir = write_run(tmp_path, synthetic_rows(windows=80))
@@ -99,6 +100,8 @@ def test_broken_evidence_is_an_error_naming_the_file(tmp_path: Path, damage: str
         (run_dir / SUMMARY).write_text("{")
     elif damage == "no thresholds":
         del summary["profile"]["verdict"]
+    elif damage == "a threshold missing":  # e.g. written before growth was judged
+        del summary["profile"]["verdict"]["memory_growth_bytes_per_hour"]
     elif damage == "unknown threshold":
         summary["profile"]["verdict"]["max_leak"] = 1
     elif damage == "bad cell":
@@ -110,7 +113,8 @@ def test_broken_evidence_is_an_error_naming_the_file(tmp_path: Path, damage: str
         (run_dir / METRICS).write_text("\n".join(text) + "\n")
     elif damage == "negative count":
         summary["sessions"]["stuck"] = -1
-    if damage in ("no thresholds", "unknown threshold", "negative count"):
+    if damage in ("no thresholds", "a threshold missing", "unknown threshold",
+                  "negative count"):
         (run_dir / SUMMARY).write_text(json.dumps(summary))
     with pytest.raises(GateError) as raised:
         judge(run_dir)
