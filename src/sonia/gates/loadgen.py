@@ -53,16 +53,22 @@ from typing import IO, Any
 import httpx
 from hdrh.histogram import HdrHistogram
 
-from sonia.gates.load_rows import ERROR_CLASSES, memory_field, route_field, row_columns
+from sonia.gates.load_rows import (
+    ERROR_CLASSES,
+    ServiceSample,
+    route_field,
+    row_columns,
+    service_cells,
+)
 
 __all__ = [
     "CORRELATION_HEADER",
     "LoadGenerator",
     "LoadProgress",
     "LoadResult",
-    "MemorySampler",
     "RequestFn",
     "Row",
+    "ServiceSampler",
     "Stream",
     "classify_exception",
     "outcome_of",
@@ -74,12 +80,13 @@ HIGHEST_US = 60_000_000
 SIGNIFICANT_DIGITS = 3
 RequestFn = Callable[[httpx.AsyncClient, str], Awaitable[tuple[bool, str | None]]]
 """`make_request(client, correlation_id) -> (ok, error_class or None)`."""
-MemorySampler = Callable[[], Mapping[str, int]]
-"""Returns bytes per service (the soak gate passes each service's USS)."""
+ServiceSampler = Callable[[], Mapping[str, ServiceSample]]
+"""Returns what was read of each service (memory, uptime, restarts); a service left
+out, or a None field, becomes an empty cell: a missing sample, never a zero."""
 Row = dict[str, Any]
 
 _NAME = re.compile(r"^[A-Za-z0-9_-]+$")
-_RESERVED = frozenset({"all", "uss"})
+_RESERVED = frozenset({"all", "uss", "uptime_s", "restarts"})
 
 
 def outcome_of(response: httpx.Response) -> tuple[bool, str | None]:
@@ -155,7 +162,7 @@ class LoadResult:
     correlation_samples: list[dict[str, Any]]
     error_samples: list[dict[str, Any]]
     exceptions: dict[str, int]
-    memory_errors: list[str]
+    sampling_errors: list[str]
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -166,7 +173,7 @@ class LoadResult:
             "lag_p99_ms": self.lag_p99_ms, "lag_max_ms": self.lag_max_ms,
             "behind": self.behind, "correlation_samples": self.correlation_samples,
             "error_samples": self.error_samples, "exceptions": self.exceptions,
-            "memory_errors": self.memory_errors,
+            "sampling_errors": self.sampling_errors,
         }
 
 
@@ -225,7 +232,9 @@ class LoadGenerator:
     `max_concurrency` connections, or requests wait in httpx's pool, which shows,
     correctly, as latency). `window_seconds` sets the row period; the `behind_*`
     thresholds decide when a window's evidence describes the generator rather
-    than the system. `sample_memory` runs in a worker thread at each window close.
+    than the system. `sample_services` runs in a worker thread at each window
+    close and fills the cells of every service in `services` (a fixed list, so a
+    service that cannot be read at all still has its empty columns).
     """
 
     def __init__(
@@ -239,7 +248,8 @@ class LoadGenerator:
         request_timeout_s: float = 30.0,
         behind_lag_p99_ms: float = 100.0,
         behind_drop_fraction: float = 0.001,
-        sample_memory: MemorySampler | None = None,
+        services: Sequence[str] = (),
+        sample_services: ServiceSampler | None = None,
         on_window: Callable[[Row], None] | None = None,
         on_progress: Callable[[LoadProgress], None] | None = None,
         progress_interval_s: float = 1.0,
@@ -263,7 +273,7 @@ class LoadGenerator:
         self.request_timeout_s = request_timeout_s
         self.behind_lag_p99_ms = behind_lag_p99_ms
         self.behind_drop_fraction = behind_drop_fraction
-        self.sample_memory = sample_memory
+        self.sample_services = sample_services
         self.on_window = on_window
         self.on_progress = on_progress
         self.progress_interval_s = progress_interval_s
@@ -286,8 +296,8 @@ class LoadGenerator:
         self._samples: list[dict[str, Any]] = []
         self._error_samples: list[dict[str, Any]] = []
         self._exceptions: Counter[str] = Counter()
-        self._memory_errors: list[str] = []
-        self._services: list[str] = []
+        self._sampling_errors: list[str] = []
+        self._services: list[str] = list(services)
         self._columns: list[str] = []
         self._writer: csv.DictWriter[str] | None = None
         self._csv_file: IO[str] | None = None
@@ -303,9 +313,6 @@ class LoadGenerator:
     async def run(self, duration_s: float) -> LoadResult:
         """Run the schedule for `duration_s` seconds (or until `stop()`), then drain."""
         loop = asyncio.get_running_loop()
-        if self.sample_memory is not None:
-            first = await self._sample_memory()
-            self._services = sorted(first)
         self._columns = row_columns([s.name for s in self.streams], self._services)
         self.csv_path.parent.mkdir(parents=True, exist_ok=True)
         self._csv_file = open(self.csv_path, "w", newline="", encoding="utf-8")
@@ -455,8 +462,8 @@ class LoadGenerator:
         index = self._window_index
         self._window_index += 1
         in_flight = self._in_flight
-        memory = await self._sample_memory() if self.sample_memory is not None else {}
-        row = self._row(index, start, end, window, in_flight, memory)
+        samples = await self._sample_services()
+        row = self._row(index, start, end, window, in_flight, samples)
         if row["behind"]:
             self._windows_behind += 1
         if self._writer is not None:
@@ -466,7 +473,7 @@ class LoadGenerator:
             self.on_window(row)
 
     def _row(self, index: int, start: float, end: float, window: _Window, in_flight: int,
-             memory: Mapping[str, int]) -> Row:
+             samples: Mapping[str, ServiceSample]) -> Row:
         row: Row = {
             "window": index,
             "start_utc": (self._wall0 + dt.timedelta(seconds=start - self._t0)).isoformat(),
@@ -493,23 +500,24 @@ class LoadGenerator:
             "behind": int(behind),
         })
         for service in self._services:
-            value = memory.get(service)
-            row[memory_field(service)] = "" if value is None else int(value)
+            row.update(service_cells(service, samples.get(service)))
         return row
 
-    def _call_sampler(self) -> Mapping[str, int]:
-        assert self.sample_memory is not None
+    def _call_sampler(self) -> Mapping[str, ServiceSample]:
+        assert self.sample_services is not None
         try:
-            return dict(self.sample_memory())
+            return dict(self.sample_services())
         except StopIteration as exc:  # would hang the awaiting future: make it an error
-            raise RuntimeError("sample_memory raised StopIteration") from exc
+            raise RuntimeError("sample_services raised StopIteration") from exc
 
-    async def _sample_memory(self) -> Mapping[str, int]:
+    async def _sample_services(self) -> Mapping[str, ServiceSample]:
+        if self.sample_services is None:
+            return {}
         try:
             return await asyncio.to_thread(self._call_sampler)
-        except Exception as exc:  # a service died between samples: an empty cell, named here
-            if len(self._memory_errors) < 20:
-                self._memory_errors.append(f"{type(exc).__name__}: {exc}")
+        except Exception as exc:  # the sampler failed: empty cells this window, named here
+            if len(self._sampling_errors) < 20:
+                self._sampling_errors.append(f"{type(exc).__name__}: {exc}")
             return {}
 
     def _sync_csv(self) -> None:
@@ -574,5 +582,5 @@ class LoadGenerator:
             correlation_samples=sorted(self._samples, key=lambda s: s["scheduled_s"]),
             error_samples=list(self._error_samples),
             exceptions=dict(self._exceptions),
-            memory_errors=list(self._memory_errors),
+            sampling_errors=list(self._sampling_errors),
         )

@@ -5,6 +5,11 @@ pyplot, so no global state and no display is needed) and embedded as base64 PNG,
 so the report travels as a single file inside a release bundle. It shows latency
 p50/p95/p99 per route, errors per window, memory per service, and the verdict
 table with every threshold beside what was observed.
+
+Each service's memory plot also draws what the verdict judged: the warm-up
+(shaded, left out of the trend), the fitted Theil-Sen trend over the judged
+windows, and the threshold as a line rising at the allowed MiB/h from where the
+trend starts; a series that climbs above that line is what NO-GO means.
 """
 
 from __future__ import annotations
@@ -21,6 +26,8 @@ from typing import Any
 from matplotlib.figure import Figure
 
 from sonia.gates.load_rows import ERROR_CLASSES, memory_field, route_field, row_routes, row_services
+from sonia.gates.soak_verdict import SoakProfile, warmup_count
+from sonia.gates.stats import theil_sen_slope
 
 __all__ = ["render_report", "write_report"]
 
@@ -90,15 +97,49 @@ def _errors_plot(rows: Sequence[Mapping[str, Any]], routes: Sequence[str]) -> st
     return _png(figure)
 
 
-def _memory_plot(rows: Sequence[Mapping[str, Any]], services: Sequence[str]) -> str:
-    figure, axes = _figure("memory (USS) per service", "MiB")
+def _profile(summary: Mapping[str, Any]) -> SoakProfile | None:
+    """The verdict's thresholds as recorded in the summary, or None when absent."""
+    recorded = summary.get("profile", {})
+    thresholds = recorded.get("verdict") if isinstance(recorded, Mapping) else None
+    if not isinstance(thresholds, Mapping):
+        return None
+    try:
+        return SoakProfile(**thresholds)
+    except TypeError:
+        return None
+
+
+def _memory_plot(rows: Sequence[Mapping[str, Any]], service: str,
+                 profile: SoakProfile | None) -> tuple[str, str]:
+    """The plot (base64 PNG) and a caption saying in words what it draws."""
+    caption = "no thresholds recorded"
+    figure, axes = _figure(f"memory (USS) of {service}", "MiB")
     x = _minutes(rows)
-    for service in services:
-        y = [_number(r.get(memory_field(service))) / MIB for r in rows]
-        if any(not math.isnan(v) for v in y):
-            axes.plot(x, y, label=service)
+    y = [_number(r.get(memory_field(service))) / MIB for r in rows]
+    axes.plot(x, y, label=service)
+    if profile is not None:
+        warmup = min(len(rows), warmup_count(len(rows), profile))
+        if 0 < warmup < len(rows):
+            axes.axvspan(x[0], x[warmup], color="grey", alpha=0.15, label="warm-up")
+        points = [(t, v) for t, v in zip(x[warmup:], y[warmup:], strict=True)
+                  if not math.isnan(v)]
+        if len(points) >= 2:
+            ts, vs = [t for t, _ in points], [v for _, v in points]
+            slope = theil_sen_slope(ts, vs)  # MiB per minute
+            intercept = sorted(v - slope * t for t, v in points)[len(points) // 2]
+            ends = [ts[0], ts[-1]]
+            axes.plot(ends, [intercept + slope * t for t in ends], "-", color="black",
+                      label=f"fitted trend {slope * 60:+.2f} MiB/h")
+            limit = profile.memory_threshold(service) / MIB / 60.0
+            start = intercept + slope * ts[0]
+            axes.plot(ends, [start, start + limit * (ts[-1] - ts[0])], "--", color="red",
+                      label=f"threshold {limit * 60:.2f} MiB/h")
+            caption = (f"fitted trend {slope * 60:+.2f} MiB/h over the judged windows; "
+                       f"threshold {limit * 60:.2f} MiB/h")
+        else:
+            caption = "too few judged windows to fit a trend"
     _legend(axes)
-    return _png(figure)
+    return _png(figure), caption
 
 
 def _cell(value: Any) -> str:
@@ -159,10 +200,17 @@ def render_report(rows: Sequence[Mapping[str, Any]], summary: Mapping[str, Any])
         parts.append("<h2>Errors</h2>")
         parts.append(f"<img alt=\"errors\" "
                      f"src=\"data:image/png;base64,{_errors_plot(rows, routes)}\">")
-        if services:
+        profile = _profile(summary)
+        plotted = [s for s in services
+                   if any(not math.isnan(_number(r.get(memory_field(s)))) for r in rows)]
+        if plotted:
             parts.append("<h2>Memory</h2>")
-            parts.append(f"<img alt=\"memory\" "
-                         f"src=\"data:image/png;base64,{_memory_plot(rows, services)}\">")
+        for service in plotted:
+            png, caption = _memory_plot(rows, service, profile)
+            parts.append(f"<img alt=\"memory {html.escape(service)}\" "
+                         f"src=\"data:image/png;base64,{png}\">")
+            parts.append(f"<p class=\"caption\">{html.escape(service)}: "
+                         f"{html.escape(caption)}</p>")
     else:
         parts.append("<p>No windows were recorded.</p>")
     parts.append("<h2>Summary</h2><pre>")

@@ -3,19 +3,29 @@
 In a fresh home the stack is started and the load generator (`loadgen`) drives
 the public API on a fixed schedule for the profile's duration:
 
-    chat         POST /v1/chat (the key's default session)
-    action_read  POST /v1/actions, a tier-0 tool (file.list): executed at once
-    action_write POST /v1/actions, a tier-2 tool (file.write): pending, then
-                 POST /v1/actions/{id}/approve with the approver key: executed
-    session      POST /v1/sessions, then POST /v1/sessions/{id}/stop (churn)
+    chat          POST /v1/chat (the key's default session)
+    action_read   POST /v1/actions, a tier-0 tool (file.list): executed at once
+    action_write  POST /v1/actions, a tier-2 tool (file.write): pending, then
+                  POST /v1/actions/{id}/approve with the approver key: executed
+    voice_session POST /v1/sessions, then the session's WebSocket
+                  /v1/sessions/{id}/stream: wait for `session.ready`, send one
+                  `input.text` turn, read the reply events up to
+                  `response.final`, close; then POST /v1/sessions/{id}/stop.
+                  The turn goes through the gateway's relay to the voice
+                  service, so voice carries real traffic all soak long.
 
-Every operation carries its own `X-Correlation-ID` (both requests of a two-step
-operation share it). Each window becomes a row of `soak-metrics.csv` as it
-closes, with every service's memory (USS of its whole process tree, pid from
-`run/<service>.pid`). Afterwards the gate counts stuck sessions (active sessions
-other than the chat's default session), looks a sample of correlation IDs up in
-`logs/gateway.log`, and judges the rows with `soak_verdict.evaluate_soak`.
-Evidence: `soak-metrics.csv`, `soak-summary.json`, `soak-report.html`.
+Every operation carries its own `X-Correlation-ID` (all requests of a multi-step
+operation share it, the WebSocket handshake included). Each window becomes a
+row of `soak-metrics.csv` as it closes, with every service's memory (USS of its
+whole process tree, pid from `run/<service>.pid`), uptime and restart count
+(from the supervisor's state file): see `processes.sample_services`. Afterwards
+the gate counts stuck sessions (active sessions other than the chat's default
+session), looks a sample of correlation IDs up in `logs/gateway.log`, writes
+`soak-summary.json`, and returns `judge(run_dir)`: the verdict re-derived from
+`soak-metrics.csv` and `soak-summary.json` alone, by `soak_verdict.evaluate_soak`
+plus the correlation check. Any restart during the soak is NO-GO: a fresh stack
+under steady traffic must not crash (the chaos gate is where restarts are
+expected). Evidence: `soak-metrics.csv`, `soak-summary.json`, `soak-report.html`.
 
 The quick profile runs the very same code for a few minutes at a higher rate
 with short windows, so the trend tests still have enough points; its trend
@@ -23,13 +33,17 @@ thresholds are wider (a 2-minute run extrapolated to an hour magnifies start-up
 effects and neighbours' noise: services still fill caches, so memory rises by
 10-25 MiB per hour-equivalent, and a p95 drifting 25 ms in two minutes on a
 shared machine reads as 750 ms/h; quick fails a p95 rising 1 ms per second of
-run, 120 ms in its two minutes, or memory rising 256 MiB/h),
+run, 120 ms in its two minutes, or memory rising 256 MiB/h or growing at more
+than that rate, about 7 MiB in its two minutes),
 it judges the observed error rate, not the Wilson bound, which needs about 600
 error-free requests per route to prove 0.5 %, and it tolerates a generator that
 lags up to 500 ms in a tenth of the windows (CI machines are shared; latency is
 measured from the scheduled time, so lag is never hidden, only the pace slips).
 The release profile allows no window behind at 100 ms, and its rates give every
 route more than 600 requests an hour, so a one-hour run can already pass Wilson.
+Its memory thresholds flag a leak of 1 MiB/h: a slope above 1 MiB/h, or total
+growth at more than 1 MiB/h (the rate of 48 MiB over 48 hours; see
+`soak_verdict`).
 """
 
 from __future__ import annotations
@@ -46,8 +60,11 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed, InvalidStatus, WebSocketException
 
 from sonia import SERVICES
+from sonia.errors import GateError
 from sonia.gates.evidence import CRITERION, Check, Verdict, capture_environment, write_json
 from sonia.gates.fresh_stack import FreshStack
 from sonia.gates.loadgen import (
@@ -58,12 +75,19 @@ from sonia.gates.loadgen import (
     Stream,
     outcome_of,
 )
+from sonia.gates.processes import sample_services
 from sonia.gates.progress import GateProgress
 from sonia.gates.soak_verdict import MIB, SoakProfile, evaluate_soak
-from sonia.home import Home
-from sonia.supervisor.control import tree_uss
 
-__all__ = ["PROFILES", "SoakGateProfile", "count_stuck_sessions", "run", "trace_correlation_ids"]
+__all__ = [
+    "PROFILES",
+    "SoakGateProfile",
+    "count_stuck_sessions",
+    "judge",
+    "run",
+    "trace_correlation_ids",
+    "voice_turn",
+]
 
 METRICS = "soak-metrics.csv"
 SUMMARY = "soak-summary.json"
@@ -87,7 +111,7 @@ class SoakGateProfile:
     chat_per_s: float
     action_read_per_s: float
     action_write_per_s: float
-    session_churn_per_s: float
+    voice_session_per_s: float
     verdict: SoakProfile
     max_concurrency: int = 256
     request_timeout_s: float = 30.0
@@ -99,20 +123,20 @@ class SoakGateProfile:
 PROFILES: dict[str, SoakGateProfile] = {
     "quick": SoakGateProfile(
         duration_s=120.0, window_seconds=4.0, chat_per_s=4.0, action_read_per_s=2.0,
-        action_write_per_s=1.0, session_churn_per_s=1.0, behind_lag_p99_ms=500.0,
+        action_write_per_s=1.0, voice_session_per_s=1.0, behind_lag_p99_ms=500.0,
         verdict=SoakProfile(
             warmup_windows=4, min_windows=20, max_error_rate=0.005, use_wilson=False,
             latency_p95_slope_ms_per_hour=3600.0, memory_slope_bytes_per_hour=256 * MIB,
-            max_behind_window_fraction=0.1,
+            memory_growth_bytes_per_hour=256 * MIB, max_behind_window_fraction=0.1,
         ),
     ),
     "release": SoakGateProfile(
         duration_s=48 * 3600.0, window_seconds=60.0, chat_per_s=1.0, action_read_per_s=0.5,
-        action_write_per_s=0.2, session_churn_per_s=0.2,
+        action_write_per_s=0.2, voice_session_per_s=0.2,
         verdict=SoakProfile(
             warmup_windows=10, min_windows=30, max_error_rate=0.005, use_wilson=True,
-            latency_p95_slope_ms_per_hour=5.0, memory_slope_bytes_per_hour=4 * MIB,
-            max_behind_window_fraction=0.0,
+            latency_p95_slope_ms_per_hour=5.0, memory_slope_bytes_per_hour=1 * MIB,
+            memory_growth_bytes_per_hour=1 * MIB, max_behind_window_fraction=0.0,
         ),
     ),
 }
@@ -184,7 +208,8 @@ class SoakTraffic:
         bad = _failed(approved, 200, "executed")
         return bad if bad is not None else (True, None)
 
-    async def session(self, client: httpx.AsyncClient, cid: str) -> tuple[bool, str | None]:
+    async def voice_session(self, client: httpx.AsyncClient, cid: str
+                            ) -> tuple[bool, str | None]:
         r = await client.post("/v1/sessions", json={"mode": "text"},
                               headers=self._headers(self.user, cid))
         if (bad := _failed(r, 201, None)) is not None:
@@ -192,8 +217,15 @@ class SoakTraffic:
         session_id = r.json().get("id")
         if not isinstance(session_id, str):
             return False, "other"
+        url = str(client.base_url).replace("http", "ws", 1).rstrip("/") + \
+            f"/v1/sessions/{session_id}/stream"
+        message = CHAT_MESSAGES[next(self._counter) % len(CHAT_MESSAGES)]
+        turn = await voice_turn(url, self._headers(self.user, cid), message)
+        # stopped even after a failed turn, so stuck sessions count the stack's, not ours
         stopped = await client.post(f"/v1/sessions/{session_id}/stop",
                                     headers=self._headers(self.user, cid))
+        if turn is not None:
+            return turn
         if (bad := _failed(stopped, 200, None)) is not None:
             return bad
         return (True, None) if stopped.json().get("state") == "closed" else (False, "other")
@@ -203,22 +235,57 @@ class SoakTraffic:
             Stream("chat", profile.chat_per_s, self.chat),
             Stream("action_read", profile.action_read_per_s, self.action_read),
             Stream("action_write", profile.action_write_per_s, self.action_write),
-            Stream("session", profile.session_churn_per_s, self.session),
+            Stream("voice_session", profile.voice_session_per_s, self.voice_session),
         ]
 
 
-def memory_sampler(home: Home) -> dict[str, int]:
-    """USS in bytes of each running service's process tree (pid from its pid file)."""
-    found: dict[str, int] = {}
-    for name in SERVICES:
-        try:
-            pid = int((home.run / f"{name}.pid").read_text().strip())
-        except (OSError, ValueError):
-            continue  # restarting right now: an empty cell, not a zero
-        uss = tree_uss(pid)
-        if uss is not None:
-            found[name] = uss
-    return found
+async def _next_event(ws: ClientConnection) -> dict[str, Any]:
+    """The next JSON event of the stream; binary (audio) frames are skipped."""
+    while True:
+        frame = await ws.recv()
+        if isinstance(frame, str):
+            event = json.loads(frame)
+            if not isinstance(event, dict):
+                raise ValueError(f"an event that is not an object: {frame[:80]!r}")
+            return event
+
+
+async def voice_turn(url: str, headers: Mapping[str, str], text: str
+                      ) -> tuple[bool, str | None] | None:
+    """One text turn over the session's WebSocket; None when the reply came whole.
+
+    The caller's timeout bounds the whole turn. A refused handshake is classed by
+    its status, a dropped socket as "transport", a handshake that timed out as
+    "timeout", one that could not connect as "connect", and an `error` event, an
+    interrupted or empty reply, or anything unexpected as "other".
+    """
+    try:
+        async with connect(url, additional_headers=dict(headers), proxy=None,
+                           open_timeout=10, max_size=1 << 20) as ws:
+            if (await _next_event(ws)).get("type") != "session.ready":
+                return False, "other"
+            await ws.send(json.dumps({"type": "input.text", "text": text}))
+            while True:
+                event = await _next_event(ws)
+                if event.get("type") in ("error", "session.ended"):
+                    return False, "other"
+                if event.get("type") == "response.final":
+                    break
+    except InvalidStatus as refused:
+        return False, "4xx" if refused.response.status_code < 500 else "5xx"
+    except ConnectionClosed:
+        return False, "transport"
+    except WebSocketException:
+        return False, "transport"
+    except TimeoutError:  # the handshake's own open_timeout (an OSError: caught first)
+        return False, "timeout"
+    except OSError:
+        return False, "connect"
+    except ValueError:  # not JSON
+        return False, "other"
+    if event.get("interrupted") is not False or not event.get("text"):
+        return False, "other"
+    return None
 
 
 def count_stuck_sessions(stack: FreshStack, chat_sessions: set[str]) -> dict[str, Any]:
@@ -293,13 +360,86 @@ async def _drive(stack: FreshStack, traffic: SoakTraffic, profile: SoakGateProfi
             request_timeout_s=profile.request_timeout_s,
             behind_lag_p99_ms=profile.behind_lag_p99_ms,
             behind_drop_fraction=profile.behind_drop_fraction,
-            sample_memory=lambda: memory_sampler(stack.home), on_progress=on_progress,
+            services=SERVICES, sample_services=lambda: sample_services(stack.home, SERVICES),
+            on_progress=on_progress,
             correlation_sample_size=profile.correlation_sample, correlation_prefix="soak",
         )
         return await generator.run(profile.duration_s)
 
 
+def _read_summary(path: Path) -> dict[str, Any]:
+    try:
+        summary = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError as exc:
+        raise GateError(f"soak evidence is missing: {path.name}") from exc
+    except (OSError, ValueError) as exc:
+        raise GateError(f"{path.name} is not readable JSON: {exc}") from exc
+    if not isinstance(summary, dict):
+        raise GateError(f"{path.name} must hold a JSON object")
+    return summary
+
+
+def _field(summary: Mapping[str, Any], *path: str) -> Any:
+    value: Any = summary
+    for key in path:
+        if not isinstance(value, Mapping) or key not in value:
+            raise GateError(f"{SUMMARY} has no {'.'.join(path)}")
+        value = value[key]
+    return value
+
+
+def _whole(summary: Mapping[str, Any], *path: str) -> int:
+    value = _field(summary, *path)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise GateError(f"{SUMMARY}: {'.'.join(path)} must be a count, got {value!r}")
+    return value
+
+
+def judge(run_dir: Path) -> Verdict:
+    """The soak's verdict, re-derived from `soak-metrics.csv` and `soak-summary.json`.
+
+    Pure: it reads only those two files (never `verdict.json`, nor the summary's
+    own copy of the verdict) and takes the thresholds from the profile recorded in
+    the summary. Raises GateError naming the file when evidence is missing or
+    malformed.
+    """
+    summary = _read_summary(run_dir / SUMMARY)
+    try:
+        rows = read_rows(run_dir / METRICS)
+    except FileNotFoundError as exc:
+        raise GateError(f"soak evidence is missing: {METRICS}") from exc
+    except (OSError, csv.Error, UnicodeDecodeError) as exc:
+        raise GateError(f"{METRICS} is not a readable CSV: {exc}") from exc
+    thresholds = _field(summary, "profile", "verdict")
+    if not isinstance(thresholds, Mapping):
+        raise GateError(f"{SUMMARY}: profile.verdict must be an object")
+    missing = sorted({f.name for f in dataclasses.fields(SoakProfile)} - set(thresholds))
+    if missing:  # never judge by a default the run was not held to
+        raise GateError(f"{SUMMARY}: profile.verdict lacks {', '.join(missing)}")
+    try:
+        profile = SoakProfile(**thresholds)
+    except TypeError as exc:
+        raise GateError(f"{SUMMARY}: profile.verdict: {exc}") from exc
+    trace = _field(summary, "correlation_trace")
+    sampled, found = _whole(summary, "correlation_trace", "sampled"), \
+        _whole(summary, "correlation_trace", "found")
+    try:
+        judged = evaluate_soak(rows, profile,
+                               stuck_sessions=_whole(summary, "sessions", "stuck"),
+                               abandoned=_whole(summary, "load", "abandoned"))
+    except (ValueError, KeyError) as exc:
+        raise GateError(f"{METRICS}: {exc}") from exc
+    traced = Check(
+        "correlation IDs found in the gateway log", {"found_of_sampled": "all"},
+        {"sampled": sampled, "found": found, "missing": list(trace.get("missing", []))[:5]},
+        sampled > 0 and found == sampled, CRITERION,
+        "a sample of successful requests, looked up by X-Correlation-ID",
+    )
+    return Verdict.of("soak", [*judged.checks, traced], judged.thresholds)
+
+
 def run(run_dir: Path, profile: SoakGateProfile, progress: GateProgress) -> Verdict:
+    """Run the soak, write its raw evidence, and return `judge(run_dir)`."""
     from sonia.gates.report import write_report  # matplotlib: imported only when it draws
 
     csv_path = run_dir / METRICS
@@ -311,15 +451,11 @@ def run(run_dir: Path, profile: SoakGateProfile, progress: GateProgress) -> Verd
         sessions = count_stuck_sessions(stack, traffic.chat_sessions)
         trace = trace_correlation_ids(stack.home.log_file("gateway"), load.correlation_samples)
         base_port = stack.base_port
-    rows = read_rows(csv_path)
-    judged = evaluate_soak(rows, profile.verdict, stuck_sessions=int(sessions["stuck"]))
-    verdict = Verdict.of("soak", [*judged.checks, _traced(trace)], judged.thresholds)
-    summary = {
+    summary: dict[str, Any] = {
         "gate": "soak",
         "run_id": run_dir.name,
-        "verdict": verdict.to_dict(),
         "profile": dataclasses.asdict(profile),
-        "windows": len(rows),
+        "windows": load.windows,
         "load": load.to_dict() | {"csv_path": METRICS},
         "sessions": sessions,
         "correlation_trace": trace,
@@ -327,24 +463,8 @@ def run(run_dir: Path, profile: SoakGateProfile, progress: GateProgress) -> Verd
         "environment": capture_environment(),
     }
     write_json(run_dir / SUMMARY, summary)
-    write_report(rows, summary, run_dir / REPORT)
-    return judge(run_dir)
-
-
-def _traced(trace: Mapping[str, Any]) -> Check:
-    return Check(
-        "correlation IDs found in the gateway log", {"found_of_sampled": "all"},
-        {"sampled": trace["sampled"], "found": trace["found"], "missing": trace["missing"][:5]},
-        trace["sampled"] > 0 and trace["found"] == trace["sampled"], CRITERION,
-        "a sample of successful requests, looked up by X-Correlation-ID",
-    )
-
-
-def judge(run_dir: Path) -> Verdict:
-    """Re-derive the verdict from the metrics CSV and the summary's raw counts."""
-    summary = json.loads((run_dir / SUMMARY).read_text(encoding="utf-8"))
-    rows = read_rows(run_dir / METRICS)
-    judged = evaluate_soak(rows, SoakProfile(**summary["profile"]["verdict"]),
-                           stuck_sessions=int(summary["sessions"]["stuck"]))
-    return Verdict.of("soak", [*judged.checks, _traced(summary["correlation_trace"])],
-                      judged.thresholds)
+    verdict = judge(run_dir)
+    summary["verdict"] = verdict.to_dict()  # a copy for readers; `judge` never reads it
+    write_json(run_dir / SUMMARY, summary)
+    write_report(read_rows(csv_path), summary, run_dir / REPORT)
+    return verdict

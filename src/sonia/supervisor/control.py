@@ -265,18 +265,26 @@ def _alive(pid: int) -> bool:
 
 
 def tree_uss(pid: int) -> int | None:
-    """USS of a process and all its descendants, in bytes."""
+    """USS of a process and all its descendants, in bytes; None when it cannot be read.
+
+    A descendant that exited while we read is left out (its memory is gone), but
+    one we may not read (access denied) makes the whole reading None: a partial
+    sum, or a zero, would look like memory that shrank and hide a leak.
+    """
     try:
         root = psutil.Process(pid)
-        total = 0
-        for proc in [root, *root.children(recursive=True)]:
-            try:
-                total += proc.memory_full_info().uss
-            except psutil.Error:
-                continue
-        return total
+        total = root.memory_full_info().uss
+        children = root.children(recursive=True)
     except psutil.Error:
         return None
+    for proc in children:
+        try:
+            total += proc.memory_full_info().uss
+        except psutil.NoSuchProcess:
+            continue
+        except psutil.Error:
+            return None
+    return int(total)
 
 
 def status(home: Home) -> list[ServiceStatus]:

@@ -2,8 +2,10 @@
 
 A 25-second run cannot judge a trend (too few windows), so its verdict must say
 INVALID for that reason and no other: the traffic itself (chat, actions with
-approvals, session churn) must be error-free, every service's memory sampled,
-no session left open, and the sampled correlation IDs found in the gateway log.
+approvals, voice turns over the session WebSocket) must be error-free, every
+service's memory, uptime and restart count sampled in every window, nothing
+restarted, no session left open, and the sampled correlation IDs found in the
+gateway log.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from sonia.gates import registry
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
-ROUTES = ("chat", "action_read", "action_write", "session")
+ROUTES = ("chat", "action_read", "action_write", "voice_session")
 
 
 def test_a_short_soak_leaves_complete_evidence(tmp_path: Path) -> None:
@@ -33,7 +35,11 @@ def test_a_short_soak_leaves_complete_evidence(tmp_path: Path) -> None:
     assert len(rows) >= 4
     for route in ROUTES:
         assert sum(int(r[f"{route}.count"]) for r in rows) > 0, route
-    assert all(r[f"uss.{s}"] for r in rows for s in SERVICES)
+    assert all(r[f"uss.{s}"] and r[f"uptime_s.{s}"] and r[f"restarts.{s}"] == "0"
+               for r in rows for s in SERVICES)
+    # a voice turn succeeds only when the voice service answered it (session.ready,
+    # reply events, response.final come from voice through the gateway's relay)
+    assert sum(int(r["voice_session.ok"]) for r in rows) > 0
 
     checks = {c.name: c for c in run.verdict.checks}
     failed = {c.name for c in run.verdict.failures}
@@ -41,6 +47,9 @@ def test_a_short_soak_leaves_complete_evidence(tmp_path: Path) -> None:
     assert "windows after warm-up" in failed
     assert all(c.kind == "validity" for c in run.verdict.failures), failed
     assert checks["error rate (all routes)"].passed
+    assert checks["error rate (voice_session)"].passed
+    assert all(checks[f"restarts ({s})"].passed for s in SERVICES)
+    assert all(checks[f"memory sampled ({s})"].passed for s in SERVICES)
     assert checks["stuck sessions"].passed
     assert checks["correlation IDs found in the gateway log"].passed
 

@@ -19,6 +19,7 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse
 from starlette.routing import Route
 
+from sonia.gates.load_rows import ServiceSample
 from sonia.gates.loadgen import (
     CORRELATION_HEADER,
     LoadGenerator,
@@ -106,13 +107,15 @@ def test_holds_a_modest_rate_and_tags_every_request(server: Server, tmp_path: Pa
     # threshold is out of reach so only the counting is tested.
     result = run(server.url, [Stream("fast", 40, get("/fast"))], 2.0, tmp_path / "m.csv",
                  window_seconds=0.5, on_progress=progress.append, progress_interval_s=0.2,
-                 sample_memory=lambda: {"svc": 1234}, behind_lag_p99_ms=60_000)
+                 services=["svc"], behind_lag_p99_ms=60_000,
+                 sample_services=lambda: {"svc": ServiceSample(1234, 5.0, 0)})
     assert result.scheduled == 80 and result.completed == 80  # exactly the schedule
     assert result.errors == 0 and result.dropped == 0 and not result.behind
     rows = read_rows(tmp_path / "m.csv")
     assert len(rows) >= 4
     assert sum(int(r["fast.count"]) for r in rows) == 80
-    assert all(r["uss.svc"] == "1234" for r in rows)
+    assert all(r["uss.svc"] == "1234" and r["uptime_s.svc"] == "5.0" and r["restarts.svc"] == "0"
+               for r in rows)
     assert len(set(server.seen_ids)) == 80  # a fresh correlation id on every request
     assert {s["correlation_id"] for s in result.correlation_samples} <= set(server.seen_ids)
     assert progress and progress[-1].completed == 80
@@ -197,20 +200,34 @@ def test_rows_are_on_disk_as_each_window_closes_and_stop_keeps_them(
     assert len(read_rows(path)) == result.windows >= 2
 
 
-def test_a_failing_memory_sampler_leaves_an_empty_cell(server: Server, tmp_path: Path) -> None:
+def test_a_failing_sampler_leaves_empty_cells_never_zeros(server: Server,
+                                                          tmp_path: Path) -> None:
     calls = 0
 
-    def sampler() -> dict[str, int]:
+    def sampler() -> dict[str, ServiceSample]:
         nonlocal calls
         calls += 1
         if calls > 1:
             raise ProcessLookupError("svc exited")  # the service died after the first sample
-        return {"svc": 1}
+        return {"svc": ServiceSample(1, 1.0, 0)}
 
-    result = run(server.url, [Stream("fast", 10, get("/fast"))], 0.5, tmp_path / "m.csv",
-                 window_seconds=10, sample_memory=sampler)
-    assert read_rows(tmp_path / "m.csv")[-1]["uss.svc"] == ""
-    assert result.memory_errors and "svc exited" in result.memory_errors[0]
+    result = run(server.url, [Stream("fast", 10, get("/fast"))], 0.6, tmp_path / "m.csv",
+                 window_seconds=0.2, services=["svc", "unread"], sample_services=sampler)
+    rows = read_rows(tmp_path / "m.csv")
+    assert len(rows) >= 2 and rows[0]["uss.svc"] == "1"
+    last = rows[-1]
+    assert last["uss.svc"] == last["uptime_s.svc"] == last["restarts.svc"] == ""
+    assert last["uss.unread"] == "", "a service the sampler never read still has its columns"
+    assert result.sampling_errors and "svc exited" in result.sampling_errors[0]
+
+
+def test_a_reading_that_failed_for_one_field_is_an_empty_cell(server: Server,
+                                                              tmp_path: Path) -> None:
+    result = run(server.url, [Stream("fast", 10, get("/fast"))], 0.3, tmp_path / "m.csv",
+                 window_seconds=10, services=["svc"],
+                 sample_services=lambda: {"svc": ServiceSample(None, 12.5, 3)})
+    row = read_rows(result.csv_path)[-1]
+    assert (row["uss.svc"], row["uptime_s.svc"], row["restarts.svc"]) == ("", "12.5", "3")
 
 
 def test_stream_names_must_fit_a_column() -> None:

@@ -42,3 +42,23 @@ def test_report_of_an_empty_run_still_renders(tmp_path: Path) -> None:
     path = write_report([], {"verdict": Verdict.of("soak", []).to_dict()},
                         tmp_path / "r.html")
     assert "No windows were recorded" in path.read_text()
+
+
+def test_memory_plots_show_the_fitted_trend_and_the_threshold(tmp_path: Path) -> None:
+    """One plot per service, each captioned with the trend fitted after warm-up and
+    the threshold it was judged against, both in MiB/h."""
+    profile = {"verdict": {"warmup_windows": 2, "memory_slope_bytes_per_hour": 1024 * 1024}}
+    leaking = rows(40)
+    for i, row in enumerate(leaking):  # 10-second windows: +6 MiB/h
+        row[memory_field("gateway")] = 50 * 1024 * 1024 + i * 1024 * 1024 // 60
+    path = write_report(leaking, {"verdict": Verdict.of("soak", []).to_dict(),
+                                  "profile": profile}, tmp_path / "r.html")
+    text = path.read_text()
+    assert "gateway: fitted trend +6.00 MiB/h over the judged windows; " \
+           "threshold 1.00 MiB/h" in text
+
+
+def test_memory_plots_without_recorded_thresholds_say_so(tmp_path: Path) -> None:
+    path = write_report(rows(), {"verdict": Verdict.of("soak", []).to_dict()},
+                        tmp_path / "r.html")
+    assert "gateway: no thresholds recorded" in path.read_text()
