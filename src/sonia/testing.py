@@ -18,7 +18,7 @@ from contextlib import contextmanager
 from starlette.testclient import TestClient
 
 from sonia.home import Home
-from sonia.kit.runner import build_app
+from sonia.services.runner import build_app
 
 __all__ = ["in_process"]
 

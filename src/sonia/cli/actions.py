@@ -16,9 +16,9 @@ import httpx
 import typer
 from rich.console import Console
 
+from sonia.actions import audit
 from sonia.cli.options import HomeOption, resolve_home
 from sonia.errors import ConfigError
-from sonia.services.eva import audit
 
 console = Console()
 err_console = Console(stderr=True)

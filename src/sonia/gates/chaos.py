@@ -55,6 +55,7 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
 
 from sonia import SERVICES
+from sonia.actions.grants import DEFAULT_SKEW_SECONDS, MAX_LIFETIME_SECONDS
 from sonia.gates import history as h
 from sonia.gates.chaos_evidence import (
     CLIENT_TIMEOUT_S,
@@ -75,7 +76,6 @@ from sonia.gates.history import History, Operation
 from sonia.gates.processes import orphans
 from sonia.gates.progress import GateProgress
 from sonia.gates.tcp_proxy import TcpProxy
-from sonia.services.eva.grants import DEFAULT_SKEW_SECONDS, MAX_LIFETIME_SECONDS
 from sonia.supervisor.process import RUN_MARKER_ENV
 
 __all__ = ["PROFILES", "Chaos", "ChaosProfile", "judge", "run"]

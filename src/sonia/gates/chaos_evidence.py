@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from sonia import SERVICES
+from sonia.actions import audit
 from sonia.errors import ConfigError
 from sonia.gates import history as h
 from sonia.gates.evidence import VALIDITY, Check, Verdict
@@ -32,7 +33,6 @@ from sonia.gates.history import History, Observed, Operation
 from sonia.home import Home
 from sonia.kit.client import DEFAULT_TIMEOUT
 from sonia.kit.db import connect
-from sonia.services.eva import audit
 from sonia.supervisor.state import read_json, state_file
 
 __all__ = ["CLIENT_TIMEOUT_S", "DEPENDENTS", "HISTORY", "MEMORY_KINDS", "REPORT", "Fault",

@@ -54,13 +54,13 @@ from typing import Any
 
 import httpx
 
+from sonia.actions import audit
 from sonia.backup import database_facts, read_backup_key, restore_backup, verify_backup
 from sonia.errors import ConfigError
 from sonia.gates.evidence import VALIDITY, Check, Verdict, capture_environment, write_json
 from sonia.gates.fresh_stack import FreshStack
 from sonia.gates.progress import GateProgress
 from sonia.home import DEFAULT_CONFIG, Home
-from sonia.services.eva import audit
 from sonia.supervisor import control
 
 __all__ = ["EVIDENCE", "PROFILES", "CanaryWriter", "DurabilityProfile", "judge", "run"]

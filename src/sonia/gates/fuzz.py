@@ -31,7 +31,7 @@ from schemathesis.specs.openapi.checks import (
 
 from sonia import SERVICES
 from sonia.gates.fresh_stack import FreshStack
-from sonia.kit.runner import build_app
+from sonia.services.runner import build_app
 
 CHECKS = [not_a_server_error, response_schema_conformance, negative_data_rejection]
 """What a response must satisfy. Undocumented status codes are not findings here:

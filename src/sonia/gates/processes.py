@@ -24,8 +24,8 @@ import psutil
 
 from sonia.gates.load_rows import ServiceSample
 from sonia.home import Home
+from sonia.kit.subreaper import become_subreaper
 from sonia.supervisor.control import processes_with_marker, tree_uss
-from sonia.supervisor.process import become_subreaper
 from sonia.supervisor.state import read_json, state_file
 
 __all__ = [

@@ -25,10 +25,10 @@ from typing import Any
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from sonia.actions.grants import b64url_encode
+from sonia.actions.plan import canonical_json, plan_hash
 from sonia.gates.security_probe import Observed, Probe, sign_grant
 from sonia.gates.security_types import Case
-from sonia.services.eva.grants import b64url_encode
-from sonia.services.eva.plan import canonical_json, plan_hash
 
 __all__ = ["GRANT_CASES"]
 

@@ -27,9 +27,9 @@ from typing import Any
 import httpx
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from sonia.actions.grants import HEADER, b64url_encode
+from sonia.actions.plan import canonical_json
 from sonia.gates.fresh_stack import FreshStack
-from sonia.services.eva.grants import HEADER, b64url_encode
-from sonia.services.eva.plan import canonical_json
 
 __all__ = ["INSIDE", "LEAK_MARKERS", "Observed", "Probe", "sign_grant"]
 

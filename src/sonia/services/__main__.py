@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from sonia.kit.runner import serve
+from sonia.services.runner import serve
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -176,7 +176,7 @@ def up(home: Home, *, wait: bool = True) -> dict[str, float]:
 def check_policies(home: Home) -> None:
     """Load the policy files as EVA and OpenClaw will, so a bad one fails here with exit 2
     instead of as a service that keeps exiting until `up` times out."""
-    from sonia.services.eva.policy import load_policy
+    from sonia.actions.policy import load_policy
 
     load_policy(home.policies, forbidden_roots=[home.root, home.workspace])
 

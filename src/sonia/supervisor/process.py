@@ -7,7 +7,6 @@ than hidden. Deadlines use time.monotonic().
 
 from __future__ import annotations
 
-import ctypes
 import os
 import signal
 import subprocess
@@ -18,19 +17,8 @@ from pathlib import Path
 
 import psutil
 
-PR_SET_CHILD_SUBREAPER = 36
-
 RUN_MARKER_ENV = "SONIA_RUN_MARKER"
 """Set on every process a supervisor starts, so leftovers can be found by it."""
-
-
-def become_subreaper() -> bool:
-    """Make this process the reaper of its orphaned descendants (Linux); False elsewhere."""
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        return bool(libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0)
-    except (OSError, AttributeError):
-        return False
 
 
 @dataclass

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
+from sonia.actions import audit
+from sonia.actions.plan import canonical_json
 from sonia.kit.db import connect, migrate
-from sonia.services.eva import audit
-from sonia.services.eva.plan import canonical_json
 
 
 @pytest.fixture()

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
+from sonia.actions.commands import check_workspace_path, plan_command
+from sonia.actions.policy import Policy, load_policy
 from sonia.errors import InvalidCommand
-from sonia.services.eva.commands import check_workspace_path, plan_command
-from sonia.services.eva.policy import Policy, load_policy
 
 DEFAULT_POLICIES = Path(str(files("sonia.policies")))
 CORPUS = Path(__file__).resolve().parents[3] / "corpus" / "command-injection"

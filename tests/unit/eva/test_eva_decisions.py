@@ -17,11 +17,12 @@ from typing import Any
 import pytest
 from starlette.testclient import TestClient
 
+from sonia.actions import audit
+from sonia.actions.plan import plan_hash
+from sonia.actions.policy import Policy, ToolPolicy, load_policy
 from sonia.errors import AlreadyDecided, InvalidArgument, InvalidCommand, NotFound, PolicyDenied
 from sonia.home import Home
 from sonia.kit.db import connect, migrate, transaction
-from sonia.kit.runner import build_app
-from sonia.services.eva import audit
 from sonia.services.eva.decisions import (
     EVA_MIGRATIONS,
     POLICY_ACTOR,
@@ -35,8 +36,7 @@ from sonia.services.eva.decisions import (
     mark_executed,
     record_decision,
 )
-from sonia.services.eva.plan import plan_hash
-from sonia.services.eva.policy import Policy, ToolPolicy, load_policy
+from sonia.services.runner import build_app
 
 NOW = 1_750_000_000.0
 

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from sonia.actions import grant_ledger
 from sonia.kit.db import connect, migrate
-from sonia.services.eva import grant_ledger
 
 EXP = 1_750_000_030
 

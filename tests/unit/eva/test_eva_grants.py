@@ -15,8 +15,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from sonia.errors import ConfigError, InvalidApproval, PolicyDenied
-from sonia.services.eva.grants import (
+from sonia.actions.grants import (
     AUDIENCE,
     GrantSigner,
     GrantVerifier,
@@ -27,7 +26,8 @@ from sonia.services.eva.grants import (
     public_key_pem,
     require_grant,
 )
-from sonia.services.eva.plan import plan_hash
+from sonia.actions.plan import plan_hash
+from sonia.errors import ConfigError, InvalidApproval, PolicyDenied
 
 NOW = 1_750_000_000
 TOOL = "file.read"

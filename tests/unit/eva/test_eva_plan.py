@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
+from sonia.actions.plan import canonical_json, plan_hash
 from sonia.errors import InvalidArgument
-from sonia.services.eva.plan import canonical_json, plan_hash
 
 
 def test_the_hash_is_sha256_of_the_canonical_json() -> None:

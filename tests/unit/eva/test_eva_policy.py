@@ -13,15 +13,15 @@ from typing import Any
 import pytest
 import tomli_w
 
-from sonia.errors import ConfigError, InvalidArgument, PolicyDenied
-from sonia.home import Home
-from sonia.services.eva.policy import (
+from sonia.actions.policy import (
     TOOL_NAMES,
     Policy,
     is_forbidden_command,
     load_policy,
     validate_args,
 )
+from sonia.errors import ConfigError, InvalidArgument, PolicyDenied
+from sonia.home import Home
 
 DEFAULT_POLICIES = Path(str(files("sonia.policies")))
 IS_ROOT = os.geteuid() == 0

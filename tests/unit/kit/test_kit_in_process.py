@@ -14,7 +14,7 @@ from starlette.testclient import TestClient
 
 from sonia import SERVICES
 from sonia.home import Home
-from sonia.kit.runner import build_app
+from sonia.services.runner import build_app
 from sonia.testing import in_process
 
 PROBLEM = "application/problem+json"

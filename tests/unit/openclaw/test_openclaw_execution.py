@@ -16,14 +16,10 @@ from pathlib import Path
 
 import pytest
 
+from sonia.actions.commands import CommandPlan
 from sonia.errors import ApiError, ConfigError, Timeout
 from sonia.redact import Redactor
-from sonia.services.openclaw.execution import (
-    CommandPlan,
-    Executor,
-    SandboxLevel,
-    detect_sandbox,
-)
+from sonia.services.openclaw.execution import Executor, SandboxLevel, detect_sandbox
 from sonia.services.openclaw.paths import Workspace
 
 SH = "/usr/bin/sh" if os.path.exists("/usr/bin/sh") else "/bin/sh"

@@ -29,14 +29,13 @@ from typing import Any
 
 import pytest
 
+from sonia.actions.commands import CommandPlan, plan_command
+from sonia.actions.policy import Policy, load_policy
 from sonia.errors import ApiError, PolicyDenied, SandboxUnavailable, SymlinkDenied
 from sonia.redact import Redactor
-from sonia.services.eva.commands import plan_command
-from sonia.services.eva.policy import Policy, load_policy
 from sonia.services.openclaw.app import PROTECTED
 from sonia.services.openclaw.execution import (
     UNPRIVILEGED_ID,
-    CommandPlan,
     Executor,
     SandboxLevel,
     detect_sandbox,

@@ -9,11 +9,13 @@ from typing import Any
 
 import pytest
 
+from sonia.actions.commands import CommandPlan
+from sonia.actions.tools import TOOL_SPECS, check_args
 from sonia.errors import ApiError, InvalidCommand
 from sonia.redact import Redactor
-from sonia.services.openclaw.execution import CommandPlan, Executor, detect_sandbox
+from sonia.services.openclaw.execution import Executor, detect_sandbox
 from sonia.services.openclaw.paths import Workspace
-from sonia.services.openclaw.tools import TOOL_SPECS, Toolbox, check_args
+from sonia.services.openclaw.tools import Toolbox
 
 GITHUB_TOKEN = "ghp_" + "Zz90" * 9
 

@@ -33,10 +33,12 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, FastAPI
 from pydantic import BaseModel, ConfigDict, Field, StrictStr
 
+from sonia.actions import audit
+from sonia.actions.grants import DEFAULT_SKEW_SECONDS, GrantSigner, public_key_jwk
+from sonia.actions.policy import load_policy
 from sonia.errors import AlreadyDecided, ApiError, PolicyDenied
 from sonia.kit.app import ServiceContext, ServiceParts, create_app, run_sync
 from sonia.kit.db import Database
-from sonia.services.eva import audit
 from sonia.services.eva.decisions import (
     EVA_MIGRATIONS,
     POLICY_ACTOR,
@@ -50,8 +52,6 @@ from sonia.services.eva.decisions import (
     new_action_id,
     record_decision,
 )
-from sonia.services.eva.grants import DEFAULT_SKEW_SECONDS, GrantSigner, public_key_jwk
-from sonia.services.eva.policy import load_policy
 
 log = logging.getLogger("sonia.eva")
 

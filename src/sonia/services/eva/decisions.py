@@ -42,12 +42,11 @@ import time
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from sonia.actions import audit
+from sonia.actions.commands import CommandPlan, plan_command
+from sonia.actions.plan import canonical_json, plan_hash
+from sonia.actions.policy import Policy, validate_args
 from sonia.errors import AlreadyDecided, NotFound, PolicyDenied
-from sonia.services.eva import audit
-from sonia.services.eva.commands import plan_command
-from sonia.services.eva.plan import canonical_json, plan_hash
-from sonia.services.eva.policy import Policy, validate_args
-from sonia.services.openclaw.execution import CommandPlan
 
 __all__ = [
     "DECISIONS",

@@ -19,8 +19,8 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from sonia.actions.plan import canonical_json
 from sonia.errors import ApiError, InvalidArgument, api_error_for
-from sonia.services.eva.plan import canonical_json
 
 __all__ = ["MIGRATIONS", "ActionRow", "StoredAnswer", "answer_of_error", "get_action", "iso_time",
            "load_answer", "request_hash", "save_action", "save_answer"]

@@ -36,16 +36,16 @@ from fastapi import APIRouter, FastAPI
 from pydantic import BaseModel, ConfigDict, Field, StrictStr
 from starlette.concurrency import run_in_threadpool
 
+from sonia.actions import grant_ledger
+from sonia.actions.commands import CommandPlan, plan_command
+from sonia.actions.grants import require_grant
+from sonia.actions.plan import canonical_json
+from sonia.actions.policy import Policy, load_policy
 from sonia.errors import AlreadyDecided, ApiError, InvalidApproval
 from sonia.kit.app import ServiceContext, ServiceParts, create_app, run_sync
 from sonia.kit.db import Database
 from sonia.redact import Redactor
-from sonia.services.eva import grant_ledger
-from sonia.services.eva.commands import plan_command
-from sonia.services.eva.grants import require_grant
-from sonia.services.eva.plan import canonical_json
-from sonia.services.eva.policy import Policy, load_policy
-from sonia.services.openclaw.execution import CommandPlan, Executor, detect_sandbox
+from sonia.services.openclaw.execution import Executor, detect_sandbox
 from sonia.services.openclaw.grant_key import GrantKeySource
 from sonia.services.openclaw.operands import check_plan
 from sonia.services.openclaw.paths import DEFAULT_PROTECTED, Workspace

@@ -58,6 +58,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
+from sonia.actions.commands import CommandPlan
 from sonia.errors import ConfigError, InvalidCommand, PolicyDenied, SandboxUnavailable, Timeout
 from sonia.redact import Redactor, default_redactor
 from sonia.services.openclaw.paths import Workspace
@@ -65,7 +66,6 @@ from sonia.services.openclaw.reaper import REAPER
 
 __all__ = [
     "CHILD_PATH",
-    "CommandPlan",
     "ExecutionResult",
     "Executor",
     "Limits",
@@ -80,25 +80,6 @@ UNPRIVILEGED_ID = 65534
 _READ_CHUNK = 65536
 _DRAIN_AFTER_EXIT_SECONDS = 2.0
 _PROBE_TIMEOUT_SECONDS = 10.0
-
-
-@dataclass(frozen=True)
-class CommandPlan:
-    """A command the allowlist accepted: absolute `binary`, `argv[0]` its name, a tier.
-
-    `name` is the allowlisted command, `paths` every argument the command will open
-    as a path (operands and path-valued flags, relative to its cwd), `recursive`
-    whether it walks directories, and `hidden` the absolute paths of protected
-    names the sandbox must cover while it runs.
-    """
-
-    binary: str
-    argv: list[str]
-    tier: int
-    name: str = ""
-    paths: tuple[str, ...] = ()
-    recursive: bool = False
-    hidden: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -14,9 +14,9 @@ import contextlib
 import logging
 from typing import Any
 
+from sonia.actions.grants import GrantVerifier, load_public_key
 from sonia.errors import ApiError, ConfigError, Unavailable
 from sonia.kit.client import ServiceClient
-from sonia.services.eva.grants import GrantVerifier, load_public_key
 
 log = logging.getLogger("sonia.openclaw.grant_key")
 

@@ -39,8 +39,8 @@ import errno
 import os
 import stat
 
+from sonia.actions.commands import CommandPlan
 from sonia.errors import PathOutsideSandbox, PolicyDenied, SymlinkDenied
-from sonia.services.openclaw.execution import CommandPlan
 from sonia.services.openclaw.gitguard import check_repository
 from sonia.services.openclaw.paths import Workspace
 

@@ -63,6 +63,7 @@ from dataclasses import dataclass
 from fnmatch import fnmatchcase
 from typing import Literal
 
+from sonia.actions.tools import MAX_PATH_BYTES
 from sonia.errors import (
     ApiError,
     Forbidden,
@@ -80,7 +81,6 @@ from sonia.errors import (
 __all__ = [
     "DEFAULT_PROTECTED",
     "MAX_NAME_BYTES",
-    "MAX_PATH_BYTES",
     "Workspace",
     "WriteMode",
     "WriteResult",
@@ -89,7 +89,6 @@ __all__ = [
     "read_up_to",
 ]
 
-MAX_PATH_BYTES = 4096
 MAX_NAME_BYTES = 255
 DEFAULT_PROTECTED: tuple[str, ...] = (".git/hooks", ".git/config", ".env", ".env.*")
 """Names no tool may touch, existing or not."""

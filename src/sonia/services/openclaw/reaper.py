@@ -21,7 +21,7 @@ from typing import Any
 
 import psutil
 
-from sonia.supervisor.process import become_subreaper
+from sonia.kit.subreaper import become_subreaper
 
 
 class ChildReaper:

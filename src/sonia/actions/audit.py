@@ -32,8 +32,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
+from sonia.actions.plan import canonical_json
 from sonia.kit.db import connect, transaction
-from sonia.services.eva.plan import canonical_json
 
 __all__ = [
     "GENESIS_HASH",

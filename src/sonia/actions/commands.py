@@ -36,11 +36,30 @@ import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from sonia.actions.policy import ArgSpec, CommandSpec, Policy, is_forbidden_command
 from sonia.errors import InvalidCommand
-from sonia.services.eva.policy import ArgSpec, CommandSpec, Policy, is_forbidden_command
-from sonia.services.openclaw.execution import CommandPlan
 
-__all__ = ["MAX_ARG_CHARS", "MAX_ARGS", "check_workspace_path", "plan_command"]
+__all__ = ["MAX_ARG_CHARS", "MAX_ARGS", "CommandPlan", "check_workspace_path", "plan_command"]
+
+
+@dataclass(frozen=True)
+class CommandPlan:
+    """A command the allowlist accepted: absolute `binary`, `argv[0]` its name, a tier.
+
+    `name` is the allowlisted command, `paths` every argument the command will open
+    as a path (operands and path-valued flags, relative to its cwd), `recursive`
+    whether it walks directories, and `hidden` the absolute paths of protected
+    names the sandbox must cover while it runs.
+    """
+
+    binary: str
+    argv: list[str]
+    tier: int
+    name: str = ""
+    paths: tuple[str, ...] = ()
+    recursive: bool = False
+    hidden: tuple[str, ...] = ()
+
 
 MAX_ARGS = 256
 MAX_ARG_CHARS = 4096

@@ -29,8 +29,8 @@ from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from sonia.actions.tools import TOOL_SPECS, check_args
 from sonia.errors import ConfigError, InvalidArgument, PolicyDenied
-from sonia.services.openclaw.tools import TOOL_SPECS, check_args
 
 __all__ = [
     "FORBIDDEN_COMMANDS",

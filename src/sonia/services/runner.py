@@ -9,9 +9,9 @@ checkpoint and close its databases.
 
 from __future__ import annotations
 
-import importlib
 import logging
 import sys
+from collections.abc import Callable
 from typing import Any
 
 import uvicorn
@@ -40,13 +40,49 @@ class DrainingServer(uvicorn.Server):
         super().handle_exit(sig, frame)
 
 
+def _eva(ctx: ServiceContext) -> FastAPI:
+    from sonia.services.eva.app import create
+    return create(ctx)
+
+
+def _memory(ctx: ServiceContext) -> FastAPI:
+    from sonia.services.memory.app import create
+    return create(ctx)
+
+
+def _router(ctx: ServiceContext) -> FastAPI:
+    from sonia.services.router.app import create
+    return create(ctx)
+
+
+def _openclaw(ctx: ServiceContext) -> FastAPI:
+    from sonia.services.openclaw.app import create
+    return create(ctx)
+
+
+def _voice(ctx: ServiceContext) -> FastAPI:
+    from sonia.services.voice.app import create
+    return create(ctx)
+
+
+def _gateway(ctx: ServiceContext) -> FastAPI:
+    from sonia.services.gateway.app import create
+    return create(ctx)
+
+
+APPS: dict[str, Callable[[ServiceContext], FastAPI]] = {
+    "eva": _eva, "memory": _memory, "router": _router,
+    "openclaw": _openclaw, "voice": _voice, "gateway": _gateway,
+}
+"""Each service's app factory. A process imports only its own service's code (the
+imports are inside the functions), so no service pays for the others' imports."""
+
+
 def build_app(name: str, home: Home) -> tuple[FastAPI, ServiceContext]:
     settings = home.check()
     tokens = home.all_tokens()
     ctx = ServiceContext(name=name, home=home, settings=settings, tokens=tokens)
-    module = importlib.import_module(f"sonia.services.{name}.app")
-    app: FastAPI = module.create(ctx)
-    return app, ctx
+    return APPS[name](ctx), ctx
 
 
 def serve(name: str, home_root: str) -> int:

@@ -41,8 +41,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import (
     Ed25519PublicKey,
 )
 
+from sonia.actions.plan import canonical_json, plan_hash
 from sonia.errors import ConfigError, InvalidApproval, PolicyDenied
-from sonia.services.eva.plan import canonical_json, plan_hash
 
 __all__ = [
     "AUDIENCE",
