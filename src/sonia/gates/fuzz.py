@@ -65,11 +65,15 @@ class FuzzReport:
     per_service: dict[str, int] = field(default_factory=dict)
     statuses: dict[str, int] = field(default_factory=dict)
     """How many answers of each status class, so a run that only met 401s shows it."""
+    per_operation: dict[str, dict[str, int]] = field(default_factory=dict)
+    """"service METHOD path" -> {"2xx": n, "4xx": n}: answers that passed every check.
+    An operation without both never had its logic reached, or never refused bad
+    input: the judge makes such a run INVALID, naming it."""
 
     def to_dict(self) -> dict[str, Any]:
         return {"operations": self.operations, "requests": self.requests,
                 "server_errors": self.server_errors, "per_service": self.per_service,
-                "statuses": self.statuses,
+                "statuses": self.statuses, "per_operation": self.per_operation,
                 "findings": [f.to_dict() for f in self.findings[:200]]}
 
 
@@ -103,6 +107,7 @@ def fuzz_stack(stack: FreshStack, *, max_examples: int, seed: int = 0,
                                                                "/metrics", "/version"}:
                 continue
             report.operations += 1
+            report.per_operation[f"{service} {label}"] = {"2xx": 0, "4xx": 0}
             headers = _headers_for(stack, service, callers, operation.path)
             for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE):
                 _fuzz_operation(report, session, service, label, operation, mode, base_url,
@@ -128,6 +133,10 @@ def _fuzz_operation(report: FuzzReport, session: requests.Session, service: str,
                                               headers=headers, checks=CHECKS, timeout=30)
             status = response.status_code
             report.statuses[str(status)] = report.statuses.get(str(status), 0) + 1
+            kind = f"{status // 100}xx"
+            counts = report.per_operation[f"{service} {label}"]
+            if kind in counts:
+                counts[kind] += 1
         except Exception as exc:  # a failed check is a finding, not a crash of the gate
             status = getattr(getattr(exc, "response", None), "status_code", None)
             problem = f"{type(exc).__name__}: {exc}"[:600]

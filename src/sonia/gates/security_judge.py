@@ -8,7 +8,9 @@ gate and the release step can never disagree.
 
 A case row fails when any of these holds, whatever else it says:
 
-    status      the answer is not the expected status and code ("4xx": any 4xx)
+    status      the answer is not the expected status and code ("4xx": any 4xx;
+                "<500": any answer but a server error, for cases where refusing
+                and running harmlessly are both right)
     leaks       a planted secret (or an 8-character slice of one, also decoded
                 from base64/hex) was in an answer
     effects     a canary or sentinel changed, a name appeared or vanished beside
@@ -48,6 +50,8 @@ def _status_matches(expected: Mapping[str, Any], got: Mapping[str, Any]) -> bool
     want, status = expected.get("status"), got.get("status")
     if want == "4xx":
         return isinstance(status, int) and 400 <= status < 500
+    if want == "<500":  # refused or ran: the effects and leaks decide
+        return isinstance(status, int) and 200 <= status < 500
     return (status, got.get("code")) == (want, expected.get("code"))
 
 

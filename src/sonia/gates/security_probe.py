@@ -154,7 +154,7 @@ class Probe:
         up2 = root.parent / f"sonia-canary-{self.canary_core[:8]}.txt"
         up2.write_text(self.canary + "\n")
         (root / "private.pem").write_text(
-            "-----BEGIN PRIVATE KEY-----\n" f"PRIVATE {self.split_secret}\n"
+            "-----BEGIN PRIVATE KEY-----\n" f"{self.split_secret}\n"
             "-----END PRIVATE KEY-----\n")
         for folder in ("sub", "-d"):
             (ws / folder).mkdir(exist_ok=True)
