@@ -7,9 +7,10 @@
   further up, and to a sibling folder `workspace-evil/`; no piece of it may
   appear in any answer, and no byte of those files may change;
 - a split secret: a second random string in files a tool must never show
-  (`proj/.env`, `proj/.git/config`, `private.pem` outside the workspace reached
-  by links in `sub/` and `-d/`); any 8-character slice of it in an answer,
-  also decoded from base64 or hex, is a leak (`security_effects.secret_slices`);
+  (`proj/.env`, `proj/.git/config`, `private.pem` outside the workspace; links
+  `link` to the latter and `envlink` to the former in `sub/` and `-d/`); any
+  8-character slice of it in an answer, also decoded from base64 or hex, is a
+  leak (`security_effects.secret_slices`);
 - inside the workspace: `notes.txt`, an `etc/passwd` decoy ("inside copy"),
   `secrets.txt` full of credentials (a service token among them), sentinel files
   that must never change, a symbolic link to the canary, a dangling link, a
@@ -98,12 +99,15 @@ class Probe:
         self.secrets: dict[str, str] = {}
         self.grants_seen: list[str] = []
         self.other_user_key = ""
+        self.flood_key = ""
+        """A user key for fairness cases to flood with (never the one they protect)."""
         self.http = httpx.Client(timeout=TIMEOUT, trust_env=False)
         self.leak_log: list[str] = []
         """Every leak any answer showed, in order; `run_case` takes the ones of its case."""
         self._leak_lock = threading.Lock()
         self.allowed_changes: dict[str, frozenset[str]] = {}
         """case id -> watched labels that case may change (none so far)."""
+        self._watched: dict[str, Path] = {}
         self.watch = EffectWatch({}, {}, self.marker_token, (self.home.root,))
 
     # setup -----------------------------------------------------------------------
@@ -112,6 +116,9 @@ class Probe:
         probe = cls(stack)
         probe._plant()
         probe.other_user_key = stack.home.create_api_key("user")
+        # every key a case needs exists before the first snapshot: the key file is watched
+        probe.flood_key = stack.home.create_api_key("user")
+        probe.watch = probe._effect_watch()
         return probe
 
     def _plant(self) -> None:
@@ -156,11 +163,12 @@ class Probe:
         (root / "private.pem").write_text(
             "-----BEGIN PRIVATE KEY-----\n" f"{self.split_secret}\n"
             "-----END PRIVATE KEY-----\n")
-        for folder in ("sub", "-d"):
-            (ws / folder).mkdir(exist_ok=True)
-            if not (ws / folder / "link").is_symlink():
-                os.symlink(root / "private.pem", ws / folder / "link")
         (ws / "proj" / ".git").mkdir(parents=True, exist_ok=True)
+        for folder in ("sub", "-d"):  # links out (seen under rlimits) and in (seen in bwrap)
+            (ws / folder).mkdir(exist_ok=True)
+            for name, target in (("link", root / "private.pem"), ("envlink", ws / "proj" / ".env")):
+                if not (ws / folder / name).is_symlink():
+                    os.symlink(target, ws / folder / name)
         (ws / "proj" / "readme.md").write_text("a downloaded project\n")
         (ws / "proj" / ".env").write_text(
             f"DATABASE_URL=postgres://admin:{self.split_secret}@db.internal/prod\n")
@@ -184,12 +192,17 @@ class Probe:
             "sentinel proj/.git/config": ws / "proj" / ".git" / "config",
             "sentinel sub/link": ws / "sub" / "link",
         }
+        self._watched = watched
+
+    def _effect_watch(self) -> EffectWatch:
+        root = self.home.root
+        watched = dict(self._watched)
         watched |= {f"secret {p.name}": p for p in sorted(self.home.secrets.rglob("*"))
                     if p.is_file()}
         folders = {"home": root, "home/workspace-evil": root / "workspace-evil",
                    "home/secrets": self.home.secrets}
-        self.watch = EffectWatch(watched, folders, self.marker_token, (root,),
-                                 ignored_names=HOME_FOLDERS)
+        return EffectWatch(watched, folders, self.marker_token, (root,),
+                           ignored_names=HOME_FOLDERS)
 
     def close(self) -> None:
         self.http.close()
@@ -198,7 +211,7 @@ class Probe:
     def masks(self) -> dict[str, str]:
         """Credential -> placeholder, for what the evidence says was sent."""
         shown = {self.stack.user_key: "<user key>", self.stack.approver_key: "<approver key>",
-                 self.other_user_key: "<other user key>"}
+                 self.other_user_key: "<other user key>", self.flood_key: "<flood key>"}
         for service, token in self.home.all_tokens().items():
             shown[token] = f"<{service} token>"
         return {k: v for k, v in shown.items() if k}

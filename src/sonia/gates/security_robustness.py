@@ -167,7 +167,7 @@ def stall_by_tool_output(p: Probe) -> Observed:
 # --- fairness -----------------------------------------------------------------------------
 def sessions_fair(p: Probe) -> Observed:
     """Key A opens sessions until refused; key B must still get one."""
-    flooder = {"Authorization": f"Bearer {p.home.create_api_key('user')}"}
+    flooder = {"Authorization": f"Bearer {p.flood_key}"}
     limit = p.stack.settings.gateway.max_sessions
     opened: list[tuple[dict[str, str], str]] = []
     try:
@@ -192,7 +192,7 @@ def sessions_fair(p: Probe) -> Observed:
 
 def pending_fair(p: Probe, flood: int = 40) -> Observed:
     """Key A leaves `flood` actions pending; key B's proposal must still be taken."""
-    flooder = {"Authorization": f"Bearer {p.home.create_api_key('user')}"}
+    flooder = {"Authorization": f"Bearer {p.flood_key}"}
     pending: list[str] = []
     try:
         for n in range(flood):
