@@ -133,6 +133,13 @@ def test_fuzz_without_a_2xx_on_an_operation_is_invalid_naming_it(tmp_path: Path)
         run, "fuzz_reached_2xx_and_4xx").detail
 
 
+def test_an_operation_without_inputs_needs_no_4xx(tmp_path: Path) -> None:
+    fuzz = _fuzz(**{"gateway GET /v1/whoami": {"2xx": 1, "4xx": 0, "inputs": 0},
+                    "gateway GET /v1/tools": {"2xx": 0, "4xx": 0, "inputs": 0}})
+    run = _run(tmp_path, _good_rows(), fuzz=fuzz)
+    assert _check(run, "fuzz_reached_2xx_and_4xx").detail == "gateway GET /v1/tools (no 2xx)"
+
+
 def test_a_live_case_without_effect_evidence_is_invalid(tmp_path: Path) -> None:
     rows = _good_rows()
     rows[0]["effects"] = None
