@@ -77,13 +77,37 @@ def _sample(schema: dict[str, Any], components: dict[str, Any]) -> dict[str, Any
     return body
 
 
+def _poisoned(value: Any) -> list[Any]:
+    """Copies of `value`, each with a lone surrogate appended to one of its strings
+    (one at a time, so the others stay valid and the poisoned one travels far)."""
+    if isinstance(value, str):
+        return [value + SURROGATE]
+    if isinstance(value, dict):
+        return [{**value, key: variant} for key, item in value.items()
+                for variant in _poisoned(item)]
+    if isinstance(value, list):
+        return [[*value[:i], variant, *value[i + 1:]] for i, item in enumerate(value)
+                for variant in _poisoned(item)]
+    return []
+
+
 def every_route(p: Probe) -> Observed:
-    """Every operation of every service, with a surrogate in its body and query."""
+    """Every operation of every service, with a surrogate in its body and query.
+
+    Where fuzzing has a valid seed body for the operation (`security_fuzz_seeds`),
+    that body is poisoned instead of a schema sample, so the surrogate gets past
+    validation into the code that forwards, stores or logs it.
+    """
+    from sonia.gates.fuzz import headers_for
+    from sonia.gates.security_fuzz_seeds import seeds_for
     from sonia.kit.runner import build_app  # the same schema the fuzzer reads
 
+    apps = {service: build_app(service, p.home)[0] for service in SERVICES}
+    seeds = seeds_for(p.stack, lambda service, path: headers_for(
+        p.stack, service, dict(apps[service].state.callers), path))
     statuses: dict[str, int] = {}
     for service in SERVICES:
-        app, _ = build_app(service, p.home)
+        app = apps[service]
         callers: dict[str, frozenset[str]] = dict(app.state.callers)
         spec = app.openapi()
         components = spec.get("components", {}).get("schemas", {})
@@ -98,19 +122,25 @@ def every_route(p: Probe) -> Observed:
                 url = p.stack.url(service) + url_path
                 if query:
                     url += "?" + "&".join(f"{name}=x%ED%A0%80" for name in query)
-                content = None
                 schema = (operation.get("requestBody", {}).get("content", {})
                           .get("application/json", {}).get("schema"))
-                if schema is not None:
-                    content = json.dumps(_sample(schema, components)).encode("ascii")
-                try:
-                    response = p.http.request(method.upper(), url, content=content,
-                                              headers={**headers,
-                                                       "Content-Type": "application/json"})
-                    statuses[f"{service} {method.upper()} {path}"] = response.status_code
-                    p.leaked(response.text)
-                except httpx.HTTPError:
-                    statuses[f"{service} {method.upper()} {path}"] = 0
+                seed = seeds.get(f"{service} {method.upper()} {path}", {})
+                bodies: list[Any] = [None]
+                if "body" in seed:
+                    bodies = _poisoned(seed["body"])
+                elif schema is not None:
+                    bodies = [_sample(schema, components)]
+                for n, body in enumerate(bodies):
+                    route = f"{service} {method.upper()} {path}" + (f" #{n}" if n else "")
+                    content = None if body is None else json.dumps(body).encode("ascii")
+                    try:
+                        response = p.http.request(method.upper(), url, content=content,
+                                                  headers={**headers,
+                                                           "Content-Type": "application/json"})
+                        statuses[route] = response.status_code
+                        p.leaked(response.text)
+                    except httpx.HTTPError:
+                        statuses[route] = 0
     worst = max(statuses.values(), default=0)
     failing = {route: s for route, s in statuses.items() if s >= 500 or s == 0}
     seen = Observed(worst if not failing else max(failing.values()) or 599, None,
