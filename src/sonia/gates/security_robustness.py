@@ -33,6 +33,8 @@ __all__ = ["ROBUSTNESS_CASES"]
 SURROGATE = "\ud800"
 STALL_BODY_CHARS = 60_000
 """Size of the adversarial `sk-` runs: seconds of stall for a quadratic pattern."""
+ROUTE_TIMEOUT_S = 15.0
+"""A route silent this long on one small poisoned body is frozen: no answer is a finding."""
 HEALTH = {"/livez", "/readyz", "/healthz", "/metrics", "/version"}
 
 
@@ -136,7 +138,8 @@ def every_route(p: Probe) -> Observed:
                     try:
                         response = p.http.request(method.upper(), url, content=content,
                                                   headers={**headers,
-                                                           "Content-Type": "application/json"})
+                                                           "Content-Type": "application/json"},
+                                                  timeout=ROUTE_TIMEOUT_S)
                         statuses[route] = response.status_code
                         p.leaked(response.text)
                     except httpx.HTTPError:
