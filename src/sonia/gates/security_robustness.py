@@ -8,7 +8,7 @@
                   output): the slowest answer per service is recorded and the
                   judge fails any over `STALL_LIMIT_S`
     fairness      one key holding every session slot, or flooding pending actions,
-                  must not deny another key
+                  must not deny another key; streams per session are capped
     privilege     a command must not run as root: the owner of a directory an
                   approved `mkdir` made, and what `id -u` prints
 """
@@ -33,6 +33,8 @@ __all__ = ["ROBUSTNESS_CASES"]
 SURROGATE = "\ud800"
 STALL_BODY_CHARS = 60_000
 """Size of the adversarial `sk-` runs: seconds of stall for a quadratic pattern."""
+STREAM_FLOOD = 32
+"""Streams one session may try to open at once before the case calls them uncapped."""
 ROUTE_TIMEOUT_S = 15.0
 """A route silent this long on one small poisoned body is frozen: no answer is a finding."""
 HEALTH = {"/livez", "/readyz", "/healthz", "/metrics", "/version"}
@@ -247,6 +249,51 @@ def pending_fair(p: Probe, flood: int = 40) -> Observed:
             p.decide("deny", action)
 
 
+def streams_capped(p: Probe, most: int = STREAM_FLOOD) -> Observed:
+    """One session, `most` streams at once: some handshake must be refused (a cap).
+
+    Each accepted stream holds a voice-service session; without a cap per
+    session one key grows the voice process without bound.
+    """
+    from websockets.exceptions import InvalidStatus, WebSocketException
+    from websockets.sync.client import ClientConnection, connect
+
+    headers = {"Authorization": f"Bearer {p.flood_key}"}
+    created = p.http.post(p.stack.url("gateway") + "/v1/sessions", headers=headers,
+                          json={"mode": "voice"})
+    session = str(created.json()["id"])
+    url = p.stack.url("gateway").replace("http", "ws", 1) + f"/v1/sessions/{session}/stream"
+    opened: list[ClientConnection] = []
+    refusal: tuple[int, str] | None = None
+    try:
+        while len(opened) < most and refusal is None:
+            try:
+                opened.append(connect(url, additional_headers=headers, proxy=None,
+                                      open_timeout=15))
+            except InvalidStatus as exc:
+                refusal = (exc.response.status_code, exc.response.body.decode(
+                    errors="replace")[:300] if exc.response.body else "")
+            except (WebSocketException, OSError) as exc:
+                refusal = (0, f"{type(exc).__name__}: {exc}")
+    finally:
+        for connection in opened:
+            connection.close()
+        p.http.post(p.stack.url("gateway") + f"/v1/sessions/{session}/stop", headers=headers)
+    status, body = refusal if refusal else (101, "")
+    seen = Observed(status, _code_of(body), {"session": "<flood key's>", "streams": most},
+                    body)
+    seen.extra["streams_opened"] = len(opened)
+    return seen
+
+
+def _code_of(body: str) -> str | None:
+    try:
+        found = json.loads(body)
+    except ValueError:
+        return None
+    return found.get("code") if isinstance(found, dict) else None
+
+
 # --- privilege ----------------------------------------------------------------------------
 def mkdir_owner(p: Probe) -> Observed:
     made = p.workspace / "owner-check"
@@ -289,6 +336,8 @@ ROBUSTNESS_CASES: tuple[Case, ...] = (
          "another key", 201, None, sessions_fair),
     Case("fair-pending-per-key", _R, "one key flooding pending actions does not deny another "
          "key", 202, None, pending_fair),
+    Case("fair-streams-per-session", _R, f"{STREAM_FLOOD} streams on one session: the "
+         "handshakes past a cap are refused", "4xx", None, streams_capped),
     Case("privilege-mkdir-owner", _R, "a directory made by an approved mkdir is not root's",
          "<500", None, mkdir_owner),
     Case("privilege-id-u", _R, "shell.run id -u does not print 0", "<500", None, id_u),
