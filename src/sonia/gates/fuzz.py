@@ -31,6 +31,7 @@ from schemathesis.specs.openapi.checks import (
 
 from sonia import SERVICES
 from sonia.gates.fresh_stack import FreshStack
+from sonia.gates.security_fuzz_seeds import Seed, seeds_for
 from sonia.services.runner import build_app
 
 CHECKS = [not_a_server_error, response_schema_conformance, negative_data_rejection]
@@ -65,16 +66,21 @@ class FuzzReport:
     per_service: dict[str, int] = field(default_factory=dict)
     statuses: dict[str, int] = field(default_factory=dict)
     """How many answers of each status class, so a run that only met 401s shows it."""
+    per_operation: dict[str, dict[str, int]] = field(default_factory=dict)
+    """"service METHOD path" -> {"2xx": n, "4xx": n}: answers that passed every check.
+    An operation without both never had its logic reached, or never refused bad
+    input: the judge makes such a run INVALID, naming it."""
 
     def to_dict(self) -> dict[str, Any]:
         return {"operations": self.operations, "requests": self.requests,
                 "server_errors": self.server_errors, "per_service": self.per_service,
-                "statuses": self.statuses,
+                "statuses": self.statuses, "per_operation": self.per_operation,
                 "findings": [f.to_dict() for f in self.findings[:200]]}
 
 
-def _headers_for(stack: FreshStack, service: str, callers: dict[str, frozenset[str]],
-                 path: str) -> dict[str, str]:
+def headers_for(stack: FreshStack, service: str, callers: dict[str, frozenset[str]],
+                path: str) -> dict[str, str]:
+    """The credentials the fuzzer presents to `service` at `path` (an allowed caller)."""
     if service == "gateway":
         return {"Authorization": f"Bearer {stack.approver_key}"}
     allowed = sorted(callers.get(path, frozenset()))
@@ -82,10 +88,22 @@ def _headers_for(stack: FreshStack, service: str, callers: dict[str, frozenset[s
     return {"X-Service-Token": stack.token(caller)}
 
 
+def _has_inputs(operation: Any) -> bool:
+    """Whether the operation takes anything a fuzzer could make invalid."""
+    raw = operation.definition.raw if hasattr(operation, "definition") else {}
+    return bool(raw.get("parameters") or raw.get("requestBody"))
+
+
 def fuzz_stack(stack: FreshStack, *, max_examples: int, seed: int = 0,
-               services: tuple[str, ...] = SERVICES) -> FuzzReport:
+               services: tuple[str, ...] = SERVICES, seeded: bool = True) -> FuzzReport:
+    """Fuzz every operation; with `seeded`, each first gets one valid request that
+    reaches its logic (`security_fuzz_seeds`)."""
     report = FuzzReport()
     session = requests.Session()
+    callers_of = {service: dict(build_app(service, stack.home)[0].state.callers)
+                  for service in services}
+    seeds = seeds_for(stack, lambda service, path: headers_for(
+        stack, service, callers_of[service], path)) if seeded else {}
     for service in services:
         app, _ = build_app(service, stack.home)
         callers: dict[str, frozenset[str]] = dict(app.state.callers)
@@ -103,12 +121,49 @@ def fuzz_stack(stack: FreshStack, *, max_examples: int, seed: int = 0,
                                                                "/metrics", "/version"}:
                 continue
             report.operations += 1
-            headers = _headers_for(stack, service, callers, operation.path)
+            report.per_operation[f"{service} {label}"] = {"2xx": 0, "4xx": 0,
+                                                          "inputs": int(_has_inputs(operation))}
+            headers = headers_for(stack, service, callers, operation.path)
+            chosen = seeds.get(f"{service} {label}")
+            if chosen:
+                _send_seed(report, session, service, label, operation, chosen, base_url,
+                           headers)
             for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE):
                 _fuzz_operation(report, session, service, label, operation, mode, base_url,
                                 headers, max_examples, seed)
         report.per_service[service] = report.requests - count_before
     return report
+
+
+def _record(report: FuzzReport, service: str, label: str, mode: str, case: Any,
+            call: Any) -> None:
+    """Send one case through `call`; count its status, or record the finding it raised."""
+    report.requests += 1
+    try:
+        response = call()
+    except Exception as exc:  # a failed check is a finding, not a crash of the gate
+        status = getattr(getattr(exc, "response", None), "status_code", None)
+        problem = f"{type(exc).__name__}: {exc}"[:600]
+        report.findings.append(Finding(service, label, mode, problem, status,
+                                       case.as_curl_command()[:600]))
+        if "Server error" in problem or (status is not None and status >= 500):
+            report.server_errors += 1
+        return
+    status = response.status_code
+    report.statuses[str(status)] = report.statuses.get(str(status), 0) + 1
+    kind = f"{status // 100}xx"
+    if kind in ("2xx", "4xx"):
+        report.per_operation[f"{service} {label}"][kind] += 1
+
+
+def _send_seed(report: FuzzReport, session: requests.Session, service: str, label: str,
+               operation: Any, seed: Seed, base_url: str, headers: dict[str, str]) -> None:
+    """The operation's one valid request (made real by `seeds_for`), checked like any case."""
+    extra: dict[str, Any] = {"body": seed["body"], "media_type": "application/json"} \
+        if "body" in seed else {}
+    case = operation.Case(path_parameters=seed.get("path"), query=seed.get("query"), **extra)
+    _record(report, service, label, "seed", case, lambda: case.call_and_validate(
+        base_url=base_url, session=session, headers=headers, checks=CHECKS, timeout=30))
 
 
 def _fuzz_operation(report: FuzzReport, session: requests.Session, service: str, label: str,
@@ -128,6 +183,10 @@ def _fuzz_operation(report: FuzzReport, session: requests.Session, service: str,
                                               headers=headers, checks=CHECKS, timeout=30)
             status = response.status_code
             report.statuses[str(status)] = report.statuses.get(str(status), 0) + 1
+            kind = f"{status // 100}xx"
+            counts = report.per_operation[f"{service} {label}"]
+            if kind in ("2xx", "4xx"):
+                counts[kind] += 1
         except Exception as exc:  # a failed check is a finding, not a crash of the gate
             status = getattr(getattr(exc, "response", None), "status_code", None)
             problem = f"{type(exc).__name__}: {exc}"[:600]

@@ -6,8 +6,12 @@ In a fresh home under the run directory: start the stack, plant bait
 through the live API (`security_corpus`; the quick profile keeps every 20th
 line), stop the stack, scan every log for credentials, then break copies of a
 fresh home in every unsafe way `config_cases` knows and check each refuses to
-start. Zero tolerance: one case or payload not answered as expected is NO-GO.
-A missing corpus, or a suite smaller than `min_cases`, makes the run INVALID.
+start. Zero tolerance: one case or payload not answered as expected, or one
+whose effect shows on disk or in the process table, is NO-GO. The verdict is
+`security_judge.judge(run_dir)` over the evidence written here, the very
+function the release step calls: a missing corpus, a suite smaller than
+`min_cases`, a category without cases, a live case without effect evidence, or
+fuzzing that missed a 2xx or a validated 4xx on some operation makes it INVALID.
 
 Evidence: `security-tests.json` (every case: id, category, what was sent with
 credentials masked, the expected status and code, what came back, pass/fail;
@@ -28,19 +32,13 @@ from typing import Any
 import httpx
 
 from sonia.gates.config_cases import CONFIG_CASES, ConfigOutcome, run_config_case
-from sonia.gates.evidence import (
-    CRITERION,
-    VALIDITY,
-    Check,
-    Verdict,
-    capture_environment,
-    write_json,
-)
+from sonia.gates.evidence import Verdict, capture_environment, write_json
 from sonia.gates.fresh_stack import FreshStack
 from sonia.gates.fuzz import fuzz_stack
 from sonia.gates.progress import GateProgress
 from sonia.gates.security_cases import CASES, LATE_CASES, categories
 from sonia.gates.security_corpus import corpus_dir, load_payloads, run_corpus, summarize
+from sonia.gates.security_judge import judge
 from sonia.gates.security_probe import Probe
 from sonia.gates.security_types import CaseResult, run_case
 from sonia.home import Home
@@ -84,10 +82,11 @@ def _config_case_result(outcome: ConfigOutcome, seconds: float) -> CaseResult:
         id="config-" + "".join(c if c.isalnum() else "-" for c in case.name).strip("-"),
         category="configuration", description=case.name,
         sent={"command": outcome.command, "breaks": case.name},
-        expected={"status": "exit 2", "code": "configuration error", "names": case.expected},
-        got={"exit_code": outcome.exit_code, "stderr": outcome.stderr[-600:],
-             "started": outcome.started},
-        passed=outcome.passed, why=outcome.why, seconds=round(seconds, 3))
+        expected={"status": "exit 2", "code": None, "names": case.expected},
+        got={"status": f"exit {outcome.exit_code}", "code": None, "exit_code": outcome.exit_code,
+             "stderr": outcome.stderr[-600:], "started": outcome.started},
+        passed=outcome.passed, why=outcome.why, seconds=round(seconds, 3),
+        check={"ok": outcome.passed, "note": outcome.why})
 
 
 def _config_cases(run_dir: Path, workers: int, progress: GateProgress) -> list[CaseResult]:
@@ -118,6 +117,7 @@ def run(run_dir: Path, profile: SecurityProfile, progress: GateProgress) -> Verd
     results: list[CaseResult] = []
     rows: list[dict[str, Any]] = []
     sandbox: dict[str, Any] = {}
+    corpus_effects: dict[str, Any] = {}
     timings: dict[str, float] = {}
     with FreshStack(run_dir / "stack-home") as stack:
         mark = time.monotonic()
@@ -134,12 +134,14 @@ def run(run_dir: Path, profile: SecurityProfile, progress: GateProgress) -> Verd
             timings["cases_s"] = round(time.monotonic() - mark, 2)
             if corpus_present:
                 mark = time.monotonic()
+                corpus_before = probe.watch.snapshot()
                 payloads = load_payloads(corpus, profile.corpus_stride)
                 corpus_task = progress.task("corpus payloads", len(payloads))
                 rows = asyncio.run(run_corpus(
                     probe, payloads, concurrency=profile.concurrency,
                     on_done=lambda: progress.advance(corpus_task)))
                 timings["corpus_s"] = round(time.monotonic() - mark, 2)
+                corpus_effects = probe.watch.diff(corpus_before)
             mark = time.monotonic()
             fuzz_task = progress.task("API fuzzing (schemathesis)", 1)
             fuzz = fuzz_stack(stack, max_examples=profile.fuzz_examples)
@@ -155,15 +157,13 @@ def run(run_dir: Path, profile: SecurityProfile, progress: GateProgress) -> Verd
 
     counts = categories((*CASES, *LATE_CASES)) | {"configuration": len(CONFIG_CASES)}
     corpus_summary = summarize(rows) if rows else {"payloads_sent": 0, "failed": 0}
-    corpus_failures = [r for r in rows if not r["passed"]]
-    verdict = _verdict(profile, [r.to_dict() for r in results], rows, fuzz.to_dict())
-    failed = [r for r in results if not r.passed]
+    expected_payloads = (len(load_payloads(corpus, profile.corpus_stride))
+                         if corpus_present else 0)
     with open(run_dir / "security-corpus.jsonl", "w", encoding="utf-8") as out:
         for row in rows:
             out.write(json.dumps(row, ensure_ascii=False) + "\n")
-    write_json(run_dir / "security-tests.json", {
+    evidence = {
         "gate": "security",
-        "verdict": verdict.to_dict(),
         "profile": asdict(profile),
         "started_at": started,
         "seconds": round(time.time() - started, 2),
@@ -173,63 +173,17 @@ def run(run_dir: Path, profile: SecurityProfile, progress: GateProgress) -> Verd
         "fuzz": fuzz.to_dict(),
         "categories": counts,
         "cases_total": len(results),
-        "cases_passed": len(results) - len(failed),
+        "cases_passed": sum(1 for r in results if r.passed),
         "cases": [r.to_dict() for r in results],
-        "corpus": {**corpus_summary, "stride": profile.corpus_stride,
-                   "failures": corpus_failures, "rows_file": "security-corpus.jsonl"},
+        "corpus": {**corpus_summary, "stride": profile.corpus_stride, "present": corpus_present,
+                   "root": str(corpus), "payloads_expected": expected_payloads,
+                   "effects": corpus_effects,
+                   "failures": [r for r in rows if not r["passed"]],
+                   "rows_file": "security-corpus.jsonl"},
         "environment": capture_environment(),
-    })
-    return judge(run_dir)
-
-
-def _corpus_present() -> bool:
-    corpus = corpus_dir()
-    return all((corpus / kind).is_dir() and any((corpus / kind).glob("*.txt"))
-               for kind in ("path-traversal", "command-injection"))
-
-
-def _verdict(profile: SecurityProfile, results: list[dict[str, Any]],
-             rows: list[dict[str, Any]], fuzz: dict[str, Any]) -> Verdict:
-    """The verdict from every case result, corpus row and fuzz record: run and judge share it."""
-    corpus_present = _corpus_present()
-    failed = [r for r in results if not r["passed"]]
-    counts: dict[str, int] = {}
-    for result in results:
-        counts[result["category"]] = counts.get(result["category"], 0) + 1
-    corpus_failures = [r for r in rows if not r["passed"]]
-    expected_payloads = (len(load_payloads(corpus_dir(), profile.corpus_stride))
-                         if corpus_present else 0)
-    findings = fuzz["findings"]
-    checks = [
-        Check("corpus_present", True, corpus_present, corpus_present, kind=VALIDITY,
-              detail="corpus/ next to the package"),
-        Check("adversarial_cases", f">= {profile.min_cases}", len(results),
-              len(results) >= profile.min_cases, kind=VALIDITY),
-        Check("categories_covered", ">= 3 cases in each of 8 categories", counts,
-              len(counts) == 8 and min(counts.values()) >= 3, kind=VALIDITY),
-        Check("corpus_payloads_sent", expected_payloads, len(rows),
-              len(rows) == expected_payloads and expected_payloads > 0, kind=VALIDITY),
-        Check("cases_failed", 0, len(failed), not failed, kind=CRITERION,
-              detail="; ".join(f"{r['id']}: {r['why']}" for r in failed[:20])),
-        Check("corpus_failed", 0, len(corpus_failures), not corpus_failures, kind=CRITERION,
-              detail="; ".join(f"{r['file']}:{r['line']} {r['kind']}: {r['why']}"
-                               for r in corpus_failures[:10])),
-        Check("fuzz_operations", "> 0", fuzz["operations"], fuzz["operations"] > 0,
-              kind=VALIDITY),
-        Check("fuzz_server_errors", 0, fuzz["server_errors"], fuzz["server_errors"] == 0),
-        Check("fuzz_findings", 0, len(findings), not findings,
-              detail="; ".join(f"{f['service']} {f['operation']}: {str(f['problem'])[:120]}"
-                               for f in findings[:10])),
-    ]
-    return Verdict.of("security", checks, {"cases_failed": 0, "corpus_failed": 0,
-                                           "min_cases": profile.min_cases})
-
-
-def judge(run_dir: Path) -> Verdict:
-    """Re-derive the verdict from security-tests.json's case results and fuzz record and
-    the corpus rows in security-corpus.jsonl."""
-    data = json.loads((run_dir / "security-tests.json").read_text(encoding="utf-8"))
-    rows_file = run_dir / "security-corpus.jsonl"
-    rows = [json.loads(line) for line in rows_file.read_text(encoding="utf-8").splitlines()
-            if line.strip()] if rows_file.is_file() else []
-    return _verdict(SecurityProfile(**data["profile"]), data["cases"], rows, data["fuzz"])
+    }
+    write_json(run_dir / "security-tests.json", evidence)
+    verdict = judge(run_dir)
+    # The verdict is added for readers of the file; `judge` never reads it back.
+    write_json(run_dir / "security-tests.json", {**evidence, "verdict": verdict.to_dict()})
+    return verdict

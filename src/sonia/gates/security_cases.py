@@ -8,9 +8,16 @@
                   protected names
     secrets       tool output redacted; no credential in any log
     sockets       every listening socket of the stack is on loopback
+    repositories  (security_repos) hostile git config and attributes, bare repos,
+                  a repository above the workspace
+    exfiltration  (security_reads) links through cwd and after --, recursive reads
+                  of protected names, protected names created by mkdir/cp
+    robustness    (security_robustness) lone surrogates on every route, /livez
+                  stalls under adversarial bodies, per-key fairness, not root
 
-Configuration refusals (`config_cases`) are the eighth category; the gate runs
-them against broken copies of a home.
+Configuration refusals (`config_cases`) are one more category; the gate runs
+them against broken copies of a home. Every case is judged by its answer, its
+leaks and its effects on disk and processes (`security_effects`).
 """
 
 from __future__ import annotations
@@ -27,6 +34,9 @@ import psutil
 from sonia import SERVICES
 from sonia.gates.security_grants import GRANT_CASES
 from sonia.gates.security_probe import Observed, Probe, read_logs
+from sonia.gates.security_reads import READ_CASES
+from sonia.gates.security_repos import REPO_CASES
+from sonia.gates.security_robustness import ROBUSTNESS_CASES
 from sonia.gates.security_types import Case
 from sonia.supervisor import control
 
@@ -461,7 +471,7 @@ SOCKETS: tuple[Case, ...] = (
 )
 
 CASES: tuple[Case, ...] = (*SERVICE_AUTH, *GRANT_CASES, *APPROVALS, *COMMANDS, *PATHS,
-                           *SECRETS, *SOCKETS)
+                           *SECRETS, *SOCKETS, *REPO_CASES, *READ_CASES, *ROBUSTNESS_CASES)
 """Every live case, in the order the gate runs them (LATE_CASES run after them)."""
 
 

@@ -3,22 +3,30 @@
 `Probe.prepare(stack)` plants, in the stack's fresh home (the gate owns it):
 
 - a canary: a random string written to files just outside the workspace (where
-  a `../` would land, under the names traversal payloads ask for) and to a
-  sibling folder `workspace-evil/`; it must never appear in any answer;
+  a `../` would land, under the names traversal payloads ask for), one level
+  further up, and to a sibling folder `workspace-evil/`; no piece of it may
+  appear in any answer, and no byte of those files may change;
+- a split secret: a second random string in files a tool must never show
+  (`proj/.env`, `proj/.git/config`, `private.pem` outside the workspace; links
+  `link` to the latter and `envlink` to the former in `sub/` and `-d/`); any
+  8-character slice of it in an answer, also decoded from base64 or hex, is a
+  leak (`security_effects.secret_slices`);
 - inside the workspace: `notes.txt`, an `etc/passwd` decoy ("inside copy"),
-  `secrets.txt` full of credentials (a service token among them), a symbolic
-  link to the canary, a dangling link, a link to the home (a symlinked
-  directory), a hard link to the canary and a FIFO.
+  `secrets.txt` full of credentials (a service token among them), sentinel files
+  that must never change, a symbolic link to the canary, a dangling link, a
+  link to the home (a symlinked directory), a hard link to the canary and a FIFO.
 
 Every request a case makes goes through here, so every answer is checked for
-the canary (and for signs that something else ran: `uid=`, a real
-`/etc/passwd`), and what was sent is recorded with credentials masked.
+leaks (and for signs that something else ran: `uid=`, a real `/etc/passwd`),
+and what was sent is recorded with credentials masked. `watch` is the effect
+oracle every case runs between two snapshots of.
 """
 
 from __future__ import annotations
 
 import os
 import secrets
+import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,6 +38,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from sonia.actions.grants import HEADER, b64url_encode
 from sonia.actions.plan import canonical_json
 from sonia.gates.fresh_stack import FreshStack
+from sonia.gates.security_effects import EffectWatch, secret_slices
 
 __all__ = ["INSIDE", "LEAK_MARKERS", "Observed", "Probe", "sign_grant"]
 
@@ -40,6 +49,9 @@ LEAK_MARKERS = ("root:x:0:0", "uid=0(", "uid=0 ")
 OUTSIDE_NAMES = ("canary.txt", "etc/passwd", "WINDOWS/win.ini", "windows/win.ini", "boot.ini",
                  "workspace-evil/secret.txt")
 TIMEOUT = 60.0
+HOME_FOLDERS = frozenset({"data", "logs", "run", "backups", "artifacts", "secrets", "policies",
+                          "workspace", "config.toml"})
+"""Names the stack itself may create at the top of its home: not an attacker's write."""
 
 
 @dataclass
@@ -53,6 +65,7 @@ class Observed:
     ok: bool = True
     note: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
+    leaks: list[str] = field(default_factory=list)
 
 
 def sign_grant(claims: Mapping[str, Any], key: Ed25519PrivateKey,
@@ -79,11 +92,23 @@ class Probe:
         self.stack = stack
         self.home = stack.home
         self.workspace = stack.home.workspace
-        self.canary = f"SONIA-CANARY-{secrets.token_hex(16)}"
+        self.canary_core = secrets.token_hex(16)
+        self.canary = f"SONIA-CANARY-{self.canary_core}"
+        self.split_secret = "S3" + secrets.token_urlsafe(24).replace("-", "x").replace("_", "y")
+        self.marker_token = f"sonia-marker-{secrets.token_hex(6)}"
         self.secrets: dict[str, str] = {}
         self.grants_seen: list[str] = []
         self.other_user_key = ""
+        self.flood_key = ""
+        """A user key for fairness cases to flood with (never the one they protect)."""
         self.http = httpx.Client(timeout=TIMEOUT, trust_env=False)
+        self.leak_log: list[str] = []
+        """Every leak any answer showed, in order; `run_case` takes the ones of its case."""
+        self._leak_lock = threading.Lock()
+        self.allowed_changes: dict[str, frozenset[str]] = {}
+        """case id -> watched labels that case may change (none so far)."""
+        self._watched: dict[str, Path] = {}
+        self.watch = EffectWatch({}, {}, self.marker_token, (self.home.root,))
 
     # setup -----------------------------------------------------------------------
     @classmethod
@@ -91,6 +116,9 @@ class Probe:
         probe = cls(stack)
         probe._plant()
         probe.other_user_key = stack.home.create_api_key("user")
+        # every key a case needs exists before the first snapshot: the key file is watched
+        probe.flood_key = stack.home.create_api_key("user")
+        probe.watch = probe._effect_watch()
         return probe
 
     def _plant(self) -> None:
@@ -125,6 +153,56 @@ class Probe:
             os.link(root / "canary.txt", ws / "hard")
         if not (ws / "fifo").exists():
             os.mkfifo(ws / "fifo")
+        self._plant_effect_bait()
+
+    def _plant_effect_bait(self) -> None:
+        """Canaries above and beside, sentinels inside, the split secret; then watch them."""
+        root, ws = self.home.root, self.workspace
+        up2 = root.parent / f"sonia-canary-{self.canary_core[:8]}.txt"
+        up2.write_text(self.canary + "\n")
+        (root / "private.pem").write_text(
+            "-----BEGIN PRIVATE KEY-----\n" f"{self.split_secret}\n"
+            "-----END PRIVATE KEY-----\n")
+        (ws / "proj" / ".git").mkdir(parents=True, exist_ok=True)
+        for folder in ("sub", "-d"):  # links out (seen under rlimits) and in (seen in bwrap)
+            (ws / folder).mkdir(exist_ok=True)
+            for name, target in (("link", root / "private.pem"), ("envlink", ws / "proj" / ".env")):
+                if not (ws / folder / name).is_symlink():
+                    os.symlink(target, ws / folder / name)
+        (ws / "proj" / "readme.md").write_text("a downloaded project\n")
+        (ws / "proj" / ".env").write_text(
+            f"DATABASE_URL=postgres://admin:{self.split_secret}@db.internal/prod\n")
+        (ws / "proj" / ".git" / "config").write_text(
+            '[remote "origin"]\n'
+            f"\turl = https://deploy:{self.split_secret}@git.internal/proj.git\n")
+        (ws / "sentinels" / "deep").mkdir(parents=True, exist_ok=True)
+        (ws / "sentinel.txt").write_text(f"sentinel {self.canary_core}\n")
+        (ws / "sentinels" / "deep" / "keep.txt").write_text("must not change\n")
+        watched = {
+            "canary ../canary.txt": root / "canary.txt",
+            "canary ../etc/passwd": root / "etc" / "passwd",
+            "canary ../../": up2,
+            "canary beside workspace-evil/secret.txt": root / "workspace-evil" / "secret.txt",
+            "canary ../private.pem": root / "private.pem",
+            "sentinel notes.txt": ws / "notes.txt",
+            "sentinel secrets.txt": ws / "secrets.txt",
+            "sentinel sentinel.txt": ws / "sentinel.txt",
+            "sentinel sentinels/deep/keep.txt": ws / "sentinels" / "deep" / "keep.txt",
+            "sentinel proj/.env": ws / "proj" / ".env",
+            "sentinel proj/.git/config": ws / "proj" / ".git" / "config",
+            "sentinel sub/link": ws / "sub" / "link",
+        }
+        self._watched = watched
+
+    def _effect_watch(self) -> EffectWatch:
+        root = self.home.root
+        watched = dict(self._watched)
+        watched |= {f"secret {p.name}": p for p in sorted(self.home.secrets.rglob("*"))
+                    if p.is_file()}
+        folders = {"home": root, "home/workspace-evil": root / "workspace-evil",
+                   "home/secrets": self.home.secrets}
+        return EffectWatch(watched, folders, self.marker_token, (root,),
+                           ignored_names=HOME_FOLDERS)
 
     def close(self) -> None:
         self.http.close()
@@ -133,7 +211,7 @@ class Probe:
     def masks(self) -> dict[str, str]:
         """Credential -> placeholder, for what the evidence says was sent."""
         shown = {self.stack.user_key: "<user key>", self.stack.approver_key: "<approver key>",
-                 self.other_user_key: "<other user key>"}
+                 self.other_user_key: "<other user key>", self.flood_key: "<flood key>"}
         for service, token in self.home.all_tokens().items():
             shown[token] = f"<{service} token>"
         return {k: v for k, v in shown.items() if k}
@@ -151,9 +229,19 @@ class Probe:
 
     # requests ----------------------------------------------------------------------
     def leaked(self, text: str) -> list[str]:
-        """What of the canary or the leak markers appears in `text`."""
-        found = [self.canary] if self.canary in text else []
-        return found + [marker for marker in LEAK_MARKERS if marker in text]
+        """What of the canary, the split secret or the leak markers appears in `text`.
+
+        Pieces count: any 8-character slice of either secret, also inside a base64
+        or hex run of the answer decoded, so a secret read in parts is still caught.
+        """
+        found = [f"canary piece {piece!r}" for piece in secret_slices(text, self.canary_core)]
+        found += [f"split-secret piece {piece!r}"
+                  for piece in secret_slices(text, self.split_secret)]
+        found += [marker for marker in LEAK_MARKERS if marker in text]
+        if found:
+            with self._leak_lock:
+                self.leak_log.extend(found)
+        return found
 
     def request(self, method: str, service: str, path: str, *,
                 headers: Mapping[str, str] | None = None, json_body: Any = None,
@@ -167,10 +255,8 @@ class Probe:
                 "body": self.mask(json_body), "params": self.mask(dict(params or {}))}
         text = response.text
         leaks = self.leaked(text)
-        observed = Observed(response.status_code, _code(response), sent, self.mask(text[:600]))
-        if leaks:
-            observed.ok = False
-            observed.note = f"the answer contains {', '.join(leaks)}"
+        observed = Observed(response.status_code, _code(response), sent, self.mask(text[:600]),
+                            leaks=leaks)
         return response, observed
 
     def user(self) -> dict[str, str]:

@@ -19,3 +19,12 @@ def test_fuzzing_every_route_finds_nothing(stack: FreshStack) -> None:
     rejections = report.statuses.get("400", 0)
     assert successes > 0 and rejections > 0, (
         f"valid and invalid input both reached the routes: {report.statuses}")
+
+
+def test_fuzzing_reaches_a_2xx_and_a_validated_4xx_on_every_operation(stack: FreshStack) -> None:
+    """Seeds make each operation answer 2xx once: a fuzzer that never got in proves nothing."""
+    report = fuzz_stack(stack, max_examples=3)
+    gaps = {op: counts for op, counts in report.per_operation.items()
+            if not counts["2xx"] or (counts["inputs"] and not counts["4xx"])}
+    assert not gaps, gaps
+

@@ -1,0 +1,107 @@
+"""Seeds for fuzzing: one valid request per operation, so each reaches its logic at least once.
+
+Random path ids never name a real action, memory or session, and a random tool
+name is never in the registry: without seeds most operations only ever answer
+404 or 400, and "fuzzing found nothing" would mean "fuzzing never got in". So
+before fuzzing, the gate creates, through the live API, the objects each
+operation needs (a pending action to approve, another to deny, a memory, a
+session, an EVA decision and a real grant, ...), and hands schemathesis one
+explicit example per operation (OpenAPI `example` on the path parameter and on
+the JSON body). Each seed is used once; the generated cases follow as before.
+
+The headers are those the fuzzer itself uses (`fuzz.headers_for`), so a seeded
+object belongs to the key the fuzzer presents.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import Callable
+from typing import Any
+
+import httpx
+
+from sonia.gates.fresh_stack import FreshStack
+
+__all__ = ["Seed", "seeds_for"]
+
+Seed = dict[str, Any]
+"""{"path": {name: value}, "query": {name: value}, "body": JSON} (each optional)."""
+SEED_FILE = "fuzz-seed.txt"
+
+
+def _jti(grant: str) -> str:
+    payload = grant.split(".")[1]
+    claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+    return str(claims["jti"])
+
+
+def seeds_for(stack: FreshStack, headers: Callable[[str, str], dict[str, str]]
+              ) -> dict[str, Seed]:
+    """"service METHOD path" -> one valid example, made real by requests to the live stack.
+
+    `headers(service, path)` gives the credentials the fuzzer will present there.
+    """
+    (stack.home.workspace / SEED_FILE).write_text("a file for the fuzzer to read\n")
+    read = {"tool": "file.read", "args": {"path": SEED_FILE}}
+    write = {"tool": "file.write", "args": {"path": "fuzz-seed-written.txt", "content": "x"}}
+    with httpx.Client(timeout=60, trust_env=False) as http:
+        def call(service: str, method: str, path: str, body: Any = None,
+                 route: str | None = None) -> dict[str, Any]:
+            response = http.request(method, stack.url(service) + path, json=body,
+                                    headers=headers(service, route or path))
+            if response.status_code >= 300:
+                raise AssertionError(f"seeding {method} {path} answered "
+                                     f"{response.status_code}: {response.text[:300]}")
+            found: dict[str, Any] = response.json()
+            return found
+
+        gw_actions = "/v1/actions/{action_id}"
+        action = str(call("gateway", "POST", "/v1/actions", read)["id"])
+        to_approve = str(call("gateway", "POST", "/v1/actions", write)["id"])
+        to_deny = str(call("gateway", "POST", "/v1/actions", write)["id"])
+        memories = [str(call("gateway", "POST", "/v1/memory", {"content": f"seed {n}"})["id"])
+                    for n in range(2)]
+        sessions = [str(call("gateway", "POST", "/v1/sessions", {"mode": "text"})["id"])
+                    for _ in range(2)]
+        models = call("gateway", "GET", "/v1/models").get("data") or [{"id": "sonia"}]
+        eva_proposal = {**read, "principal": "gate:fuzz"}
+        decided = call("eva", "POST", "/v1/decisions", eva_proposal)
+        pending = [str(call("eva", "POST", "/v1/decisions",
+                            {**write, "principal": "gate:fuzz"})["action_id"])
+                   for _ in range(3)]
+        route = "/v1/decisions/{action_id}/approve"
+        approved = call("eva", "POST", f"/v1/decisions/{pending[2]}/approve",
+                        {"approver": "key:fuzz"}, route)
+        grant = str(call("eva", "POST", "/v1/decisions", eva_proposal)["grant"])
+        stored = [str(call("memory", "POST", "/v1/memories", {"content": f"seed {n}"},
+                           "/v1/memories")["id"]) for n in range(2)]
+    return {
+        "gateway POST /v1/actions": {"body": read},
+        f"gateway GET {gw_actions}": {"path": {"action_id": action}},
+        f"gateway POST {gw_actions}/approve": {"path": {"action_id": to_approve}},
+        f"gateway POST {gw_actions}/deny": {"path": {"action_id": to_deny}},
+        "gateway GET /v1/memory/{memory_id}": {"path": {"memory_id": memories[0]}},
+        "gateway POST /v1/memory/{memory_id}/archive": {"path": {"memory_id": memories[1]}},
+        "gateway GET /v1/sessions/{session_id}": {"path": {"session_id": sessions[0]}},
+        "gateway POST /v1/sessions/{session_id}/stop": {"path": {"session_id": sessions[1]}},
+        "gateway POST /v1/chat/completions": {"body": {
+            "model": str(models[0].get("id")), "messages": [{"role": "user",
+                                                              "content": "hello"}]}},
+        "eva POST /v1/decisions": {"body": eva_proposal},
+        "eva GET /v1/decisions/{action_id}": {"path": {"action_id": str(decided["action_id"])}},
+        "eva POST /v1/decisions/{action_id}/approve": {"path": {"action_id": pending[0]},
+                                                       "body": {"approver": "key:fuzz"}},
+        "eva POST /v1/decisions/{action_id}/deny": {"path": {"action_id": pending[1]},
+                                                    "body": {"approver": "key:fuzz"}},
+        "eva POST /v1/decisions/{action_id}/executed": {
+            "path": {"action_id": pending[2]},
+            "body": {"jti": _jti(str(approved["grant"])), "outcome": "ok",
+                     "result_digest": "0" * 64}},
+        "openclaw POST /v1/execute": {"body": {**read, "grant": grant}},
+        "memory GET /v1/memories/{memory_id}": {"path": {"memory_id": stored[0]}},
+        "memory POST /v1/memories/{memory_id}/archive": {"path": {"memory_id": stored[1]}},
+        "memory POST /v1/sessions/{session_id}/turns": {
+            "path": {"session_id": sessions[0]}, "body": {"role": "user", "content": "hi"}},
+    }
