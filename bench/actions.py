@@ -24,7 +24,7 @@ from pathlib import Path
 
 import httpx
 
-from sonia.gates.fresh_stack import FreshStack
+from sonia.testing import FreshStack
 
 
 def timed(n: int, call: Callable[[int], None]) -> list[float]:

@@ -30,7 +30,7 @@ from pathlib import Path
 import httpx
 from hdrh.histogram import HdrHistogram
 
-from sonia.gates.fresh_stack import FreshStack
+from sonia.testing import FreshStack
 
 MESSAGES = (
     "My favourite colour is teal.",

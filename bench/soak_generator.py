@@ -33,7 +33,7 @@ from pathlib import Path
 
 import httpx
 
-from sonia.gates.loadgen import CORRELATION_HEADER, LoadGenerator, Stream, outcome_of
+from sonia.gates.soak.loadgen import CORRELATION_HEADER, LoadGenerator, Stream, outcome_of
 from sonia.kit.deadline import wait_until
 
 BARE_APP = textwrap.dedent("""

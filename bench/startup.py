@@ -21,8 +21,8 @@ from pathlib import Path
 
 import httpx
 
-from sonia.gates.fresh_stack import FreshStack
 from sonia.kit.deadline import wait_until
+from sonia.testing import FreshStack
 
 BARE_APP = textwrap.dedent("""
     from starlette.applications import Starlette

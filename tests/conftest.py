@@ -8,7 +8,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from sonia.gates.fresh_stack import FreshStack
+from sonia.testing import FreshStack
 
 
 @pytest.fixture(scope="module")

@@ -1,26 +1,41 @@
-"""One service in-process, for tests of that service's own behaviour.
+"""Running Sonia for tests, gates and benchmarks: a whole stack, or one service in-process.
 
-    with in_process("memory", home) as client:
-        client.get("/v1/memories", headers=...)
+`FreshStack` is a stack in a fresh home on free ports: what every gate, the
+integration tests and the benchmarks run against.
 
-The app is built exactly as `python -m sonia.services NAME` builds it (same
-factory, same middleware, same caller table) and driven through Starlette's
-`TestClient`, so its start and stop hooks run; nothing listens on a port.
-Flows that cross services, the supervisor and the gates still run on a real
-stack (`sonia.gates.fresh_stack.FreshStack`).
+    with FreshStack(root) as stack:
+        stack.up()
+        httpx.get(stack.url("gateway") + "/v1/whoami", headers=stack.user_headers())
+
+It creates the home, a user key and an approver key, and always stops the stack
+on the way out, even when the body failed.
+
+`in_process(name, home)` builds one service exactly as `python -m sonia.services
+NAME` builds it (same factory, same middleware, same caller table) and drives it
+through Starlette's `TestClient`, so its start and stop hooks run; nothing
+listens on a port. It is for one service's own behaviour; flows that cross
+services, the supervisor and the gates run on a `FreshStack`.
 """
 
 from __future__ import annotations
 
+import shutil
+import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
+from types import TracebackType
+from typing import Any
 
 from starlette.testclient import TestClient
 
+from sonia.config import Settings
 from sonia.home import Home
 from sonia.services.runner import build_app
+from sonia.supervisor import control
+from sonia.supervisor.ports import free_base_port
 
-__all__ = ["in_process"]
+__all__ = ["FreshStack", "in_process"]
 
 
 @contextmanager
@@ -32,3 +47,56 @@ def in_process(service: str, home: Home) -> Iterator[TestClient]:
     with TestClient(app, base_url="http://127.0.0.1",
                     raise_server_exceptions=False) as client:
         yield client
+
+class FreshStack:
+    def __init__(self, root: Path | None = None, *, keep: bool = True,
+                 config_extra: str = "") -> None:
+        self._tmp = None if root is not None else tempfile.mkdtemp(prefix="sonia-stack-")
+        self.root = Path(root) if root is not None else Path(self._tmp or "")
+        self.keep = keep
+        self.home = Home.at(self.root)
+        self.base_port = free_base_port()
+        self.home.init(base_port=self.base_port)
+        if config_extra:
+            with open(self.home.config_file, "a") as f:
+                f.write("\n" + config_extra)
+        self.settings: Settings = self.home.check()
+        self.user_key = self.home.create_api_key("user")
+        self.approver_key = self.home.create_api_key("approver")
+        self.running = False
+
+    def url(self, service: str = "gateway") -> str:
+        return self.settings.url_of(service)
+
+    def token(self, service: str) -> str:
+        return self.home.read_token(service)
+
+    def user_headers(self, **extra: str) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.user_key}", **extra}
+
+    def approver_headers(self, **extra: str) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.approver_key}", **extra}
+
+    def service_headers(self, caller: str, **extra: str) -> dict[str, str]:
+        return {"X-Service-Token": self.token(caller), **extra}
+
+    def up(self) -> dict[str, float]:
+        ready = control.up(self.home)
+        self.running = True
+        return ready
+
+    def down(self) -> control.DownReport:
+        report = control.down(self.home)
+        self.running = False
+        return report
+
+    def __enter__(self) -> FreshStack:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> Any:
+        if self.running or control.supervisor_pid(self.home) is not None:
+            self.down()
+        if self._tmp is not None and not self.keep:
+            shutil.rmtree(self._tmp, ignore_errors=True)
+        return None

@@ -15,7 +15,7 @@ from rich.table import Table
 
 from sonia.cli.options import HomeOption, resolve_home
 from sonia.errors import ConfigError
-from sonia.gates import registry, waivers
+from sonia.gates import catalog, registry, waivers
 from sonia.gates.waivers import waivers_of
 
 console = Console()
@@ -60,7 +60,7 @@ def register(app: typer.Typer) -> None:
                      "health_interval": health_interval,
                      "duration_s": parse_duration(duration) if duration else None}
         waivers = waivers_of(waive or [])
-        names = registry.available() if name == "all" else [name]
+        names = catalog.available() if name == "all" else [name]
         for gate_name in names:  # refuse bad parameters before anything runs
             chosen = registry.profile_for(gate_name, profile, overrides)
             registry.check_release_parameters(gate_name, profile, dataclasses.asdict(chosen),

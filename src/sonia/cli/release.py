@@ -31,8 +31,9 @@ from rich.console import Console
 
 from sonia.cli.options import HomeOption, resolve_home
 from sonia.errors import ConfigError, ReleaseError
-from sonia.gates import provenance, registry
-from sonia.gates.evidence import capture_environment
+from sonia.gates import catalog
+from sonia.gates.common import provenance
+from sonia.gates.common.evidence import capture_environment
 from sonia.gates.waivers import Waiver, waivers_of
 from sonia.home import Home
 from sonia.release.checklist import ROLES
@@ -116,7 +117,7 @@ def make_release(home: Home, repo: Path, tag: str, runs: Mapping[str, Path],
         problems.append(f"{out} already exists")
     source = provenance.source_digest()
     evidence: list[GateEvidence] = []
-    for gate in registry.GATES:
+    for gate in catalog.GATES:
         if gate not in runs:
             problems.append(f"gate {gate} has no run in {home.artifacts}: run `sonia gate {gate} "
                             "--profile release`")
@@ -140,7 +141,7 @@ def make_release(home: Home, repo: Path, tag: str, runs: Mapping[str, Path],
                      "runs": {e.gate: e.run_dir.name for e in evidence},
                      "parameters": {e.gate: e.parameters for e in evidence}},
                  signing_key=key, waivers=[w.to_dict() for w in used.values()])
-    result = verify_bundle(out, public_key_path(key), require_gates=tuple(registry.GATES))
+    result = verify_bundle(out, public_key_path(key), require_gates=tuple(catalog.GATES))
     if not result.ok:
         raise ReleaseError(f"the new bundle does not verify: {result.first_bad_file}: "
                            f"{result.reason}")
@@ -322,7 +323,7 @@ def register(app: typer.Typer) -> None:
         checked = pinned_bundle_key(key, pinned, trust_bundle_key)
         repo = code_repo()
         result = verify_bundle(bundle, checked, ROLES, signers=pinned,
-                               require_gates=tuple(registry.GATES), repo=repo)
+                               require_gates=tuple(catalog.GATES), repo=repo)
         if not result.ok:
             raise ReleaseError(f"not finalized: {result.first_bad_file}: {result.reason}")
         manifest = read_manifest(bundle)
@@ -330,7 +331,7 @@ def register(app: typer.Typer) -> None:
         digest = hashlib.sha256((bundle / MANIFEST_NAME).read_bytes()).hexdigest()
         create_tag(repo, tag, commit, _tag_message(tag, digest, manifest, result))
         final = verify_bundle(bundle, checked, ROLES, signers=pinned,
-                              require_gates=tuple(registry.GATES), repo=repo, require_tag=True)
+                              require_gates=tuple(catalog.GATES), repo=repo, require_tag=True)
         if not final.ok:
             raise ReleaseError(f"tagged, but the bundle does not verify: {final.reason}")
         console.print(f"[green]FINAL[/green]: tag {tag} at {commit[:12]}; MANIFEST.json "
@@ -368,7 +369,7 @@ def register(app: typer.Typer) -> None:
                                "--signers): sign-offs cannot be checked against pinned keys")
         checked = pinned_bundle_key(key, pinned, trust_bundle_key)
         result = verify_bundle(bundle, checked, roles, signers=pinned,
-                               require_gates=tuple(registry.GATES), strict=strict,
+                               require_gates=tuple(catalog.GATES), strict=strict,
                                repo=repo or provenance.package_repo(), require_tag=not draft)
         _report(result, as_json)
 

@@ -37,8 +37,8 @@ from typing import Any
 
 import sonia
 from sonia.errors import GateError
-from sonia.gates.evidence import VALIDITY, Check, Verdict, capture_environment, write_json
-from sonia.gates.progress import GateProgress
+from sonia.gates.common.evidence import VALIDITY, Check, Verdict, capture_environment, write_json
+from sonia.gates.common.progress import GateProgress
 
 __all__ = [
     "EVIDENCE",
@@ -53,6 +53,8 @@ __all__ = [
 ]
 
 EVIDENCE = "integration-tests.json"
+EVIDENCE_FILES: tuple[str, ...] = (EVIDENCE, "junit-run1.xml", "junit-run2.xml")
+"""What a run leaves in its run directory (the registry checks for each)."""
 MISSING_PACKAGE_PREFIX = "missing system package: "
 """A skip reason starting with this names a missing optional system package."""
 COMPLETED_EXIT_CODES = (0, 1)

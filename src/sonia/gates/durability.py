@@ -57,15 +57,17 @@ import httpx
 from sonia.actions import audit
 from sonia.backup import database_facts, read_backup_key, restore_backup, verify_backup
 from sonia.errors import ConfigError
-from sonia.gates.evidence import VALIDITY, Check, Verdict, capture_environment, write_json
-from sonia.gates.fresh_stack import FreshStack
-from sonia.gates.progress import GateProgress
+from sonia.gates.common.evidence import VALIDITY, Check, Verdict, capture_environment, write_json
+from sonia.gates.common.progress import GateProgress
 from sonia.home import DEFAULT_CONFIG, Home
 from sonia.supervisor import control
+from sonia.testing import FreshStack
 
 __all__ = ["EVIDENCE", "PROFILES", "CanaryWriter", "DurabilityProfile", "judge", "run"]
 
 EVIDENCE = "restore-drill.json"
+EVIDENCE_FILES: tuple[str, ...] = (EVIDENCE,)
+"""What a run leaves in its run directory (the registry checks for each)."""
 RPO_OBJECTIVE_H = 6.0
 """The seed's recovery point objective: at most six hours of data may be lost."""
 DB_PATTERNS = ("*.db", "*.sqlite", "*.sqlite3")

@@ -38,16 +38,18 @@ import httpx
 
 from sonia import SERVICES
 from sonia.errors import GateError, SoniaError
-from sonia.gates.evidence import VALIDITY, Check, Verdict, capture_environment, write_json
-from sonia.gates.fresh_stack import FreshStack
-from sonia.gates.processes import become_subreaper, orphans, wal_left, zombies_and_reap
-from sonia.gates.progress import GateProgress
+from sonia.gates.common.evidence import VALIDITY, Check, Verdict, capture_environment, write_json
+from sonia.gates.common.processes import become_subreaper, orphans, wal_left, zombies_and_reap
+from sonia.gates.common.progress import GateProgress
 from sonia.supervisor.process import RUN_MARKER_ENV
 from sonia.supervisor.state import read_json, state_file
+from sonia.testing import FreshStack
 
 __all__ = ["EVIDENCE", "PROFILES", "GoNoGoProfile", "judge", "run", "supervision"]
 
 EVIDENCE = "go-no-go-summary.json"
+EVIDENCE_FILES: tuple[str, ...] = (EVIDENCE,)
+"""What a run leaves in its run directory (the registry checks for each)."""
 LEFTOVERS = ("escalations", "ports_bound", "zombies", "orphans", "leftovers_killed",
              "wal_not_checkpointed")
 """The lists a cycle row records after its stop; each must be empty."""

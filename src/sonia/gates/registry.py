@@ -20,8 +20,6 @@ from __future__ import annotations
 
 import csv
 import dataclasses
-import importlib
-import importlib.util
 import json
 import time
 import xml.etree.ElementTree as ET
@@ -31,30 +29,11 @@ from pathlib import Path
 from typing import Any
 
 from sonia.errors import ConfigError, GateError
-from sonia.gates import provenance
-from sonia.gates.evidence import VALIDITY, Check, Verdict, new_run_dir, write_json
-from sonia.gates.progress import GateProgress
+from sonia.gates import catalog
+from sonia.gates.common import provenance
+from sonia.gates.common.evidence import VALIDITY, Check, Verdict, new_run_dir, write_json
+from sonia.gates.common.progress import GateProgress
 from sonia.gates.waivers import Waiver, below_minimum
-
-GATES: dict[str, str] = {
-    "go-no-go": "sonia.gates.gonogo",
-    "security": "sonia.gates.security",
-    "soak": "sonia.gates.soak",
-    "durability": "sonia.gates.durability",
-    "determinism": "sonia.gates.determinism",
-    "chaos": "sonia.gates.chaos",
-}
-"""Every gate, in the order `gate all` runs them."""
-
-EVIDENCE: dict[str, tuple[str, ...]] = {
-    "go-no-go": ("go-no-go-summary.json",),
-    "security": ("security-tests.json",),
-    "soak": ("soak-metrics.csv", "soak-summary.json", "soak-report.html"),
-    "durability": ("restore-drill.json",),
-    "determinism": ("integration-tests.json", "junit-run1.xml", "junit-run2.xml"),
-    "chaos": ("chaos-report.json",),
-}
-"""The evidence files each gate must leave in its run directory."""
 
 PROVENANCE = "provenance.json"
 VERDICT = "verdict.json"
@@ -69,14 +48,8 @@ class GateRun:
     seconds: float
 
 
-def available() -> list[str]:
-    """The gates whose module exists in this build (found without importing them)."""
-    return [name for name, module in GATES.items() if importlib.util.find_spec(module)]
-
-
 def profile_for(gate: str, profile: str, overrides: dict[str, Any]) -> Any:
-    module = importlib.import_module(GATES[gate])
-    profiles = module.PROFILES
+    profiles = catalog.load(gate).PROFILES
     if profile not in profiles:
         raise ConfigError(f"unknown profile {profile!r}; use one of {', '.join(profiles)}",
                           key="profile")
@@ -118,13 +91,11 @@ def judge(gate: str, run_dir: Path) -> Verdict:
     The gate module's own judge, plus the validity check `provenance unchanged`.
     GateError names the file when evidence is missing or malformed.
     """
-    if gate not in GATES:
-        raise ConfigError(f"unknown gate {gate!r}; gates are {', '.join(GATES)}", key="gate")
-    module = importlib.import_module(GATES[gate])
+    module = catalog.load(gate)
     module_judge = getattr(module, "judge", None)
     if not callable(module_judge):
         raise GateError(f"gate {gate} has no judge: its verdict cannot be re-derived")
-    for name in EVIDENCE[gate]:
+    for name in module.EVIDENCE_FILES:
         if not (run_dir / name).is_file():
             raise GateError(f"gate {gate}: evidence file {name} is missing from {run_dir.name}")
     try:
@@ -157,18 +128,16 @@ def check_release_parameters(gate: str, profile: str, parameters: dict[str, Any]
 
 def run_gate(gate: str, profile: str, artifacts: Path, overrides: dict[str, Any] | None = None,
              *, show_progress: bool = True, waivers: Sequence[Waiver] = ()) -> GateRun:
-    if gate not in GATES:
-        raise ConfigError(f"unknown gate {gate!r}; gates are {', '.join(GATES)}", key="gate")
-    if gate not in available():
+    if gate in catalog.GATES and gate not in catalog.available():
         raise ConfigError(f"gate {gate!r} is not part of this build", key="gate")
+    module = catalog.load(gate)
     chosen = profile_for(gate, profile, overrides or {})
     parameters = dataclasses.asdict(chosen)
     used = check_release_parameters(gate, profile, parameters, waivers)
-    module = importlib.import_module(GATES[gate])
     run_dir = new_run_dir(artifacts, gate)
     start_provenance = provenance.capture()
     start = time.monotonic()
-    with GateProgress(enabled=show_progress) as progress:
+    with GateProgress(enabled=show_progress) as progress, catalog.tools_named():
         module.run(run_dir, chosen, progress)
     seconds = time.monotonic() - start
     write_json(run_dir / PROVENANCE, {"start": start_provenance, "end": provenance.capture()})
@@ -177,6 +146,6 @@ def run_gate(gate: str, profile: str, artifacts: Path, overrides: dict[str, Any]
         "gate": gate, "profile": profile, "parameters": parameters,
         "waivers": [w.to_dict() for w in used],
         "seconds": round(seconds, 2), "verdict": verdict.to_dict(),
-        "evidence": list(EVIDENCE[gate]),
+        "evidence": list(catalog.load(gate).EVIDENCE_FILES),
     })
     return GateRun(gate, profile, verdict, run_dir, seconds)

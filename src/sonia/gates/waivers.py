@@ -21,13 +21,13 @@ the weakest value it accepts, in the parameter's unit (durations as 90s, 10m or
 from __future__ import annotations
 
 import dataclasses
-import importlib
 import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from sonia.errors import ConfigError
+from sonia.gates import catalog
 
 __all__ = ["BOUNDS", "WAIVABLE", "Waiver", "below_minimum", "check_waivable", "parse_duration",
            "parse_waiver", "release_minimums", "waivers_of"]
@@ -99,11 +99,7 @@ class Waiver:
 
 def release_minimums(gate: str) -> dict[str, Any]:
     """The release profile of `gate` as plain JSON values (tuples become lists)."""
-    from sonia.gates.registry import GATES
-
-    if gate not in GATES:
-        raise ConfigError(f"unknown gate {gate!r}; gates are {', '.join(GATES)}", key="gate")
-    profile = importlib.import_module(GATES[gate]).PROFILES["release"]
+    profile = catalog.load(gate).PROFILES["release"]
     minimums: dict[str, Any] = json.loads(json.dumps(dataclasses.asdict(profile)))
     return minimums
 

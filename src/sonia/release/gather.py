@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from sonia.errors import SoniaError
-from sonia.gates import registry
+from sonia.gates import catalog, registry
 from sonia.gates.waivers import Waiver, below_minimum
 
 __all__ = ["GateEvidence", "check_provenance", "read_gate_evidence"]
@@ -57,7 +57,7 @@ def _parameter_mismatches(gate: str, run_dir: Path, parameters: dict[str, Any]) 
     """
     stated = _plain(parameters)
     found = []
-    for name in registry.EVIDENCE[gate]:
+    for name in catalog.load(gate).EVIDENCE_FILES:
         if not name.endswith(".json"):
             continue
         try:

@@ -15,7 +15,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from sonia.errors import ConfigError, ReleaseError
-from sonia.gates import provenance
+from sonia.gates.common import provenance
 
 __all__ = ["CANDIDATE_PREFIX", "check_tag_name", "code_repo", "create_tag", "git", "head_commit",
            "next_candidate_tag", "tag_exists", "uncommitted"]

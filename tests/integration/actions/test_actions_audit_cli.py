@@ -16,7 +16,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from sonia.gates.fresh_stack import FreshStack
+from sonia.testing import FreshStack
 
 pytestmark = pytest.mark.integration
 

@@ -18,8 +18,8 @@ from typing import Any
 import httpx
 import pytest
 
-from sonia.gates.fresh_stack import FreshStack
 from sonia.supervisor import control
+from sonia.testing import FreshStack
 
 pytestmark = pytest.mark.integration
 GIT = shutil.which("git", path="/usr/bin:/bin")

@@ -14,8 +14,8 @@ from typing import Any
 import httpx
 import pytest
 
-from sonia.gates.fresh_stack import FreshStack
 from sonia.kit.db import connect
+from sonia.testing import FreshStack
 
 pytestmark = pytest.mark.integration
 

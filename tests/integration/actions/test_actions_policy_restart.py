@@ -8,8 +8,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from sonia.gates.fresh_stack import FreshStack
 from sonia.kit.db import connect
+from sonia.testing import FreshStack
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

@@ -8,11 +8,11 @@ from pathlib import Path
 import pytest
 
 from sonia import SERVICES
-from sonia.gates import chaos
-from sonia.gates.chaos_evidence import CLIENT_TIMEOUT_S
-from sonia.gates.history import KINDS, HistoryChecks
-from sonia.gates.progress import GateProgress
-from sonia.gates.registry import EVIDENCE, profile_for
+from sonia.gates.chaos import gate as chaos
+from sonia.gates.chaos.evidence import CLIENT_TIMEOUT_S
+from sonia.gates.chaos.history import KINDS, HistoryChecks
+from sonia.gates.common.progress import GateProgress
+from sonia.gates.registry import profile_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(420)]
 
@@ -29,7 +29,7 @@ def test_profiles_are_frozen_and_known_to_the_registry() -> None:
 def test_quick_chaos_run_is_go_with_complete_evidence(tmp_path: Path) -> None:
     with GateProgress(enabled=False) as progress:
         verdict = chaos.run(tmp_path, chaos.PROFILES["quick"], progress)
-    assert {path for path in EVIDENCE["chaos"]} <= {p.name for p in tmp_path.iterdir()}
+    assert {path for path in chaos.EVIDENCE_FILES} <= {p.name for p in tmp_path.iterdir()}
     report = json.loads((tmp_path / "chaos-report.json").read_text())
     failed = {c.name: (c.observed, c.detail) for c in verdict.failures}
     assert verdict.status == "GO", failed

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 import pytest
 from conversation_helpers import SlowModelServer
 
-from sonia.gates.fresh_stack import FreshStack
+from sonia.testing import FreshStack
 
 
 @pytest.fixture(scope="module")

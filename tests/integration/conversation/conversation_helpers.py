@@ -21,7 +21,7 @@ from typing import Any
 from websockets.exceptions import InvalidStatus
 from websockets.sync.client import ClientConnection, connect
 
-from sonia.gates.fresh_stack import FreshStack
+from sonia.testing import FreshStack
 
 
 class SlowModelServer:

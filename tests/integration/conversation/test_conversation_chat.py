@@ -7,8 +7,8 @@ import openai
 import pytest
 from conversation_helpers import log_lines
 
-from sonia.gates.fresh_stack import FreshStack
 from sonia.kit.deadline import wait_until
+from sonia.testing import FreshStack
 
 pytestmark = pytest.mark.integration
 

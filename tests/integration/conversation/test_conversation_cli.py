@@ -9,7 +9,7 @@ import sys
 import httpx
 import pytest
 
-from sonia.gates.fresh_stack import FreshStack
+from sonia.testing import FreshStack
 
 pytestmark = pytest.mark.integration
 

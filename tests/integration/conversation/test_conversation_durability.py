@@ -5,7 +5,7 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from sonia.gates.fresh_stack import FreshStack
+from sonia.testing import FreshStack
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

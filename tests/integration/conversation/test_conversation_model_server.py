@@ -22,8 +22,8 @@ import pytest
 from conversation_helpers import SlowModelServer
 
 from sonia.errors import SupervisorError
-from sonia.gates.fresh_stack import FreshStack
 from sonia.home import Home
+from sonia.testing import FreshStack
 
 pytestmark = pytest.mark.integration
 

@@ -16,8 +16,8 @@ import httpx
 import openai
 import pytest
 
-from sonia.gates.fresh_stack import FreshStack
 from sonia.kit.deadline import wait_until
+from sonia.testing import FreshStack
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

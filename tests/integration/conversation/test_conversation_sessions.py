@@ -15,8 +15,8 @@ import httpx
 import pytest
 from conversation_helpers import events_until, open_stream
 
-from sonia.gates.fresh_stack import FreshStack
 from sonia.kit.deadline import wait_until
+from sonia.testing import FreshStack
 
 pytestmark = pytest.mark.integration
 

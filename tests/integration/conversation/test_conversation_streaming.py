@@ -14,8 +14,8 @@ import httpx
 import pytest
 from conversation_helpers import SlowModelServer, events_until, open_stream
 
-from sonia.gates.fresh_stack import FreshStack
 from sonia.kit.deadline import wait_until
+from sonia.testing import FreshStack
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

@@ -15,8 +15,8 @@ from conversation_helpers import (
 )
 from websockets.exceptions import ConnectionClosed
 
-from sonia.gates.fresh_stack import FreshStack
 from sonia.kit.deadline import wait_until
+from sonia.testing import FreshStack
 
 pytestmark = pytest.mark.integration
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from sonia.gates.fresh_stack import FreshStack
+from sonia.testing import FreshStack
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

@@ -22,11 +22,11 @@ import httpx
 import pytest
 
 from sonia.backup import create_backup, database_facts, list_backups
-from sonia.gates.fresh_stack import FreshStack
 from sonia.home import Home
 from sonia.kit.deadline import wait_until
 from sonia.supervisor import control
 from sonia.supervisor.state import read_json, state_file
+from sonia.testing import FreshStack
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

@@ -9,10 +9,10 @@ from typing import Any
 import pytest
 
 from sonia.backup import list_backups
-from sonia.gates.fresh_stack import FreshStack
 from sonia.kit.deadline import wait_until
 from sonia.supervisor import control
 from sonia.supervisor.state import read_json, state_file
+from sonia.testing import FreshStack
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

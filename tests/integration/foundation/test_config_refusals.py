@@ -1,6 +1,6 @@
 """Each unsafe or broken configuration refuses to start: exit 2, naming what to fix.
 
-The cases live in `sonia.gates.config_cases`, shared with the security gate:
+The cases live in `sonia.gates.security.config_cases`, shared with the security gate:
 settings and secrets are refused by `sonia up` before anything starts, policy
 files by the services that load them (EVA, OpenClaw) before they bind a port.
 """
@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from sonia.gates.config_cases import CONFIG_CASES, run_config_case
+from sonia.gates.security.config_cases import CONFIG_CASES, run_config_case
 from sonia.home import Home
 
 pytestmark = pytest.mark.integration

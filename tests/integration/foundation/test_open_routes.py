@@ -6,7 +6,7 @@ import httpx
 import pytest
 
 from sonia import SERVICES
-from sonia.gates.fresh_stack import FreshStack
+from sonia.testing import FreshStack
 
 pytestmark = pytest.mark.integration
 

@@ -12,10 +12,10 @@ import httpx
 import pytest
 
 from sonia import SERVICES
-from sonia.gates.fresh_stack import FreshStack
 from sonia.kit.deadline import wait_until
 from sonia.supervisor import control
 from sonia.supervisor.state import read_json, state_file
+from sonia.testing import FreshStack
 
 pytestmark = pytest.mark.integration
 

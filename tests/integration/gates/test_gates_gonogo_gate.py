@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 from rich.progress import TaskID
 
+from sonia.gates.common.progress import GateProgress
 from sonia.gates.gonogo import EVIDENCE, GoNoGoProfile, judge, run
-from sonia.gates.progress import GateProgress
 from sonia.home import Home
 from sonia.supervisor.control import is_ready
 from sonia.supervisor.state import read_json, state_file

@@ -25,7 +25,7 @@ from typing import Any
 import pytest
 
 from sonia.gates import registry
-from sonia.gates.soak import PROFILES
+from sonia.gates.soak.gate import PROFILES
 from sonia.kit.deadline import wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.gate]

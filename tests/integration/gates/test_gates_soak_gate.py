@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from sonia import SERVICES
-from sonia.gates import registry
+from sonia.gates import catalog, registry
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -28,7 +28,7 @@ def test_a_short_soak_leaves_complete_evidence(tmp_path: Path) -> None:
     run = registry.run_gate("soak", "quick", tmp_path, {"duration_s": 25.0},
                             show_progress=False)
 
-    for name in registry.EVIDENCE["soak"]:
+    for name in catalog.load("soak").EVIDENCE_FILES:
         assert (run.run_dir / name).is_file(), name
     with open(run.run_dir / "soak-metrics.csv", newline="") as handle:
         rows = list(csv.DictReader(handle))

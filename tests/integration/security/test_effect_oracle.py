@@ -23,16 +23,16 @@ from typing import Any
 
 import pytest
 
-from sonia.gates.evidence import write_json
-from sonia.gates.fresh_stack import FreshStack
-from sonia.gates.security_cases import CASES
-from sonia.gates.security_judge import judge
-from sonia.gates.security_probe import Probe
-from sonia.gates.security_types import Case, run_case
+from sonia.gates.common.evidence import write_json
+from sonia.gates.security.cases import CASES
+from sonia.gates.security.judge import judge
+from sonia.gates.security.probe import Probe
+from sonia.gates.security.types import Case, run_case
+from sonia.testing import FreshStack
 
 pytestmark = pytest.mark.integration
 
-Attack = Callable[[], None]
+Attack = Callable[[], object]
 
 
 class StubGateway:
@@ -69,7 +69,7 @@ class StubGateway:
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
 
     def answer(self, case: Case, attack: Attack, *, pending: bool = False) -> None:
-        self.status, self.code = int(case.expect_status), case.expect_code
+        self.status, self.code = int(case.expect_status), case.expect_code or ""
         self.attack, self.pending = attack, pending
 
 

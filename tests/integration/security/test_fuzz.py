@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from sonia.gates.fresh_stack import FreshStack
-from sonia.gates.fuzz import fuzz_stack
+from sonia.gates.security.fuzz import fuzz_stack
+from sonia.testing import FreshStack
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

@@ -1,6 +1,6 @@
 """The security gate's adversarial suite, case by case, against a live stack.
 
-The same `Case` objects the gate runs (`sonia.gates.security_cases`), so a
+The same `Case` objects the gate runs (`sonia.gates.security.cases`), so a
 regression fails `make test` before it fails a release. Configuration refusals
 are tested in tests/integration/foundation/test_config_refusals.py.
 """
@@ -12,11 +12,11 @@ from collections.abc import Iterator
 
 import pytest
 
-from sonia.gates.fresh_stack import FreshStack
-from sonia.gates.security_cases import CASES, LATE_CASES
-from sonia.gates.security_corpus import corpus_dir, load_payloads, run_corpus
-from sonia.gates.security_probe import Probe
-from sonia.gates.security_types import Case, run_case
+from sonia.gates.security.cases import CASES, LATE_CASES
+from sonia.gates.security.corpus import corpus_dir, load_payloads, run_corpus
+from sonia.gates.security.probe import Probe
+from sonia.gates.security.types import Case, run_case
+from sonia.testing import FreshStack
 
 pytestmark = pytest.mark.integration
 

@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 
 from sonia.actions import audit, grant_ledger
-from sonia.gates import history as h
-from sonia.gates.chaos_evidence import Fault, fast_fail, observe, percentile, recovery
-from sonia.gates.history import History, check_history
+from sonia.gates.chaos import history as h
+from sonia.gates.chaos.evidence import Fault, fast_fail, observe, percentile, recovery
+from sonia.gates.chaos.history import History, check_history
 from sonia.home import Home
 from sonia.kit.db import connect, migrate
 from sonia.services.eva.decisions import EVA_MIGRATIONS

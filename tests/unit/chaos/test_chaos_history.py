@@ -6,8 +6,8 @@ from collections.abc import Callable
 
 import pytest
 
-from sonia.gates import history as h
-from sonia.gates.history import History, Observed, check_history
+from sonia.gates.chaos import history as h
+from sonia.gates.chaos.history import History, Observed, check_history
 
 
 def ticking_clock(step: float = 0.1) -> Callable[[], float]:

@@ -13,8 +13,8 @@ import pytest
 
 from sonia import SERVICES
 from sonia.errors import ConfigError
-from sonia.gates import history as h
-from sonia.gates.chaos_evidence import DEPENDENTS, HISTORY, REPORT, judge
+from sonia.gates.chaos import history as h
+from sonia.gates.chaos.evidence import DEPENDENTS, HISTORY, REPORT, judge
 
 ACTION_KEY = "c" * 32
 

@@ -10,7 +10,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from sonia.gates.tcp_proxy import TcpProxy
+from sonia.gates.chaos.tcp_proxy import TcpProxy
 
 
 class _Echo(socketserver.BaseRequestHandler):

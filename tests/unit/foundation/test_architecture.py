@@ -14,6 +14,9 @@ never above, and no two services import each other (they talk over HTTP):
     gates, release                    the release gates and the bundle
     cli, __main__                     the `sonia` command
 
+Inside `gates`, no family (`soak/`, `chaos/`, `security/`, a single-module gate)
+imports another; what they share is in `gates/common/`.
+
 The graph is parsed with `ast` (no import runs), so the test also sees imports
 inside functions.
 """
@@ -145,6 +148,37 @@ def test_no_module_imports_from_a_higher_layer() -> None:
 
 def test_services_import_nothing_from_each_other() -> None:
     assert between_services(graph()) == []
+
+
+def gate_family(module: str) -> str | None:
+    """`sonia.gates.soak.verdict` -> `soak`; `sonia.gates.gonogo` -> `gonogo`; None outside."""
+    parts = module.split(".")
+    return parts[2] if len(parts) > 2 and parts[1] == "gates" else None
+
+
+SHARED_IN_GATES = {"common", "catalog", "registry", "waivers"}
+"""The parts of `gates` that are not a gate family (shared, or the machinery above them)."""
+
+
+def between_gate_families(edges: dict[str, set[str]]) -> list[str]:
+    found = []
+    for a, targets in edges.items():
+        for b in targets:
+            fa, fb = gate_family(a), gate_family(b)
+            if fa and fb and fa != fb and fb not in SHARED_IN_GATES and fa not in {
+                    "catalog", "registry", "waivers"}:
+                found.append(f"{a} -> {b}")
+    return sorted(found)
+
+
+def test_no_gate_family_imports_another() -> None:
+    assert between_gate_families(graph()) == []
+
+
+def test_an_import_between_gate_families_is_found() -> None:
+    edges = {"sonia.gates.chaos.gate": {"sonia.gates.soak.loadgen"},
+             "sonia.gates.soak.loadgen": set()}
+    assert between_gate_families(edges) == ["sonia.gates.chaos.gate -> sonia.gates.soak.loadgen"]
 
 
 def test_every_area_has_a_layer() -> None:

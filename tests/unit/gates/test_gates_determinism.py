@@ -12,8 +12,8 @@ from xml.sax.saxutils import quoteattr
 import pytest
 
 from sonia.errors import GateError
+from sonia.gates.common.evidence import Verdict
 from sonia.gates.determinism import EVIDENCE, judge, missing_package, outcomes
-from sonia.gates.evidence import Verdict
 
 Case = tuple[str, str, str]  # name, outcome (passed|failed|error|skipped), message
 

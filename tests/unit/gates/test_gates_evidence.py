@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from sonia.gates import provenance
-from sonia.gates.evidence import (
+from sonia.gates.common import provenance
+from sonia.gates.common.evidence import (
     VALIDITY,
     Check,
     Verdict,
@@ -76,7 +76,7 @@ def test_evidence_names_the_code_that_ran_not_the_current_directory(tmp_path: Pa
     other.mkdir()
     _git(other, "init", "-q")
     _git(other, "commit", "-q", "--allow-empty", "-m", "someone else's repository")
-    script = ("import json; from sonia.gates.evidence import capture_environment; "
+    script = ("import json; from sonia.gates.common.evidence import capture_environment; "
               "e = capture_environment(); print(json.dumps([e['git'], e['source_sha256']]))")
     proc = subprocess.run([sys.executable, "-c", script], cwd=other, capture_output=True,
                           text=True, timeout=120, check=True)

@@ -13,7 +13,7 @@ import pytest
 
 from sonia import SERVICES
 from sonia.errors import GateError
-from sonia.gates.evidence import Verdict
+from sonia.gates.common.evidence import Verdict
 from sonia.gates.gonogo import EVIDENCE, judge
 
 Summary = dict[str, Any]

@@ -19,8 +19,8 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse
 from starlette.routing import Route
 
-from sonia.gates.load_rows import ServiceSample
-from sonia.gates.loadgen import (
+from sonia.gates.soak.load_rows import ServiceSample
+from sonia.gates.soak.loadgen import (
     CORRELATION_HEADER,
     LoadGenerator,
     LoadProgress,

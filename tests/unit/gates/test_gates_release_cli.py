@@ -17,7 +17,8 @@ import pytest
 from typer.testing import CliRunner
 
 from sonia.cli import app
-from sonia.gates import provenance, registry
+from sonia.gates import catalog
+from sonia.gates.common import provenance
 from sonia.home import Home
 
 
@@ -47,8 +48,7 @@ def test_release_profile_overrides_below_the_minimum_exit_2_before_anything_runs
 @pytest.fixture()
 def tiny(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     sys.path.insert(0, str(Path(__file__).parent))
-    monkeypatch.setattr(registry, "GATES", {"tiny": "tiny_gate"})
-    monkeypatch.setattr(registry, "EVIDENCE", {"tiny": ("tiny.json",)})
+    monkeypatch.setattr(catalog, "GATES", {"tiny": "tiny_gate"})
     yield
     sys.path.remove(str(Path(__file__).parent))
 

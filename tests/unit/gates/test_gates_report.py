@@ -7,9 +7,9 @@ import re
 from pathlib import Path
 from typing import Any
 
-from sonia.gates.evidence import Check, Verdict
-from sonia.gates.load_rows import memory_field, route_field, row_columns
-from sonia.gates.report import write_report
+from sonia.gates.common.evidence import Check, Verdict
+from sonia.gates.soak.load_rows import memory_field, route_field, row_columns
+from sonia.gates.soak.report import write_report
 
 
 def rows(windows: int = 12) -> list[dict[str, Any]]:

@@ -11,7 +11,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from sonia.gates.security_effects import EffectWatch
+from sonia.gates.security.effects import EffectWatch
 
 
 def _watch(tmp_path: Path) -> EffectWatch:

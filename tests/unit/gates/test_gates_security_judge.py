@@ -15,10 +15,10 @@ from typing import Any
 import pytest
 
 from sonia.errors import ConfigError
-from sonia.gates.evidence import write_json
-from sonia.gates.security import judge as gate_judge
-from sonia.gates.security_effects import decoded_views, secret_slices
-from sonia.gates.security_judge import CATEGORIES, MIN_PER_CATEGORY, judge, row_failures
+from sonia.gates.common.evidence import write_json
+from sonia.gates.security.effects import decoded_views, secret_slices
+from sonia.gates.security.gate import judge as gate_judge
+from sonia.gates.security.judge import CATEGORIES, MIN_PER_CATEGORY, judge, row_failures
 
 CLEAN = {"files_watched": 12, "changed": [], "created_outside": [], "removed_outside": [],
          "markers": [], "marker_processes": []}

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from sonia.gates.processes import sample_services
+from sonia.gates.common.processes import sample_services
 from sonia.home import Home
 from sonia.supervisor.control import tree_uss
 from sonia.supervisor.state import state_file, write_json_atomic

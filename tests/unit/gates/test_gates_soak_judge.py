@@ -18,10 +18,10 @@ import pytest
 from test_gates_soak_verdict import MIB, synthetic_rows
 
 from sonia.errors import GateError
-from sonia.gates.evidence import write_json
-from sonia.gates.load_rows import memory_field, restarts_field, uptime_field
-from sonia.gates.soak import METRICS, PROFILES, SUMMARY, judge
-from sonia.gates.soak_verdict import SoakProfile
+from sonia.gates.common.evidence import write_json
+from sonia.gates.soak.gate import METRICS, PROFILES, SUMMARY, judge
+from sonia.gates.soak.load_rows import memory_field, restarts_field, uptime_field
+from sonia.gates.soak.verdict import SoakProfile
 
 VERDICT = SoakProfile(warmup_windows=5, min_windows=60, memory_slope_bytes_per_hour=4 * MIB,
                       memory_growth_bytes_per_hour=4 * MIB)

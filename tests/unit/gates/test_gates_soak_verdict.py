@@ -15,16 +15,16 @@ from typing import Any
 import numpy as np
 import pytest
 
-from sonia.gates.evidence import Verdict
-from sonia.gates.load_rows import (
+from sonia.gates.common.evidence import Verdict
+from sonia.gates.soak.gate import PROFILES
+from sonia.gates.soak.load_rows import (
     memory_field,
     restarts_field,
     route_field,
     row_columns,
     uptime_field,
 )
-from sonia.gates.soak import PROFILES
-from sonia.gates.soak_verdict import SoakProfile, evaluate_soak, memory_growth
+from sonia.gates.soak.verdict import SoakProfile, evaluate_soak, memory_growth
 
 ROUTES = ("chat", "actions")
 SERVICES = ("gateway", "memory")

@@ -17,7 +17,7 @@ import pytest
 from websockets.asyncio.server import ServerConnection, serve
 from websockets.http11 import Request, Response
 
-from sonia.gates.soak import voice_turn
+from sonia.gates.soak.gate import voice_turn
 
 Behaviour = str
 

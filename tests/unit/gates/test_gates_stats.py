@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from scipy import stats as scipy_stats
 
-from sonia.gates.stats import mann_kendall, theil_sen_slope, trend_verdict, wilson_upper
+from sonia.gates.soak.stats import mann_kendall, theil_sen_slope, trend_verdict, wilson_upper
 
 
 def test_theil_sen_ignores_a_single_outlier() -> None:

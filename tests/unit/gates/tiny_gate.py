@@ -8,8 +8,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from sonia.gates.evidence import Check, Verdict, capture_environment, write_json
-from sonia.gates.progress import GateProgress
+from sonia.gates.common.evidence import Check, Verdict, capture_environment, write_json
+from sonia.gates.common.progress import GateProgress
 
 
 @dataclass(frozen=True)
@@ -18,6 +18,7 @@ class TinyProfile:
 
 
 PROFILES = {"quick": TinyProfile(samples=3), "release": TinyProfile(samples=30)}
+EVIDENCE_FILES = ("tiny.json",)
 FAIL_ENV = "TINY_GATE_FAILS"
 
 

@@ -16,10 +16,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from sonia.gates import provenance, registry
-from sonia.gates.evidence import Check, Verdict, new_run_dir, write_json
-from sonia.gates.load_rows import memory_field, route_field, row_columns
-from sonia.gates.security_corpus import corpus_dir, load_payloads
+from sonia.gates import catalog, registry
+from sonia.gates.common import provenance
+from sonia.gates.common.evidence import Check, Verdict, new_run_dir, write_json
+from sonia.gates.security.corpus import corpus_dir, load_payloads
+from sonia.gates.soak.load_rows import memory_field, route_field, row_columns
 from sonia.gates.waivers import Waiver
 
 ROUTES = ("chat", "actions")
@@ -177,10 +178,10 @@ def build_run(artifacts: Path, gate: str, origin: dict[str, Any], *, profile: st
     write_json(run_dir / "verdict.json", {
         "gate": gate, "profile": profile, "parameters": chosen,
         "waivers": [w.to_dict() for w in waivers], "seconds": 1.0, "verdict": verdict,
-        "evidence": list(registry.EVIDENCE[gate]),
+        "evidence": list(catalog.load(gate).EVIDENCE_FILES),
     })
     return run_dir
 
 
 def build_all(artifacts: Path, origin: dict[str, Any]) -> dict[str, Path]:
-    return {gate: build_run(artifacts, gate, origin) for gate in registry.GATES}
+    return {gate: build_run(artifacts, gate, origin) for gate in catalog.GATES}

@@ -13,7 +13,7 @@ import pytest
 import rfc8785
 
 from sonia.errors import ReleaseError
-from sonia.gates.evidence import Check, Verdict
+from sonia.gates.common.evidence import Check, Verdict
 from sonia.release.manifest import build_bundle
 from sonia.release.signing import keygen, load_private_key, public_key_path
 from sonia.release.signoff import sign_off

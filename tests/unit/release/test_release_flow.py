@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 from release_evidence import RELEASE_WAIVERS, build_all, build_run, origin_for
 
-from sonia.gates import provenance
+from sonia.gates.common import provenance
 from sonia.home import Home
 from sonia.release.checklist import ROLES
 from sonia.release.signers import render_signers

@@ -24,7 +24,7 @@ from release_evidence import (
 
 from sonia.cli.release import make_release
 from sonia.errors import ConfigError, ReleaseError
-from sonia.gates import registry
+from sonia.gates import catalog, registry
 from sonia.gates.waivers import parse_waiver, waivers_of
 from sonia.home import Home
 from sonia.release.manifest import CHECKLIST_NAME, read_manifest
@@ -70,7 +70,7 @@ def test_good_evidence_with_waivers_makes_a_draft_bundle_without_a_tag(setup: Se
     runs = build_all(setup.home.artifacts, origin_for(setup.head))
     out = make_release(setup.home, setup.repo, "rc-1", runs, waivers_of(list(RELEASE_WAIVERS)))
     manifest = read_manifest(out)
-    assert [g["gate"] for g in manifest["gates"]] == list(registry.GATES)
+    assert [g["gate"] for g in manifest["gates"]] == list(catalog.GATES)
     assert all(g["status"] == "GO" for g in manifest["gates"])
     assert {f"{w['gate']}.{w['parameter']}" for w in manifest["waivers"]} == {
         "go-no-go.cycles", "go-no-go.health_minutes", "soak.duration_s"}
@@ -97,7 +97,7 @@ def test_six_forged_verdicts_of_a_quick_run_are_refused(setup: Setup) -> None:
     origin = origin_for(setup.head)
     runs = {gate: build_run(setup.home.artifacts, gate, origin, profile="quick",
                             params=release_parameters(gate), stated_status="GO")
-            for gate in registry.GATES}
+            for gate in catalog.GATES}
     zero = release_parameters("go-no-go", cycles=0)
     runs["go-no-go"] = build_run(setup.home.artifacts, "go-no-go", origin, profile="quick",
                                  params=zero, stated_status="GO")

@@ -11,8 +11,8 @@ from typer.testing import CliRunner
 
 from sonia.cli import app
 from sonia.errors import ReleaseError
-from sonia.gates import registry
-from sonia.gates.evidence import Check, Verdict
+from sonia.gates import catalog
+from sonia.gates.common.evidence import Check, Verdict
 from sonia.release.checklist import ROLES
 from sonia.release.manifest import build_bundle
 from sonia.release.signers import load_signers, parse_signers, render_signers
@@ -30,7 +30,7 @@ def make_key(folder: Path, name: str) -> tuple[Path, Path]:
 def verdicts(status_of: dict[str, bool] | None = None) -> list[dict[str, object]]:
     status_of = status_of or {}
     return [Verdict.of(g, [Check("ok", True, status_of.get(g, True), status_of.get(g, True))]
-                       ).to_dict() for g in registry.GATES]
+                       ).to_dict() for g in catalog.GATES]
 
 
 def bundle(tmp_path: Path, release_key: Path, name: str = "bundle", *,
@@ -127,7 +127,7 @@ def test_a_no_go_manifest_re_signed_with_the_release_key_fails(
 def test_every_gate_must_be_in_the_release(tmp_path: Path,
                                            keys: dict[str, tuple[Path, Path]]) -> None:
     out = bundle(tmp_path, keys["release"][0], gates=verdicts()[:-1])
-    result = verify_bundle(out, keys["release"][1], require_gates=tuple(registry.GATES))
+    result = verify_bundle(out, keys["release"][1], require_gates=tuple(catalog.GATES))
     assert not result.ok and "gates missing from the release: chaos" in result.reason
 
 

@@ -16,10 +16,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from sonia.gates.security_judge import row_failures
+from sonia.gates.security.judge import row_failures
 
 if TYPE_CHECKING:
-    from sonia.gates.security_probe import Observed, Probe
+    from sonia.gates.security.probe import Observed, Probe
 
 __all__ = ["Case", "CaseResult", "run_case"]
 

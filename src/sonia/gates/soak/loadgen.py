@@ -53,7 +53,7 @@ from typing import IO, Any
 import httpx
 from hdrh.histogram import HdrHistogram
 
-from sonia.gates.load_rows import (
+from sonia.gates.soak.load_rows import (
     ERROR_CLASSES,
     ServiceSample,
     route_field,

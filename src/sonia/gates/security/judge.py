@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from sonia.errors import ConfigError
-from sonia.gates.evidence import CRITERION, VALIDITY, Check, Verdict
+from sonia.gates.common.evidence import CRITERION, VALIDITY, Check, Verdict
 
 __all__ = ["CATEGORIES", "STALL_LIMIT_S", "judge", "row_failures"]
 

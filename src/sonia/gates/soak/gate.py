@@ -65,9 +65,10 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus, WebSocketExce
 
 from sonia import SERVICES
 from sonia.errors import GateError
-from sonia.gates.evidence import CRITERION, Check, Verdict, capture_environment, write_json
-from sonia.gates.fresh_stack import FreshStack
-from sonia.gates.loadgen import (
+from sonia.gates.common.evidence import CRITERION, Check, Verdict, capture_environment, write_json
+from sonia.gates.common.processes import sample_services
+from sonia.gates.common.progress import GateProgress
+from sonia.gates.soak.loadgen import (
     CORRELATION_HEADER,
     LoadGenerator,
     LoadProgress,
@@ -75,9 +76,8 @@ from sonia.gates.loadgen import (
     Stream,
     outcome_of,
 )
-from sonia.gates.processes import sample_services
-from sonia.gates.progress import GateProgress
-from sonia.gates.soak_verdict import MIB, SoakProfile, evaluate_soak
+from sonia.gates.soak.verdict import MIB, SoakProfile, evaluate_soak
+from sonia.testing import FreshStack
 
 __all__ = [
     "PROFILES",
@@ -119,6 +119,9 @@ class SoakGateProfile:
     behind_drop_fraction: float = 0.001
     correlation_sample: int = 50
 
+
+EVIDENCE_FILES: tuple[str, ...] = ("soak-metrics.csv", "soak-summary.json", "soak-report.html")
+"""What a run leaves in its run directory (the registry checks for each)."""
 
 PROFILES: dict[str, SoakGateProfile] = {
     "quick": SoakGateProfile(
@@ -440,7 +443,7 @@ def judge(run_dir: Path) -> Verdict:
 
 def run(run_dir: Path, profile: SoakGateProfile, progress: GateProgress) -> Verdict:
     """Run the soak, write its raw evidence, and return `judge(run_dir)`."""
-    from sonia.gates.report import write_report  # matplotlib: imported only when it draws
+    from sonia.gates.soak.report import write_report  # matplotlib: imported only when it draws
 
     csv_path = run_dir / METRICS
     with FreshStack(run_dir / "stack-home") as stack:

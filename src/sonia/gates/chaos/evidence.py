@@ -27,9 +27,9 @@ from typing import Any
 from sonia import SERVICES
 from sonia.actions import audit
 from sonia.errors import ConfigError
-from sonia.gates import history as h
-from sonia.gates.evidence import VALIDITY, Check, Verdict
-from sonia.gates.history import History, Observed, Operation
+from sonia.gates.chaos import history as h
+from sonia.gates.chaos.history import History, Observed, Operation
+from sonia.gates.common.evidence import VALIDITY, Check, Verdict
 from sonia.home import Home
 from sonia.kit.client import DEFAULT_TIMEOUT
 from sonia.kit.db import connect

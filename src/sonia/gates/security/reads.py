@@ -15,8 +15,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from sonia.gates.security_probe import Observed, Probe
-from sonia.gates.security_types import Case
+from sonia.gates.security.probe import Observed, Probe
+from sonia.gates.security.types import Case
 
 __all__ = ["READ_CASES"]
 

@@ -33,8 +33,8 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-from sonia.gates.security_probe import Observed, Probe
-from sonia.gates.security_types import Case
+from sonia.gates.security.probe import Observed, Probe
+from sonia.gates.security.types import Case
 
 __all__ = ["REPO_CASES", "payload_script"]
 

@@ -48,8 +48,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from sonia.gates.evidence import CRITERION, VALIDITY, Check, Verdict
-from sonia.gates.load_rows import (
+from sonia.gates.common.evidence import CRITERION, VALIDITY, Check, Verdict
+from sonia.gates.soak.load_rows import (
     memory_field,
     restarts_field,
     route_field,
@@ -57,7 +57,7 @@ from sonia.gates.load_rows import (
     row_services,
     uptime_field,
 )
-from sonia.gates.stats import trend_verdict, wilson_upper
+from sonia.gates.soak.stats import trend_verdict, wilson_upper
 
 __all__ = ["MIB", "SoakProfile", "evaluate_soak", "memory_growth", "warmup_count"]
 

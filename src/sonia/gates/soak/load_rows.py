@@ -25,8 +25,9 @@ or "never restarted", and an empty cell is counted as a missing sample.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any
+
+from sonia.gates.common.processes import ServiceSample
 
 __all__ = [
     "ERROR_CLASSES",
@@ -58,15 +59,6 @@ _TOTAL_FIELDS: tuple[str, ...] = (
 
 SERVICE_FIELDS: tuple[str, ...] = ("uss", "uptime_s", "restarts")
 """The per-service columns, as `<field>.<service>`."""
-
-
-@dataclass(frozen=True)
-class ServiceSample:
-    """One service as seen at a window's close; None is a reading that failed."""
-
-    uss_bytes: int | None = None
-    uptime_s: float | None = None
-    restarts: int | None = None
 
 
 def route_field(route: str, name: str) -> str:

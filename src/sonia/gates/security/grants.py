@@ -27,8 +27,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from sonia.actions.grants import b64url_encode
 from sonia.actions.plan import canonical_json, plan_hash
-from sonia.gates.security_probe import Observed, Probe, sign_grant
-from sonia.gates.security_types import Case
+from sonia.gates.security.probe import Observed, Probe, sign_grant
+from sonia.gates.security.types import Case
 
 __all__ = ["GRANT_CASES"]
 

@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from sonia import __version__
-from sonia.gates import provenance
+from sonia.gates.common import provenance
 
 __all__ = [
     "CRITERION",

@@ -17,18 +17,19 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import psutil
 
-from sonia.gates.load_rows import ServiceSample
 from sonia.home import Home
 from sonia.kit.subreaper import become_subreaper
 from sonia.supervisor.control import processes_with_marker, tree_uss
 from sonia.supervisor.state import read_json, state_file
 
 __all__ = [
+    "ServiceSample",
     "become_subreaper",
     "orphans",
     "read_pid_file",
@@ -39,6 +40,16 @@ __all__ = [
 
 MemoryReader = Callable[[int], int | None]
 """pid -> USS in bytes of its process tree, or None when it cannot be read."""
+
+
+
+@dataclass(frozen=True)
+class ServiceSample:
+    """One service as seen at a window's close; None is a reading that failed."""
+
+    uss_bytes: int | None = None
+    uptime_s: float | None = None
+    restarts: int | None = None
 
 
 def read_pid_file(home: Home, service: str) -> int | None:

@@ -31,18 +31,18 @@ from typing import Any
 
 import httpx
 
-from sonia.gates.config_cases import CONFIG_CASES, ConfigOutcome, run_config_case
-from sonia.gates.evidence import Verdict, capture_environment, write_json
-from sonia.gates.fresh_stack import FreshStack
-from sonia.gates.fuzz import fuzz_stack
-from sonia.gates.progress import GateProgress
-from sonia.gates.security_cases import CASES, LATE_CASES, categories
-from sonia.gates.security_corpus import corpus_dir, load_payloads, run_corpus, summarize
-from sonia.gates.security_judge import judge
-from sonia.gates.security_probe import Probe
-from sonia.gates.security_types import CaseResult, run_case
+from sonia.gates.common.evidence import Verdict, capture_environment, write_json
+from sonia.gates.common.progress import GateProgress
+from sonia.gates.security.cases import CASES, LATE_CASES, categories
+from sonia.gates.security.config_cases import CONFIG_CASES, ConfigOutcome, run_config_case
+from sonia.gates.security.corpus import corpus_dir, load_payloads, run_corpus, summarize
+from sonia.gates.security.fuzz import fuzz_stack
+from sonia.gates.security.judge import judge
+from sonia.gates.security.probe import Probe
+from sonia.gates.security.types import CaseResult, run_case
 from sonia.home import Home
 from sonia.supervisor.ports import free_base_port
+from sonia.testing import FreshStack
 
 __all__ = ["PROFILES", "SecurityProfile", "judge", "run"]
 
@@ -67,6 +67,9 @@ class SecurityProfile:
     fuzz_examples: int
     """Schemathesis examples per operation and mode (valid and invalid input)."""
 
+
+EVIDENCE_FILES: tuple[str, ...] = ("security-tests.json", "security-corpus.jsonl")
+"""What a run leaves in its run directory (the registry checks for each)."""
 
 PROFILES = {
     "quick": SecurityProfile(corpus_stride=20, concurrency=16, min_cases=60, config_workers=6,

@@ -32,12 +32,12 @@ from typing import Any
 import psutil
 
 from sonia import SERVICES
-from sonia.gates.security_grants import GRANT_CASES
-from sonia.gates.security_probe import Observed, Probe, read_logs
-from sonia.gates.security_reads import READ_CASES
-from sonia.gates.security_repos import REPO_CASES
-from sonia.gates.security_robustness import ROBUSTNESS_CASES
-from sonia.gates.security_types import Case
+from sonia.gates.security.grants import GRANT_CASES
+from sonia.gates.security.probe import Observed, Probe, read_logs
+from sonia.gates.security.reads import READ_CASES
+from sonia.gates.security.repos import REPO_CASES
+from sonia.gates.security.robustness import ROBUSTNESS_CASES
+from sonia.gates.security.types import Case
 from sonia.supervisor import control
 
 __all__ = ["CASES", "LATE_CASES", "categories"]

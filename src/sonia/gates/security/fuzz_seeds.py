@@ -22,7 +22,7 @@ from typing import Any
 
 import httpx
 
-from sonia.gates.fresh_stack import FreshStack
+from sonia.testing import FreshStack
 
 __all__ = ["Seed", "seeds_for"]
 

@@ -25,9 +25,15 @@ from typing import Any
 
 from matplotlib.figure import Figure
 
-from sonia.gates.load_rows import ERROR_CLASSES, memory_field, route_field, row_routes, row_services
-from sonia.gates.soak_verdict import SoakProfile, warmup_count
-from sonia.gates.stats import theil_sen_slope
+from sonia.gates.soak.load_rows import (
+    ERROR_CLASSES,
+    memory_field,
+    route_field,
+    row_routes,
+    row_services,
+)
+from sonia.gates.soak.stats import theil_sen_slope
+from sonia.gates.soak.verdict import SoakProfile, warmup_count
 
 __all__ = ["render_report", "write_report"]
 

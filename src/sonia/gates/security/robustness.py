@@ -25,8 +25,8 @@ from typing import Any
 import httpx
 
 from sonia import SERVICES
-from sonia.gates.security_probe import Observed, Probe
-from sonia.gates.security_types import Case
+from sonia.gates.security.probe import Observed, Probe
+from sonia.gates.security.types import Case
 
 __all__ = ["ROBUSTNESS_CASES"]
 
@@ -102,8 +102,8 @@ def every_route(p: Probe) -> Observed:
     that body is poisoned instead of a schema sample, so the surrogate gets past
     validation into the code that forwards, stores or logs it.
     """
-    from sonia.gates.fuzz import headers_for
-    from sonia.gates.security_fuzz_seeds import seeds_for
+    from sonia.gates.security.fuzz import headers_for
+    from sonia.gates.security.fuzz_seeds import seeds_for
     from sonia.services.runner import build_app  # the same schema the fuzzer reads
 
     apps = {service: build_app(service, p.home)[0] for service in SERVICES}

@@ -56,8 +56,8 @@ from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidSta
 
 from sonia import SERVICES
 from sonia.actions.grants import DEFAULT_SKEW_SECONDS, MAX_LIFETIME_SECONDS
-from sonia.gates import history as h
-from sonia.gates.chaos_evidence import (
+from sonia.gates.chaos import history as h
+from sonia.gates.chaos.evidence import (
     CLIENT_TIMEOUT_S,
     DEPENDENTS,
     HISTORY,
@@ -70,13 +70,13 @@ from sonia.gates.chaos_evidence import (
     recovery,
     supervisor_restarts,
 )
-from sonia.gates.evidence import Verdict, capture_environment, write_json
-from sonia.gates.fresh_stack import FreshStack
-from sonia.gates.history import History, Operation
-from sonia.gates.processes import orphans
-from sonia.gates.progress import GateProgress
-from sonia.gates.tcp_proxy import TcpProxy
+from sonia.gates.chaos.history import History, Operation
+from sonia.gates.chaos.tcp_proxy import TcpProxy
+from sonia.gates.common.evidence import Verdict, capture_environment, write_json
+from sonia.gates.common.processes import orphans
+from sonia.gates.common.progress import GateProgress
 from sonia.supervisor.process import RUN_MARKER_ENV
+from sonia.testing import FreshStack
 
 __all__ = ["PROFILES", "Chaos", "ChaosProfile", "judge", "run"]
 
@@ -106,6 +106,9 @@ class ChaosProfile:
     request_timeout_s: float = 30.0
     max_in_flight_per_kind: int = 64
 
+
+EVIDENCE_FILES: tuple[str, ...] = ("chaos-report.json", "chaos-history.jsonl")
+"""What a run leaves in its run directory (the registry checks for each)."""
 
 PROFILES = {
     "quick": ChaosProfile(

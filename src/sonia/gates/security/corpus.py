@@ -28,7 +28,7 @@ from typing import Any
 import httpx
 
 import sonia
-from sonia.gates.security_probe import INSIDE, Probe
+from sonia.gates.security.probe import INSIDE, Probe
 
 __all__ = ["CORPUS_KINDS", "CorpusPayload", "corpus_dir", "load_payloads", "run_corpus"]
 

@@ -30,9 +30,9 @@ from schemathesis.specs.openapi.checks import (
 )
 
 from sonia import SERVICES
-from sonia.gates.fresh_stack import FreshStack
-from sonia.gates.security_fuzz_seeds import Seed, seeds_for
+from sonia.gates.security.fuzz_seeds import Seed, seeds_for
 from sonia.services.runner import build_app
+from sonia.testing import FreshStack
 
 CHECKS = [not_a_server_error, response_schema_conformance, negative_data_rejection]
 """What a response must satisfy. Undocumented status codes are not findings here:

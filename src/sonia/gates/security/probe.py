@@ -37,8 +37,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from sonia.actions.grants import HEADER, b64url_encode
 from sonia.actions.plan import canonical_json
-from sonia.gates.fresh_stack import FreshStack
-from sonia.gates.security_effects import EffectWatch, secret_slices
+from sonia.gates.security.effects import EffectWatch, secret_slices
+from sonia.testing import FreshStack
 
 __all__ = ["INSIDE", "LEAK_MARKERS", "Observed", "Probe", "sign_grant"]
 
