@@ -201,3 +201,25 @@ def test_an_import_between_services_is_found() -> None:
     edges = {"sonia.services.openclaw.app": {"sonia.services.eva.plan"},
              "sonia.services.eva.plan": set()}
     assert between_services(edges) == ["sonia.services.openclaw.app -> sonia.services.eva.plan"]
+
+
+def test_code_layout_paths_exist() -> None:
+    """Every path DESIGN.md's code layout names is in the tree."""
+    design = (SRC.parent / "docs" / "DESIGN.md").read_text()
+    block = design.split("## Code layout", 1)[1].split("```", 2)[1]
+    base = ""
+    missing = []
+    for line in block.splitlines():
+        first = line.split("  ", 1)[0].strip() if not line.startswith("    ") else ""
+        if not first:
+            continue
+        if first.endswith("/") and line.startswith(("src/", "tests/", "bench/")):
+            base = first
+            if not (SRC.parent / first).exists():
+                missing.append(first)
+            continue
+        for name in (n.strip() for n in first.split(",")):
+            name = name.replace("<name>", "eva")
+            if name and not (SRC.parent / base / name).exists():
+                missing.append(base + name)
+    assert missing == []
