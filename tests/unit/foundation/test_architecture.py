@@ -24,6 +24,7 @@ inside functions.
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 SRC = Path(__file__).resolve().parents[3] / "src"
@@ -203,23 +204,29 @@ def test_an_import_between_services_is_found() -> None:
     assert between_services(edges) == ["sonia.services.openclaw.app -> sonia.services.eva.plan"]
 
 
+def layout_paths(design: str) -> list[str]:
+    """The paths named in the first column of DESIGN.md's code layout block."""
+    block = design.split("## Code layout", 1)[1].split("```", 2)[1]
+    base, paths = "", []
+    for line in block.splitlines():
+        if not line.strip() or line.startswith(" " * 6):  # blank, or a description's next line
+            continue
+        first = re.split(r"\s{2,}", line.strip(), maxsplit=1)[0]
+        if not line.startswith(" "):
+            base = first
+            paths.append(first)
+            continue
+        paths += [base + name.strip().replace("<name>", "eva") for name in first.split(",")]
+    return paths
+
+
 def test_code_layout_paths_exist() -> None:
     """Every path DESIGN.md's code layout names is in the tree."""
-    design = (SRC.parent / "docs" / "DESIGN.md").read_text()
-    block = design.split("## Code layout", 1)[1].split("```", 2)[1]
-    base = ""
-    missing = []
-    for line in block.splitlines():
-        first = line.split("  ", 1)[0].strip() if not line.startswith("    ") else ""
-        if not first:
-            continue
-        if first.endswith("/") and line.startswith(("src/", "tests/", "bench/")):
-            base = first
-            if not (SRC.parent / first).exists():
-                missing.append(first)
-            continue
-        for name in (n.strip() for n in first.split(",")):
-            name = name.replace("<name>", "eva")
-            if name and not (SRC.parent / base / name).exists():
-                missing.append(base + name)
-    assert missing == []
+    paths = layout_paths((SRC.parent / "docs" / "DESIGN.md").read_text())
+    assert len(paths) > 15, paths
+    assert [p for p in paths if not (SRC.parent / p).exists()] == []
+
+
+def test_a_layout_path_that_does_not_exist_is_found() -> None:
+    design = "## Code layout\n```\nsrc/sonia/\n  nosuch.py   what\n  kit/   the kit\n```\n"
+    assert layout_paths(design) == ["src/sonia/", "src/sonia/nosuch.py", "src/sonia/kit/"]
