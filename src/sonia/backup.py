@@ -71,7 +71,7 @@ from typing import Any
 
 import psutil
 
-from sonia import __version__
+from sonia import __version__, files
 from sonia.config import load_settings
 from sonia.errors import BackupError, ConfigError
 from sonia.home import Home
@@ -99,12 +99,6 @@ _SIDE_FILES = ("-wal", "-shm", "-journal")
 
 
 # digests --------------------------------------------------------------------------
-def _sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while chunk := handle.read(_CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _encode_value(value: Any) -> bytes:
@@ -204,7 +198,7 @@ def _walk_files(root: Path) -> Iterator[Path]:
 
 def _file_entry(root: Path, path: Path) -> dict[str, Any]:
     return {"path": path.relative_to(root).as_posix(), "size": path.stat().st_size,
-            "sha256": _sha256_file(path)}
+            "sha256": files.sha256_file(path)}
 
 
 def read_backup_key(path: Path) -> bytes:
@@ -241,15 +235,7 @@ def home_backup_key(home: Home) -> bytes:
 
 def install_backup_key(home: Home, key: bytes) -> None:
     """Make `key` (carried from the home that made the backups) this home's backup key."""
-    path = home.backup_key_file
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        os.write(fd, key)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
+    files.write_atomic(home.backup_key_file, key, mode=0o600)
 
 
 def manifest_hmac(key: bytes, data: bytes) -> str:
@@ -425,7 +411,7 @@ def verify_backup(path: Path, key: bytes | None = None) -> VerifyReport:
             report.fail(rel, f"size {size} bytes, manifest says {entry.get('size')}: "
                              "truncated or altered")
             continue
-        if _sha256_file(file) != entry.get("sha256"):
+        if files.sha256_file(file) != entry.get("sha256"):
             report.fail(rel, "sha256 does not match the manifest: altered")
             continue
         good.add(rel)

@@ -25,7 +25,7 @@ from pathlib import Path
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from sonia import SERVICES
+from sonia import SERVICES, files
 from sonia.config import Settings, load_settings
 from sonia.errors import ConfigError
 
@@ -52,14 +52,7 @@ retention = 8
 
 def _write_private(path: Path, data: bytes) -> None:
     """Create or replace `path` with mode 0600, atomically."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        os.write(fd, data)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
+    files.write_atomic(path, data, mode=0o600)
 
 
 @dataclass(frozen=True)

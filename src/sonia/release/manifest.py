@@ -30,7 +30,7 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from sonia import __version__
+from sonia import __version__, files
 from sonia.errors import ReleaseError
 from sonia.release.checklist import render_checklist, render_signoffs
 from sonia.release.signing import canonical, load_private_key, sign_statement
@@ -49,7 +49,6 @@ __all__ = [
     "file_entry",
     "is_safe_bundle_path",
     "read_manifest",
-    "sha256_file",
 ]
 
 FORMAT = "sonia-release/1"
@@ -64,17 +63,11 @@ UNCOVERED = frozenset({MANIFEST_NAME, SIGNATURE_NAME, SIGNOFFS_INDEX})
 """Top-level files the manifest does not list (signoffs/ is uncovered as a whole)."""
 
 
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while chunk := handle.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def file_entry(bundle: Path, path: Path) -> dict[str, Any]:
     return {"path": path.relative_to(bundle).as_posix(), "size": path.stat().st_size,
-            "sha256": sha256_file(path)}
+            "sha256": files.sha256_file(path)}
 
 
 def is_safe_bundle_path(path: str) -> bool:

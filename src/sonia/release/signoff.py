@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
-import os
 from pathlib import Path
 
+from sonia import files
 from sonia.errors import ReleaseError
 from sonia.release.checklist import ROLES
 from sonia.release.manifest import MANIFEST_NAME, SIGNOFF_TYPE, SIGNOFFS_DIR, SIGNOFFS_INDEX
@@ -29,13 +29,6 @@ from sonia.release.verify import (
 __all__ = ["sign_off"]
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "wb") as handle:
-        handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
 
 
 def sign_off(bundle: Path, role: str, private_key_path: Path, *,
@@ -67,8 +60,8 @@ def sign_off(bundle: Path, role: str, private_key_path: Path, *,
     folder = bundle / SIGNOFFS_DIR
     folder.mkdir(exist_ok=True)
     path = folder / f"{role}.json"
-    _write_atomic(path, canonical(sign_statement(key, statement)))
+    files.write_atomic(path, canonical(sign_statement(key, statement)))
     signoffs = read_signoffs(bundle, manifest_sha256)
-    _write_atomic(bundle / SIGNOFFS_INDEX,
+    files.write_atomic(bundle / SIGNOFFS_INDEX,
                   render_signoffs_index(manifest_sha256, signoffs).encode("utf-8"))
     return path

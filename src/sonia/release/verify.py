@@ -40,6 +40,7 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
+from sonia import files
 from sonia.errors import ReleaseError
 from sonia.release.checklist import ROLES, render_signoffs
 from sonia.release.manifest import (
@@ -51,7 +52,6 @@ from sonia.release.manifest import (
     SIGNOFFS_INDEX,
     UNCOVERED,
     is_safe_bundle_path,
-    sha256_file,
 )
 from sonia.release.signers import Signers
 from sonia.release.signing import (
@@ -173,7 +173,7 @@ def _check_files(bundle: Path, manifest: Mapping[str, Any]) -> int:
         size = path.stat().st_size
         if size != entry.get("size"):
             raise _Bad(rel, f"size {size} bytes, the manifest says {entry.get('size')}")
-        if sha256_file(path) != entry.get("sha256"):
+        if files.sha256_file(path) != entry.get("sha256"):
             raise _Bad(rel, "sha256 differs from the manifest")
     for rel in _bundle_files(bundle):
         if rel in listed or rel in UNCOVERED or rel.startswith(f"{SIGNOFFS_DIR}/"):

@@ -17,6 +17,8 @@ from pathlib import Path
 
 import psutil
 
+from sonia import files
+
 RUN_MARKER_ENV = "SONIA_RUN_MARKER"
 """Set on every process a supervisor starts, so leftovers can be found by it."""
 
@@ -53,9 +55,7 @@ class ManagedProcess:
                 env=self.env, start_new_session=True, close_fds=True,
             )
         self.started_at = time.time()
-        tmp = self.pid_path.with_suffix(".tmp")
-        tmp.write_text(f"{self.popen.pid}\n")
-        os.replace(tmp, self.pid_path)
+        files.write_atomic(self.pid_path, f"{self.popen.pid}\n".encode())
 
     def poll(self) -> int | None:
         """The exit code once the process has ended (reaping it), else None."""

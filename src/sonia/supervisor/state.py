@@ -6,10 +6,10 @@ Written atomically by the daemon, read by `sonia status`, `sonia down` and the g
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
+from sonia import files
 from sonia.home import Home
 
 
@@ -26,9 +26,7 @@ def supervisor_pid_file(home: Home) -> Path:
 
 
 def write_json_atomic(path: Path, data: Any) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(data, indent=1, sort_keys=True))
-    os.replace(tmp, path)
+    files.write_json_atomic(path, data)
 
 
 def read_json(path: Path) -> Any | None:

@@ -3,7 +3,7 @@
 Layers, lowest first; a module may import from its own layer's area or below,
 never above, and no two services import each other (they talk over HTTP):
 
-    sonia, errors                     the package root and the one exception tree
+    sonia, errors, files              the package root, the one exception tree, atomic files
     config, redact, policies          settings, secret redaction, default policy files
     home                              the home directory, secrets, API keys
     kit                               what every service is built from
@@ -30,7 +30,7 @@ from pathlib import Path
 SRC = Path(__file__).resolve().parents[3] / "src"
 
 LAYERS: tuple[tuple[str, ...], ...] = (
-    ("sonia", "errors"),
+    ("sonia", "errors", "files"),
     ("config", "redact", "policies"),
     ("home",),
     ("kit",),

@@ -34,7 +34,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any, Literal
 
-from sonia import __version__
+from sonia import __version__, files
 from sonia.gates.common import provenance
 
 __all__ = [
@@ -104,16 +104,7 @@ def write_json(path: Path, obj: object) -> Path:
     text = json.dumps(obj, indent=2, sort_keys=True, ensure_ascii=False, allow_nan=False,
                       default=_json_default) + "\n"
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(3)}.tmp")
-    try:
-        with open(tmp, "w", encoding="utf-8") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
+    return files.write_atomic(path, text.encode("utf-8"))
 
 
 def capture_environment(*, packages: Iterable[str] = KEY_PACKAGES) -> dict[str, Any]:
