@@ -148,7 +148,7 @@ def routers(gw: Gateway) -> list[APIRouter]:
             row = await gw.db.write(
                 lambda c: sessions.touch(c, policy, session_id, time.time(), key.id))
             upstream = await open_upstream(f"{voice_ws}/v1/sessions/{session_id}/stream",
-                                           gw.ctx.token, str(row["mode"]))
+                                           gw.ctx.token, str(row["mode"]), key.id)
         except ApiError as exc:
             await refuse(websocket, exc)
             return

@@ -23,6 +23,7 @@ import contextlib
 import json
 import logging
 from collections.abc import Awaitable, Callable
+from urllib.parse import urlencode
 
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 from websockets.asyncio.client import ClientConnection, connect
@@ -161,11 +162,13 @@ class LiveStreams:
             self.end(session_id, reason)
 
 
-async def open_upstream(url: str, token: str, mode: str) -> ClientConnection:
-    """The voice service's socket for a session; Unavailable when it cannot be opened."""
+async def open_upstream(url: str, token: str, mode: str, owner: str) -> ClientConnection:
+    """The voice service's socket for a session of `owner` (the key id whose memories
+    the session recalls and stores); Unavailable when it cannot be opened."""
     try:
         return await connect(
-            f"{url}?mode={mode}", proxy=None, open_timeout=5, max_size=MAX_FRAME_BYTES,
+            f"{url}?{urlencode({'mode': mode, 'owner': owner})}", proxy=None, open_timeout=5,
+            max_size=MAX_FRAME_BYTES,
             additional_headers={SERVICE_TOKEN_HEADER: token,
                                 correlation.HEADER: correlation.current()})
     except InvalidHandshake as exc:
