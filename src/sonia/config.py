@@ -54,7 +54,7 @@ class GatewaySettings(_Section):
         32, ge=1, le=100_000,
         description="actions of one key awaiting approval; more proposals answer 429")
     invalid_proposals_per_minute: int = Field(
-        30, ge=1, le=100_000,
+        600, ge=1, le=1_000_000,
         description="proposals of one key that EVA refuses (400/403/404), per minute; "
                     "past it the key's proposals answer 429 with Retry-After")
 
