@@ -282,13 +282,22 @@ class Home:
         return key
 
     # user API keys ----------------------------------------------------------
-    def create_api_key(self, role: str) -> str:
-        """Make a user key with `role`; only its SHA-256 is stored. Returns the key once."""
+    def create_api_key(self, role: str, key_id: str | None = None) -> str:
+        """Make a user key with `role`; only its SHA-256 is stored. Returns the key once.
+
+        `key_id` re-issues a lost key under its old id: memories and sessions belong to
+        the key id (its principal), so the person keeps them with a new secret."""
         if role not in ROLES:
             raise ConfigError(f"role must be one of {', '.join(ROLES)}, not {role!r}", key="role")
-        key_id = secrets.token_hex(6)
-        key = f"sk-sonia-{key_id}-{secrets.token_urlsafe(TOKEN_BYTES)}"
         records = self._read_api_key_records()
+        if key_id is None:
+            key_id = secrets.token_hex(6)
+        elif len(key_id) != 12 or any(c not in "0123456789abcdef" for c in key_id):
+            raise ConfigError(f"a key id is 12 lower-case hex digits, not {key_id!r}", key="id")
+        elif any(r.get("id") == key_id for r in records):
+            raise ConfigError(f"key id {key_id} is in use; a re-issued id must be free",
+                              key="id")
+        key = f"sk-sonia-{key_id}-{secrets.token_urlsafe(TOKEN_BYTES)}"
         records.append({
             "id": key_id,
             "role": role,

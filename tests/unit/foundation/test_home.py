@@ -92,3 +92,22 @@ def test_finding_8_a_home_made_open_is_made_private(tmp_path: Path) -> None:
     assert mode(home.data / "old") == 0o700
     assert all(mode(path) == 0o600 for path in files)
     assert mode(outside) == 0o644
+
+
+def test_a_lost_key_is_reissued_under_its_old_id(tmp_path: Path) -> None:
+    """Memories and sessions belong to a key id: re-issuing keeps the id, not the secret;
+    an id in use or not 12 hex digits is refused."""
+    home = Home.at(tmp_path)
+    home.init()
+    old = home.create_api_key("user")
+    old_id = old.split("-")[2]
+    other = Home.at(tmp_path / "rebuilt")
+    other.init()
+    new = other.create_api_key("user", old_id)
+    assert new.split("-")[2] == old_id and new != old
+    key = match_api_key(other.api_key_table(), new)
+    assert key is not None and key.id == old_id
+    assert match_api_key(other.api_key_table(), old) is None
+    for bad in (old_id, "XYZ", "0123456789ABCDEF"):
+        with pytest.raises(ConfigError):
+            other.create_api_key("user", bad)
