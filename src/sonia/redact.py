@@ -43,6 +43,8 @@ import re
 from collections.abc import Iterable
 from typing import Any
 
+from sonia.kit.logs import describe_exception
+
 __all__ = ["MIN_LITERAL_CHARS", "RedactingFilter", "Redactor", "default_redactor"]
 
 MIN_LITERAL_CHARS = 8
@@ -195,8 +197,10 @@ class RedactingFilter(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         record.msg = self.redactor.redact(record.getMessage())
         record.args = None
-        if record.exc_info and not record.exc_text:
-            record.exc_text = logging.Formatter().formatException(record.exc_info)
+        if record.exc_info and record.exc_info[1] is not None:
+            # Type and frames only: an exception's message may hold a request body.
+            record.exc_text = describe_exception(record.exc_info[1])
+            record.exc_info = None
         if record.exc_text:
             record.exc_text = self.redactor.redact(record.exc_text)
         return True
