@@ -185,11 +185,13 @@ def _integrity_after(home_data: Path) -> dict[str, str]:
             for db in sorted(home_data.glob("*.db"))}
 
 
-def _served(stack: FreshStack, canaries: list[Canary], sample: int) -> dict[str, Any]:
-    """Which canaries the restored API serves by id, and whether search finds a sample."""
+def _served(stack: FreshStack, key: str, canaries: list[Canary], sample: int) -> dict[str, Any]:
+    """Which canaries the restored API serves by id to `key`, and whether search finds a
+    sample."""
     restored: list[int] = []
     wrong: list[dict[str, Any]] = []
-    with httpx.Client(base_url=stack.url(), headers=stack.user_headers(), timeout=30) as client:
+    with httpx.Client(base_url=stack.url(), headers={"Authorization": f"Bearer {key}"},
+                      timeout=30) as client:
         for canary in canaries:
             r = client.get(f"/v1/memory/{canary.id}")
             if r.status_code == 200 and r.json().get("content") == f"canary {canary.seq}":
@@ -248,7 +250,10 @@ def run(run_dir: Path, profile: DurabilityProfile, progress: GateProgress) -> Ve
         ready = time.monotonic()
         rto_s = ready - disaster
         progress.advance(task)
-        served = _served(restored_stack, writer.written, profile.search_sample)
+        # Memories belong to a key id: the writer's key is re-issued under its id, as
+        # the lost-home runbook does (keys are not in backups).
+        owner_key = restored_stack.home.create_api_key("user", stack.user_key.split("-")[2])
+        served = _served(restored_stack, owner_key, writer.written, profile.search_sample)
         restored_stack.down()
     integrity_after = _integrity_after(restored_stack.home.data)
     progress.advance(task)
