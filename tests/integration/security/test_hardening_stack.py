@@ -63,34 +63,37 @@ def _rows(db: Path, sql: str, args: tuple[object, ...] = ()) -> list[tuple[objec
 
 # finding 4 ---------------------------------------------------------------------------
 
-@pytest.mark.parametrize(("method", "path"), [
-    ("POST", "/v1/chat"), ("POST", "/v1/actions"), ("POST", "/v1/memory"),
-    ("POST", "/v1/sessions"), ("POST", "/v1/chat/completions"),
+@pytest.mark.parametrize(("path", "body"), [
+    ("/v1/chat", b'{"message": "hi \\ud800"}'),
+    ("/v1/memory", b'{"content": "hi \\ud800"}'),
+    ("/v1/actions", b'{"tool": "file.read", "args": {"path": "\\ud800"}}'),
+    ("/v1/sessions", b'{"mode": "text\\udfff"}'),
+    ("/v1/chat/completions",
+     b'{"model": "default", "messages": [{"role": "user", "content": "\\ud800"}]}'),
 ])
 def test_finding_4_surrogate_is_400_on_the_live_gateway(
-    capped: FreshStack, method: str, path: str,
+    capped: FreshStack, keys: tuple[str, str], path: str, body: bytes,
 ) -> None:
-    body = (b'{"message": "\\ud800", "content": "\\ud800", "tool": "file.read",'
-            b' "args": {"path": "\\ud800"}, "messages": [{"role": "user",'
-            b' "content": "\\udfff"}], "mode": "text"}')
-    with _client(capped, capped.user_key) as client:
-        response = client.request(method, path, content=body,
-                                  headers={"content-type": "application/json"})
+    """Each body is valid for its route but for one lone surrogate, which the old code
+    forwarded until httpx failed to encode it: 500 INTERNAL."""
+    with _client(capped, keys[0]) as client:
+        response = client.post(path, content=body, headers={"content-type": "application/json"})
     assert response.status_code == 400, response.text
     assert response.json()["code"] == "INVALID_ARGUMENT"
 
 
 def test_finding_4_livez_answers_while_big_bodies_in_flight(capped: FreshStack,
                                                            keys: tuple[str, str]) -> None:
-    """150 KB adversarial bodies (`sk-sk-...` runs that once made the log redactor
+    """Adversarial bodies (a 150 KB `sk-sk-...` run that once made the log redactor
     quadratic, plus a lone surrogate that once made a 500 whose log line held the body)
     are posted to three routes from three threads; meanwhile /livez must answer every
     probe within 5 s (a liveness check: the freeze this guards against lasted 31.8 s)."""
-    hostile = "sk-" * 50_000
+    hostile = "sk-" * 50_000  # 150 KB
     bodies = [
-        ("/v1/chat", json.dumps({"message": hostile + "\ud800"})),
-        ("/v1/memory", json.dumps({"content": hostile + "\ud800"})),
-        ("/v1/actions", json.dumps({"tool": "file.read", "args": {"path": hostile}})),
+        ("/v1/actions", json.dumps({"tool": "file.write", "args": {
+            "path": "hostile.txt", "content": hostile + "\ud800"}})),
+        ("/v1/chat", json.dumps({"message": hostile[:30_000] + "\ud800"})),
+        ("/v1/memory", json.dumps({"content": hostile[:30_000] + "\ud800"})),
     ]
     done = threading.Event()
     statuses: list[int] = []
