@@ -128,6 +128,32 @@ def test_finding_4_livez_answers_while_big_bodies_in_flight(capped: FreshStack,
     assert "sk-sk-sk-sk-sk-sk-" not in log
 
 
+# finding 5 ---------------------------------------------------------------------------
+
+def test_finding_5_tool_output_of_sk_runs_does_not_stall_openclaw(
+    capped: FreshStack, keys: tuple[str, str],
+) -> None:
+    """A tier-0 `file.read` of a 120 KB `sk-sk-...` file (its output is redacted before
+    it leaves OpenClaw) once took 20.5 s and blocked OpenClaw's /livez. Now the read
+    answers, and OpenClaw's /livez answers within 5 s all the while."""
+    (capped.home.workspace / "sk-run.txt").write_text("sk-" * 40_000)
+    answer: list[httpx.Response] = []
+
+    def read() -> None:
+        with _client(capped, keys[0]) as client:
+            answer.append(client.post("/v1/actions", json={
+                "tool": "file.read", "args": {"path": "sk-run.txt"}}))
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    with httpx.Client(base_url=capped.url("openclaw"), timeout=5) as probe:
+        while reader.is_alive():
+            assert probe.get("/livez").status_code == 200
+            reader.join(timeout=0.05)
+    assert answer and answer[0].status_code == 200, answer[0].text if answer else None
+    assert answer[0].json()["result"]["content"].startswith("sk-sk-")
+
+
 # finding 6 ---------------------------------------------------------------------------
 
 def test_finding_6_one_key_cannot_take_every_session(capped: FreshStack,
