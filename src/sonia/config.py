@@ -44,6 +44,19 @@ class GatewaySettings(_Section):
     max_body_bytes: int = Field(1_048_576, ge=1024, description="largest request body")
     max_message_chars: int = Field(32_768, ge=1, description="largest chat message")
     action_ttl_seconds: float = Field(900.0, gt=0, description="pending approvals expire after")
+    max_sessions_per_key: int = Field(
+        32, ge=1, le=100_000,
+        description="open sessions one API key may hold; below max_sessions, so one key "
+                    "cannot take every slot")
+    max_streams_per_session: int = Field(
+        4, ge=1, le=1000, description="WebSocket streams open at once on one session")
+    max_pending_actions_per_key: int = Field(
+        32, ge=1, le=100_000,
+        description="actions of one key awaiting approval; more proposals answer 429")
+    invalid_proposals_per_minute: int = Field(
+        600, ge=1, le=1_000_000,
+        description="proposals of one key that EVA refuses (400/403/404), per minute; "
+                    "past it the key's proposals answer 429 with Retry-After")
 
 
 class RouterSettings(_Section):

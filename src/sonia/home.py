@@ -8,6 +8,12 @@
 
 `Home.init()` creates it; `Home.check()` refuses a home whose secrets are readable
 by others, whose tokens are missing, short or shared.
+
+`data/` and `logs/` hold conversations, memories and request traces: they are 0700
+and every file in them 0600. Service processes and the supervisor run under
+PRIVATE_UMASK, so SQLite files (with their -wal and -shm), logs and pid files are
+created private; `Home.make_private()` tightens a home made before that (issue 10,
+finding 8).
 """
 
 from __future__ import annotations
@@ -34,6 +40,10 @@ TOKEN_BYTES = 32
 MIN_TOKEN_CHARS = 43
 """urlsafe base64 of 32 bytes; anything shorter is refused."""
 ROLES = ("user", "approver")
+PRIVATE_UMASK = 0o077
+"""Files a Sonia process creates are its owner's alone (0600 files, 0700 folders)."""
+PRIVATE_DIR_MODE = 0o700
+PRIVATE_FILE_MODE = 0o600
 
 DEFAULT_CONFIG = """\
 # Sonia configuration. Every key is optional; unknown keys refuse to start.
@@ -146,6 +156,7 @@ class Home:
         for folder in (self.data, self.workspace, self.policies, self.logs, self.run,
                        self.artifacts, self.backups):
             folder.mkdir(exist_ok=True)
+        self.make_private()
         self.secrets.mkdir(mode=0o700, exist_ok=True)
         self.tokens.mkdir(mode=0o700, exist_ok=True)
         os.chmod(self.secrets, 0o700)
@@ -169,6 +180,26 @@ class Home:
         if not self.config_file.exists():
             self.config_file.write_text(DEFAULT_CONFIG.format(base_port=base_port))
         self._install_default_policies()
+
+    @property
+    def private_dirs(self) -> tuple[Path, ...]:
+        """Folders whose contents only the owner may read: databases, logs, pid files."""
+        return (self.data, self.logs, self.run)
+
+    def make_private(self) -> None:
+        """chmod 0700 the private folders and 0600 every file in them (not following
+        symlinks); run at init and by the supervisor before it starts anything."""
+        for folder in self.private_dirs:
+            if not folder.is_dir() or folder.is_symlink():
+                continue
+            os.chmod(folder, PRIVATE_DIR_MODE)
+            for path in folder.rglob("*"):
+                if path.is_symlink():
+                    continue
+                if path.is_dir():
+                    os.chmod(path, PRIVATE_DIR_MODE)
+                elif path.is_file():
+                    os.chmod(path, PRIVATE_FILE_MODE)
 
     def _install_default_policies(self) -> None:
         """Copy the shipped policy files (tool tiers, command allowlist) where none exist."""
@@ -252,13 +283,22 @@ class Home:
         return key
 
     # user API keys ----------------------------------------------------------
-    def create_api_key(self, role: str) -> str:
-        """Make a user key with `role`; only its SHA-256 is stored. Returns the key once."""
+    def create_api_key(self, role: str, key_id: str | None = None) -> str:
+        """Make a user key with `role`; only its SHA-256 is stored. Returns the key once.
+
+        `key_id` re-issues a lost key under its old id: memories and sessions belong to
+        the key id (its principal), so the person keeps them with a new secret."""
         if role not in ROLES:
             raise ConfigError(f"role must be one of {', '.join(ROLES)}, not {role!r}", key="role")
-        key_id = secrets.token_hex(6)
-        key = f"sk-sonia-{key_id}-{secrets.token_urlsafe(TOKEN_BYTES)}"
         records = self._read_api_key_records()
+        if key_id is None:
+            key_id = secrets.token_hex(6)
+        elif len(key_id) != 12 or any(c not in "0123456789abcdef" for c in key_id):
+            raise ConfigError(f"a key id is 12 lower-case hex digits, not {key_id!r}", key="id")
+        elif any(r.get("id") == key_id for r in records):
+            raise ConfigError(f"key id {key_id} is in use; a re-issued id must be free",
+                              key="id")
+        key = f"sk-sonia-{key_id}-{secrets.token_urlsafe(TOKEN_BYTES)}"
         records.append({
             "id": key_id,
             "role": role,

@@ -134,9 +134,12 @@ def register(app: typer.Typer) -> None:
 
     @keys.command("create")
     def keys_create(role: Annotated[str, typer.Option(help="user or approver")] = "user",
+                    key_id: Annotated[str | None, typer.Option(
+                        "--id", help="re-issue a lost key under its old id (12 hex digits), "
+                                     "so its owner keeps their memories and sessions")] = None,
                     home: HomeOption = None) -> None:
         """Create a user API key; prints only the key, so scripts can capture it."""
         h = resolve_home(home)
         if not h.exists:
             h.init()
-        print(h.create_api_key(role))
+        print(h.create_api_key(role, key_id))

@@ -245,12 +245,14 @@ def _restored_facts(home_data: Path, manifest: Mapping[str, Any]) -> dict[str, A
     return result
 
 
-def _served(stack: FreshStack, written: list[tuple[int, str, float]],
+def _served(stack: FreshStack, key: str, written: list[tuple[int, str, float]],
             sample: int) -> dict[str, Any]:
-    """Which canaries the restored API serves by id, and whether search finds a sample."""
+    """Which canaries the restored API serves by id to `key` (memories belong to the key
+    that wrote them), and whether search finds a sample."""
     restored: list[int] = []
     unexpected: list[dict[str, Any]] = []
-    with httpx.Client(base_url=stack.url(), headers=stack.user_headers(), timeout=30) as client:
+    with httpx.Client(base_url=stack.url(), headers={"Authorization": f"Bearer {key}"},
+                      timeout=30) as client:
         for seq, mem_id, _at in written:
             r = client.get(f"/v1/memory/{mem_id}")
             if r.status_code == 200 and r.json().get("content") == f"canary {seq}":
@@ -327,7 +329,10 @@ def run(run_dir: Path, profile: DurabilityProfile, progress: GateProgress) -> Ve
         up_s = time.monotonic() - t
         rto_s = time.time() - kill_at
         progress.advance(task)
-        served = _served(restored_stack, writer.written, profile.search_sample)
+        # Memories belong to a key id: the writer's key is re-issued under its id, as
+        # the lost-home runbook does (keys are not in backups).
+        owner_key = restored_stack.home.create_api_key("user", stack.user_key.split("-")[2])
+        served = _served(restored_stack, owner_key, writer.written, profile.search_sample)
         restored_stack.down()
     integrity_after = {name: database_facts(path)["integrity_check"] for name, path in
                        ((p, restored_stack.home.data / p)

@@ -8,6 +8,8 @@ share, in a fixed order, outermost first:
     CorrelationMiddleware   X-Correlation-ID in, context, out
     AccessLogMiddleware     one log line and the metrics of every request
     BodyLimitMiddleware     413 before a handler reads an oversized body
+    EncodingGuardMiddleware 400 for a path, query or text body that is not UTF-8 or
+                            holds a lone surrogate (kit/encoding.py)
     ExceptionMiddleware     ApiError / validation / 404 -> problem+json
     routes                  health routes (open), service routes (token + caller table),
                             user routes (gateway: API keys)
@@ -33,6 +35,7 @@ from sonia.kit.auth import ServiceAuth
 from sonia.kit.body_limit import BodyLimitMiddleware
 from sonia.kit.client import ServiceClient
 from sonia.kit.correlation import CorrelationMiddleware
+from sonia.kit.encoding import EncodingGuardMiddleware
 from sonia.kit.health import Check, Readiness, health_router
 from sonia.kit.problems import install_handlers
 
@@ -154,6 +157,7 @@ def create_app(ctx: ServiceContext, parts: ServiceParts) -> FastAPI:
     for router in parts.user_routers:
         app.include_router(router)
 
+    app.add_middleware(EncodingGuardMiddleware)
     app.add_middleware(BodyLimitMiddleware, max_bytes=ctx.settings.gateway.max_body_bytes)
     app.add_middleware(AccessLogMiddleware, metrics=metrics)
     app.add_middleware(CorrelationMiddleware)

@@ -3,7 +3,9 @@
 Every line carries ts, level, service, correlation_id and msg, plus the request
 fields (route, method, status, duration_ms) when the access log writes it.
 Secrets are redacted from the rendered line before it reaches the file, so a
-token that slips into a message never lands on disk.
+token that slips into a message never lands on disk. Exceptions are logged by
+type and frames only (`describe_exception`), never by message or repr, and a
+message is cut at MAX_MSG_CHARS: request bodies do not reach the log.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import json
 import logging
 import sys
 import time
+import traceback
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -19,6 +22,26 @@ from typing import Any
 from sonia.kit import correlation
 
 EXTRA_FIELDS = ("route", "method", "status", "duration_ms", "client", "event", "caller")
+
+MAX_MSG_CHARS = 2048
+"""A longer message is cut (and says so): no log line carries a request body, and
+redacting a line costs a bounded amount of time."""
+MAX_FRAMES = 8
+"""Innermost frames of an exception written to the log."""
+
+
+def describe_exception(exc: BaseException) -> str:
+    """Type and place of `exc`, for the log, without its message.
+
+    An exception's message and arguments may hold the request body (a
+    UnicodeEncodeError holds the whole string it failed on), and its repr once put a
+    150 KB body through the log redactor. The log gets what a reader needs to find
+    the bug: the type and the frames (file, line, function) where it was raised; the
+    correlation id on the line ties it to the request."""
+    frames = traceback.extract_tb(exc.__traceback__)[-MAX_FRAMES:]
+    where = " <- ".join(f"{Path(f.filename).name}:{f.lineno} in {f.name}"
+                        for f in reversed(frames))
+    return f"{type(exc).__module__}.{type(exc).__qualname__} at {where or 'unknown'}"
 
 
 class JsonFormatter(logging.Formatter):
@@ -35,15 +58,21 @@ class JsonFormatter(logging.Formatter):
             "service": self.service,
             "correlation_id": getattr(record, "correlation_id", None) or correlation.current(),
             "logger": record.name,
-            "msg": record.getMessage(),
+            "msg": _bounded(record.getMessage()),
         }
         for field in EXTRA_FIELDS:
             if hasattr(record, field):
                 entry[field] = getattr(record, field)
-        if record.exc_info:
-            entry["exc"] = self.formatException(record.exc_info)
+        if record.exc_info and record.exc_info[1] is not None:
+            entry["exc"] = describe_exception(record.exc_info[1])
         line = json.dumps(entry, default=str)
         return self.redact(line) if self.redact else line
+
+
+def _bounded(message: str) -> str:
+    if len(message) <= MAX_MSG_CHARS:
+        return message
+    return f"{message[:MAX_MSG_CHARS]}... [{len(message) - MAX_MSG_CHARS} characters cut]"
 
 
 def configure_logging(

@@ -28,6 +28,7 @@ from sonia.errors import (
     Unauthenticated,
 )
 from sonia.kit import correlation
+from sonia.kit.logs import describe_exception
 
 MEDIA_TYPE = "application/problem+json"
 TYPE_BASE = "urn:sonia:problem:"
@@ -96,7 +97,7 @@ async def _http_error(request: Request, exc: Exception) -> Response:
 
 async def _unhandled(request: Request, exc: Exception) -> Response:
     # Runs in Starlette's ServerErrorMiddleware (outermost): render, and Starlette re-raises.
-    log.error("unhandled error: %r", exc, exc_info=exc)
+    log.error("unhandled error: %s", describe_exception(exc))
     return problem_response(Internal("an internal error occurred; see the service log"))
 
 

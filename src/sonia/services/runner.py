@@ -10,6 +10,7 @@ checkpoint and close its databases.
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from collections.abc import Callable
 from typing import Any
@@ -19,7 +20,7 @@ from fastapi import FastAPI
 
 from sonia import SERVICES
 from sonia.errors import ConfigError
-from sonia.home import Home
+from sonia.home import PRIVATE_UMASK, Home
 from sonia.kit.app import ServiceContext
 from sonia.kit.logs import configure_logging
 from sonia.redact import Redactor
@@ -89,6 +90,7 @@ def serve(name: str, home_root: str) -> int:
     if name not in SERVICES:
         print(f"unknown service {name!r}; services are {', '.join(SERVICES)}", file=sys.stderr)
         return EXIT_CONFIG
+    os.umask(PRIVATE_UMASK)  # databases (+ -wal, -shm) and logs are created 0600
     home = Home.at(home_root)
     try:
         app, ctx = build_app(name, home)

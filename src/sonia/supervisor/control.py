@@ -155,8 +155,9 @@ def up(home: Home, *, wait: bool = True) -> dict[str, float]:
     if busy:
         raise SupervisorError(f"ports already in use: {busy}; is another stack on this base port?")
     stop_report_file(home).unlink(missing_ok=True)
-    home.logs.mkdir(exist_ok=True)
-    with open(home.logs / "supervisor.out", "ab") as out:
+    home.logs.mkdir(mode=0o700, exist_ok=True)
+    out_fd = os.open(home.logs / "supervisor.out", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    with open(out_fd, "ab") as out:
         _spawned[home.root] = subprocess.Popen(
             [sys.executable, "-m", "sonia.supervisor", "--home", str(home.root)],
             stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,

@@ -27,7 +27,7 @@ from sonia import SERVICES
 from sonia.backup import create_backup, prune_backups
 from sonia.config import BackupSettings
 from sonia.errors import ConfigError
-from sonia.home import Home
+from sonia.home import PRIVATE_UMASK, Home
 from sonia.kit.logs import configure_logging
 from sonia.supervisor.process import RUN_MARKER_ENV, ManagedProcess, service_argv
 from sonia.supervisor.state import (
@@ -234,6 +234,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--home", required=True)
     args = parser.parse_args(argv)
     home = Home.at(args.home)
+    os.umask(PRIVATE_UMASK)  # its files and its children's (services inherit it) are 0600
+    home.make_private()
     configure_logging("supervisor", home.logs / "supervisor.log")
     try:
         supervisor = Supervisor(home)

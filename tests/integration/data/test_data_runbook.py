@@ -139,8 +139,9 @@ def test_a_lost_home_is_rebuilt_from_an_offsite_backup(own_stack: FreshStack,
     own_stack.down()
     shutil.rmtree(own_stack.home.root)
 
+    old_id = own_stack.user_key.split("-")[2]  # memories belong to the key id
     run_runbook("the home is lost", own_stack.home.root, BACKUP=str(backup),
-                BACKUP_KEY=str(carried))
+                BACKUP_KEY=str(carried), OLD_KEY_ID=old_id)
     own_stack.running = True
 
     new_key = (own_stack.home.root / "new-user-key").read_text().strip()

@@ -14,7 +14,7 @@ from sonia.services.gateway import sessions
 from sonia.services.gateway.sessions import SessionPolicy
 from sonia.services.gateway.state import MIGRATIONS
 
-POLICY = SessionPolicy(idle_seconds=100.0, max_open=3)
+POLICY = SessionPolicy(idle_seconds=100.0, max_open=3, max_per_key=3)
 
 
 @pytest.fixture

@@ -14,6 +14,9 @@ from sonia.services.memory import facts
 from sonia.services.memory.facts import facts_in, remember_facts, store_exchange
 from sonia.services.memory.store import MIGRATIONS, archive_memory, counts, list_turns, search
 
+OWNER = "a1b2c3d4e5f6"
+"""The key id the memories of these tests belong to."""
+
 
 @pytest.fixture
 def conn(tmp_path: Path) -> Iterator[sqlite3.Connection]:
@@ -53,25 +56,26 @@ def test_a_message_gives_at_most_a_few_facts() -> None:
 
 
 def test_a_repeated_fact_is_stored_once(conn: sqlite3.Connection) -> None:
-    first = remember_facts(conn, "My locker code is 4417.")
-    again = remember_facts(conn, "my locker code is 4417")  # other case: another memory
-    same = remember_facts(conn, "My locker code is 4417!")
+    first = remember_facts(conn, "My locker code is 4417.", owner=OWNER)
+    # Other case: another memory.
+    again = remember_facts(conn, "my locker code is 4417", owner=OWNER)
+    same = remember_facts(conn, "My locker code is 4417!", owner=OWNER)
     assert first[0].new and again[0].new and not same[0].new
     assert same[0].memory.id == first[0].memory.id
     assert counts(conn)["memories"] == 2
 
 
 def test_an_archived_fact_told_again_is_remembered_afresh(conn: sqlite3.Connection) -> None:
-    first = remember_facts(conn, "My bike is green.")[0].memory
-    archive_memory(conn, first.id)
-    again = remember_facts(conn, "My bike is green.")[0]
+    first = remember_facts(conn, "My bike is green.", owner=OWNER)[0].memory
+    archive_memory(conn, first.id, owner=OWNER)
+    again = remember_facts(conn, "My bike is green.", owner=OWNER)[0]
     assert again.new and again.memory.id != first.id
-    assert [hit.id for hit in search(conn, "bike green")] == [again.memory.id]
+    assert [hit.id for hit in search(conn, "bike green", owner=OWNER)] == [again.memory.id]
 
 
 def test_an_exchange_stores_both_turns_and_the_facts_together(conn: sqlite3.Connection) -> None:
     asked, answered, stored = store_exchange(conn, "s1", "My boat is Wanderer.",
-                                             "Noted: your boat is Wanderer.")
+                                             "Noted: your boat is Wanderer.", owner=OWNER)
     assert answered is not None
     assert [t.role for t in list_turns(conn, "s1")] == ["user", "assistant"]
     assert [r.memory.content for r in stored] == ["My boat is Wanderer"]
@@ -79,7 +83,7 @@ def test_an_exchange_stores_both_turns_and_the_facts_together(conn: sqlite3.Conn
 
 
 def test_an_exchange_without_a_reply_keeps_the_users_turn(conn: sqlite3.Connection) -> None:
-    asked, answered, _ = store_exchange(conn, "s1", "tell me a story", None)
+    asked, answered, _ = store_exchange(conn, "s1", "tell me a story", None, owner=OWNER)
     assert answered is None
     assert [t.content for t in list_turns(conn, "s1")] == ["tell me a story"]
 
@@ -88,5 +92,6 @@ def test_an_exchange_is_all_or_nothing(conn: sqlite3.Connection) -> None:
     from sonia.kit.db import transaction
 
     with pytest.raises(InvalidArgument):
-        transaction(conn, lambda c: store_exchange(c, "s1", "My hat is red.", "\x00"))
+        transaction(conn, lambda c: store_exchange(c, "s1", "My hat is red.", "\x00",
+                                                   owner=OWNER))
     assert counts(conn) == {"memories": 0, "turns": 0, "memories_archived": 0, "sessions": 0}

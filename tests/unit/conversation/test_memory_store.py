@@ -28,6 +28,9 @@ from sonia.services.memory.store import (
     search,
 )
 
+OWNER = "a1b2c3d4e5f6"
+"""The key id the memories of these tests belong to."""
+
 
 @pytest.fixture
 def conn(tmp_path: Path) -> Iterator[sqlite3.Connection]:
@@ -56,20 +59,21 @@ def test_exported_names_match_the_module() -> None:
 
 def test_a_stored_memory_reads_back_with_a_stable_id(conn: sqlite3.Connection) -> None:
     memory = add_memory(conn, "my favourite colour is teal", kind="fact",
-                        metadata={"source": "chat"}, session_id="s1", clock=Ticks())
+                        metadata={"source": "chat"}, session_id="s1", clock=Ticks(),
+                        owner=OWNER)
     assert memory.id.startswith("mem_")
     assert memory.created_at == "2030-01-01T00:00:01.000000Z"
-    assert get_memory(conn, memory.id) == memory
+    assert get_memory(conn, memory.id, owner=OWNER) == memory
     assert memory.to_dict()["metadata"] == {"source": "chat"}
 
 
 def test_the_better_match_ranks_first_with_a_positive_score(conn: sqlite3.Connection) -> None:
-    add_memory(conn, "I live in Lisbon")
-    add_memory(conn, "the sea has many colours")
-    best = add_memory(conn, "my favourite colour is teal")
-    add_memory(conn, "my brother likes football")
+    add_memory(conn, "I live in Lisbon", owner=OWNER)
+    add_memory(conn, "the sea has many colours", owner=OWNER)
+    best = add_memory(conn, "my favourite colour is teal", owner=OWNER)
+    add_memory(conn, "my brother likes football", owner=OWNER)
 
-    hits = search(conn, "What is my favourite colour?", limit=10)
+    hits = search(conn, "What is my favourite colour?", limit=10, owner=OWNER)
 
     assert hits[0].id == best.id
     assert all(hit.score > 0 for hit in hits)
@@ -83,60 +87,62 @@ def test_the_better_match_ranks_first_with_a_positive_score(conn: sqlite3.Connec
     "\\", "\x00", "", "   ", "teal\"colour", "🙂", "a" * 5000,
 ])
 def test_queries_with_fts_syntax_never_raise(conn: sqlite3.Connection, query: str) -> None:
-    add_memory(conn, "my favourite colour is teal")
-    search(conn, query)  # no exception is the assertion
+    add_memory(conn, "my favourite colour is teal", owner=OWNER)
+    search(conn, query, owner=OWNER)  # no exception is the assertion
 
 
 def test_fts_operators_in_a_query_are_matched_as_words(conn: sqlite3.Connection) -> None:
-    add_memory(conn, "my favourite colour is teal")
+    add_memory(conn, "my favourite colour is teal", owner=OWNER)
     # Were NOT an operator, this query would exclude the memory it is about.
-    assert [h.content for h in search(conn, "teal NOT colour")] == ["my favourite colour is teal"]
+    hits = search(conn, "teal NOT colour", owner=OWNER)
+    assert [h.content for h in hits] == ["my favourite colour is teal"]
     assert match_expression('say "hi" NEAR(x) *') == '"say" OR "hi" OR "near" OR "x"'
     assert match_expression("*:-()") is None
 
 
 def test_an_archived_memory_is_kept_but_no_longer_recalled(conn: sqlite3.Connection) -> None:
-    memory = add_memory(conn, "my locker code is 1234")
-    archived = archive_memory(conn, memory.id)
+    memory = add_memory(conn, "my locker code is 1234", owner=OWNER)
+    archived = archive_memory(conn, memory.id, owner=OWNER)
 
     assert archived.archived_at is not None
-    assert search(conn, "locker code") == []
-    assert get_memory(conn, memory.id).content == "my locker code is 1234"
-    assert archive_memory(conn, memory.id).archived_at == archived.archived_at  # idempotent
+    assert search(conn, "locker code", owner=OWNER) == []
+    assert get_memory(conn, memory.id, owner=OWNER).content == "my locker code is 1234"
+    again = archive_memory(conn, memory.id, owner=OWNER)
+    assert again.archived_at == archived.archived_at  # idempotent
     assert counts(conn)["memories_archived"] == 1
 
 
 def test_unknown_memories_are_not_found(conn: sqlite3.Connection) -> None:
     with pytest.raises(NotFound):
-        get_memory(conn, "mem_missing")
+        get_memory(conn, "mem_missing", owner=OWNER)
     with pytest.raises(NotFound):
-        archive_memory(conn, "mem_missing")
+        archive_memory(conn, "mem_missing", owner=OWNER)
 
 
 def test_a_retry_with_the_same_idempotency_key_returns_the_first_memory(
     conn: sqlite3.Connection,
 ) -> None:
-    first = add_memory(conn, "buy milk", idempotency_key="client-42")
-    again = add_memory(conn, "buy milk", idempotency_key="client-42")
+    first = add_memory(conn, "buy milk", idempotency_key="client-42", owner=OWNER)
+    again = add_memory(conn, "buy milk", idempotency_key="client-42", owner=OWNER)
 
     assert again == first
     assert counts(conn)["memories"] == 1
     with pytest.raises(InvalidArgument):
-        add_memory(conn, "buy bread", idempotency_key="client-42")
+        add_memory(conn, "buy bread", idempotency_key="client-42", owner=OWNER)
 
 
 @pytest.mark.parametrize("content", ["", "   ", "a\x00b", "x" * (store.MAX_CONTENT_CHARS + 1)])
 def test_unusable_content_is_refused(conn: sqlite3.Connection, content: str) -> None:
     with pytest.raises(InvalidArgument):
-        add_memory(conn, content)
+        add_memory(conn, content, owner=OWNER)
 
 
 def test_bad_kinds_and_limits_are_refused(conn: sqlite3.Connection) -> None:
     with pytest.raises(InvalidArgument):
-        add_memory(conn, "x", kind="Bad Kind")
+        add_memory(conn, "x", kind="Bad Kind", owner=OWNER)
     for limit in (0, -1, store.MAX_LIMIT + 1):
         with pytest.raises(InvalidArgument):
-            search(conn, "x", limit=limit)
+            search(conn, "x", limit=limit, owner=OWNER)
 
 
 def test_turns_are_numbered_and_listed_in_order_per_session(conn: sqlite3.Connection) -> None:
@@ -167,19 +173,19 @@ def test_recent_sessions_come_most_recent_first(conn: sqlite3.Connection) -> Non
 
 
 def test_counts_cover_every_table(conn: sqlite3.Connection) -> None:
-    add_memory(conn, "one")
+    add_memory(conn, "one", owner=OWNER)
     add_turn(conn, "s", "user", "hi")
     add_turn(conn, "s", "assistant", "hello")
     assert counts(conn) == {"memories": 1, "turns": 2, "memories_archived": 0, "sessions": 1}
 
 
 def test_the_index_follows_edits_and_deletes(conn: sqlite3.Connection) -> None:
-    memory = add_memory(conn, "the cat sleeps")
+    memory = add_memory(conn, "the cat sleeps", owner=OWNER)
     conn.execute("UPDATE memories SET content = 'the dog barks' WHERE id = ?", (memory.id,))
-    assert search(conn, "cat") == []
-    assert [h.id for h in search(conn, "dog")] == [memory.id]
+    assert search(conn, "cat", owner=OWNER) == []
+    assert [h.id for h in search(conn, "dog", owner=OWNER)] == [memory.id]
     conn.execute("DELETE FROM memories WHERE id = ?", (memory.id,))
-    assert search(conn, "dog") == []
+    assert search(conn, "dog", owner=OWNER) == []
     check_index(conn)
 
 
@@ -187,13 +193,13 @@ def test_migrations_are_idempotent_on_reopen(tmp_path: Path) -> None:
     path = tmp_path / "memory.db"
     first = connect(path)
     assert migrate(first, MIGRATIONS) == len(MIGRATIONS)
-    memory = add_memory(first, "persisted")
+    memory = add_memory(first, "persisted", owner=OWNER)
     first.close()
 
     second = connect(path)
     assert migrate(second, MIGRATIONS) == len(MIGRATIONS)
     assert second.execute("PRAGMA user_version").fetchone()[0] == len(MIGRATIONS)
-    assert get_memory(second, memory.id).content == "persisted"
+    assert get_memory(second, memory.id, owner=OWNER).content == "persisted"
     second.close()
 
 
@@ -203,10 +209,11 @@ def test_the_async_store_writes_durably_and_reads_back(tmp_path: Path) -> None:
     async def scenario() -> None:
         memory_store = MemoryStore.open(path, clock=Ticks())
         try:
-            memory = await memory_store.add_memory("my dog is called Rex", kind="fact")
+            memory = await memory_store.add_memory("my dog is called Rex", kind="fact",
+                                                   owner=OWNER)
             asked, answered = await memory_store.add_exchange("s1", "hi", "hello")
             assert (asked.turn_no, answered.turn_no) == (1, 2)
-            assert [h.id for h in await memory_store.search("dog")] == [memory.id]
+            assert [h.id for h in await memory_store.search("dog", owner=OWNER)] == [memory.id]
             assert (await memory_store.counts())["turns"] == 2
             await memory_store.ping()
         finally:
@@ -219,3 +226,67 @@ def test_the_async_store_writes_durably_and_reads_back(tmp_path: Path) -> None:
     assert counts(reader)["memories"] == 1
     assert [t.content for t in list_turns(reader, "s1")] == ["hi", "hello"]
     reader.close()
+
+
+OTHER = "0f0f0f0f0f0f"
+
+
+def _archived_at(conn: sqlite3.Connection, memory_id: str) -> str | None:
+    row = conn.execute("SELECT archived_at FROM memories WHERE id = ?", (memory_id,)).fetchone()
+    return None if row is None else row["archived_at"]
+
+
+def test_finding_8_another_owner_cannot_find_read_or_archive_a_memory(
+    conn: sqlite3.Connection,
+) -> None:
+    """Key B searches, reads and archives key A's memory: it finds nothing, reads 404,
+    archives 404, and by effect the row is still live and still A's."""
+    mine = add_memory(conn, "my locker code is 4417", owner=OWNER)
+    assert search(conn, "locker code", owner=OTHER) == []
+    with pytest.raises(NotFound):
+        get_memory(conn, mine.id, owner=OTHER)
+    with pytest.raises(NotFound):
+        archive_memory(conn, mine.id, owner=OTHER)
+    assert _archived_at(conn, mine.id) is None
+    assert [h.id for h in search(conn, "locker code", owner=OWNER)] == [mine.id]
+
+
+def test_finding_8_one_idempotency_key_gives_each_owner_its_own_memory(
+    conn: sqlite3.Connection,
+) -> None:
+    """Two keys stating the same fact (same idempotency key) get two rows: the second
+    key is not handed the first key's memory."""
+    a = add_memory(conn, "my name is Ana", owner=OWNER, idempotency_key="fact:ana")
+    b = add_memory(conn, "my name is Ana", owner=OTHER, idempotency_key="fact:ana")
+    assert a.id != b.id
+    assert add_memory(conn, "my name is Ana", owner=OTHER, idempotency_key="fact:ana") == b
+
+
+@pytest.mark.parametrize("owner", ["", "legacy", "a b", "x" * 65])
+def test_an_owner_must_be_a_key_id(conn: sqlite3.Connection, owner: str) -> None:
+    with pytest.raises(InvalidArgument):
+        search(conn, "x", owner=owner)
+    with pytest.raises(InvalidArgument):
+        add_memory(conn, "x", owner=owner)
+
+
+def test_finding_8_rows_from_before_owners_belong_to_no_key(tmp_path: Path) -> None:
+    """A database written by the schema before owners is migrated: its memories get the
+    legacy owner, which no key id is, so no key finds them; nothing is lost."""
+    path = tmp_path / "memory.db"
+    old = connect(path)
+    migrate(old, MIGRATIONS[:1])
+    old.execute("INSERT INTO memories (id, kind, content, idempotency_key, created_at)"
+                " VALUES ('mem_old', 'fact', 'my pin is 9981', 'fact:pin', '2030')")
+    old.commit()
+    old.close()
+
+    conn = connect(path)
+    migrate(conn, MIGRATIONS)
+    row = conn.execute("SELECT owner, idempotency_key FROM memories WHERE id = 'mem_old'"
+                       ).fetchone()
+    assert (row["owner"], row["idempotency_key"]) == (store.LEGACY_OWNER, "legacy/fact:pin")
+    assert search(conn, "pin", owner=OWNER) == []
+    assert counts(conn)["memories"] == 1
+    check_index(conn)
+    conn.close()

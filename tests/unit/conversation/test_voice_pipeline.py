@@ -187,6 +187,7 @@ def test_spoken_input_without_a_transcriber_is_an_honest_error() -> None:
 @pytest.mark.parametrize("message", [
     {"type": "dance"}, {"no": "type"}, "not json", "[1, 2]", {"type": "input.text"},
     {"type": "input.text", "text": "   "}, b"\x00\x00\x00",
+    '{"type": "input.text", "text": "\\ud800"}', "[" * 100_000,
 ])
 def test_a_bad_event_answers_an_error_and_the_session_carries_on(message: Any) -> None:
     async def scenario() -> list[Outgoing]:

@@ -66,3 +66,48 @@ def test_readable_token_is_refused(tmp_path: Path) -> None:
     home.token_file("memory").chmod(0o640)
     with pytest.raises(ConfigError, match="chmod 600"):
         home.check()
+
+
+def test_finding_8_a_home_made_open_is_made_private(tmp_path: Path) -> None:
+    """A home from before (folders 0755, a database and a log 0644, -wal/-shm files) is
+    tightened: folders 0700, files 0600; a symlink is left alone, not followed."""
+    home = Home.at(tmp_path)
+    home.init()
+    outside = tmp_path / "outside.txt"
+    outside.write_text("x")
+    outside.chmod(0o644)
+    for folder in (home.data, home.logs):
+        folder.chmod(0o755)
+    files = [home.data / "memory.db", home.data / "memory.db-wal", home.data / "memory.db-shm",
+             home.logs / "gateway.log", home.data / "old" / "nested.db"]
+    for path in files:
+        path.parent.mkdir(exist_ok=True)
+        path.write_text("")
+        path.chmod(0o644)
+    (home.logs / "link").symlink_to(outside)
+
+    home.make_private()
+
+    assert mode(home.data) == 0o700 and mode(home.logs) == 0o700
+    assert mode(home.data / "old") == 0o700
+    assert all(mode(path) == 0o600 for path in files)
+    assert mode(outside) == 0o644
+
+
+def test_a_lost_key_is_reissued_under_its_old_id(tmp_path: Path) -> None:
+    """Memories and sessions belong to a key id: re-issuing keeps the id, not the secret;
+    an id in use or not 12 hex digits is refused."""
+    home = Home.at(tmp_path)
+    home.init()
+    old = home.create_api_key("user")
+    old_id = old.split("-")[2]
+    other = Home.at(tmp_path / "rebuilt")
+    other.init()
+    new = other.create_api_key("user", old_id)
+    assert new.split("-")[2] == old_id and new != old
+    key = match_api_key(other.api_key_table(), new)
+    assert key is not None and key.id == old_id
+    assert match_api_key(other.api_key_table(), old) is None
+    for bad in (old_id, "XYZ", "0123456789ABCDEF"):
+        with pytest.raises(ConfigError):
+            other.create_api_key("user", bad)

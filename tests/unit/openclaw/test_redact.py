@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import json
 import logging
+import re._constants as _constants
+import re._parser as _parser
 import sys
-import time
+from typing import Any
 
 import pytest
 
-from sonia.redact import RedactingFilter, Redactor, default_redactor
+from sonia.redact import _PATTERNS, RedactingFilter, Redactor, default_redactor
 
 SONIA_TOKEN = "Qm9vdHN0cmFwLXNlcnZpY2UtdG9rZW4tZXhhbXBsZQ"
 PEM = ("-----BEGIN RSA PRIVATE KEY-----\nMIIEowIBAAKCAQEA7bq98\nZm9vYmFy\n"
@@ -148,19 +150,87 @@ def test_the_logging_filter_redacts_message_arguments_and_tracebacks(redactor: R
     assert SONIA_TOKEN not in logging.Formatter().format(record)
 
 
-def test_redaction_is_fast_enough_for_logs(redactor: Redactor) -> None:
-    """Typical log lines (no secret-looking words) cost a few microseconds; text full of
-    trigger words is still well under a second per megabyte."""
-    line = json.dumps({"ts": "2024-01-01T00:00:00.000Z", "level": "info",
-                       "service": "gateway", "correlation_id": "0123456789abcdef",
-                       "msg": "request", "route": "/v1/chat", "status": 200})
-    started = time.perf_counter()
-    for _ in range(10_000):
-        redactor.redact(line)
-    per_line = (time.perf_counter() - started) / 10_000
-    busy = ("token secret key password user said hello to the assistant again\n" * 16_000)
-    started = time.perf_counter()
-    redactor.redact(busy)
-    per_megabyte = (time.perf_counter() - started) / (len(busy) / 1e6)
-    assert per_line < 200e-6, f"{per_line * 1e6:.1f} us a line"
-    assert per_megabyte < 2.0, f"{per_megabyte:.2f} s a megabyte"
+def _repeat_problems(items: Any, inside: str | None = None) -> list[str]:
+    """What makes a parsed pattern able to backtrack: a lazy repeat, an unbounded
+    repeat that is not possessive, a repeat inside a repeat (an optional group,
+    `{0,1}`, may hold one: it is tried at most twice)."""
+    problems: list[str] = []
+    for op, av in items:
+        name = str(op)
+        if name == "MIN_REPEAT":
+            problems.append("lazy repeat")
+        elif name in ("MAX_REPEAT", "POSSESSIVE_REPEAT"):
+            low, high, sub = av
+            unbounded = high == _constants.MAXREPEAT
+            if unbounded and name != "POSSESSIVE_REPEAT":
+                problems.append(f"unbounded repeat {{{low},}} that backtracks")
+            if inside is not None:
+                problems.append(f"repeat inside {inside}")
+            problems += _repeat_problems(sub, "a repeat" if high > 1 else inside)
+        elif name == "SUBPATTERN":
+            problems += _repeat_problems(av[-1], inside)
+        elif name == "BRANCH":
+            for branch in av[1]:
+                problems += _repeat_problems(branch, inside)
+        elif name in ("ASSERT", "ASSERT_NOT"):
+            problems += _repeat_problems(av[1], inside)
+        elif name == "ATOMIC_GROUP":
+            problems += _repeat_problems(av, inside)
+    return problems
+
+
+@pytest.mark.parametrize(("kind", "pattern"), _PATTERNS)
+def test_finding_5_no_pattern_can_backtrack(kind: str, pattern: str) -> None:
+    """Work is counted on the pattern itself, not on a clock: a pattern with no lazy
+    repeat, no nested repeat and only possessive unbounded repeats gives back nothing it
+    took, which is what made the `sk-` pattern quadratic (finding 5)."""
+    assert _repeat_problems(_parser.parse(pattern)) == []
+
+
+def test_the_backtracking_check_catches_the_old_key_pattern() -> None:
+    """The rule above would have failed the pattern that froze the gateway."""
+    old = r"\bsk-(?=[A-Za-z0-9_-]*[0-9])[A-Za-z0-9_-]{20,}"
+    assert _repeat_problems(_parser.parse(old))
+    assert set(_repeat_problems(_parser.parse(r"(?:a+)+"))) == {
+        "unbounded repeat {1,} that backtracks", "repeat inside a repeat"}
+    assert _repeat_problems(_parser.parse(r"a+?")) == ["lazy repeat"]
+    assert _repeat_problems(_parser.parse(r"(?:ab++)?c*+")) == []
+
+
+N = 200_000
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("sk-" * N, "sk-" * N),
+    ("sk-" * N + "7", "[REDACTED:openai_key]"),
+    ("sk-" * N + " sk-proj-Ab3dEf6hIj9kLm2nOp5qRs8tUv",
+     "sk-" * N + " [REDACTED:openai_key]"),
+    ("a" * N + "@", "a" * N + "@"),
+    ("QUJD" * N, "QUJD" * N),
+    ("eyJ-" * N, "eyJ-" * N),
+    ("eyJ-abc." * N, "eyJ-abc." * N),
+    ("eyJ" + "a" * N + ".eyJbbbbb.sig", "[REDACTED:jwt]"),
+    ("token" * N, "token" * N),
+    ("token" + " " * N + "x", "token" + " " * N + "x"),
+    ("password=" * N, "password=[REDACTED:credential_assignment]"),
+    ('password="' + "a" * N, 'password="[REDACTED:credential_assignment]'),
+    ("Bearer " * N, "Bearer " * N),
+    ("authorization:" + " " * N, "authorization:" + " " * N),
+    ("-----BEGIN PRIVATE KEY-----" * 1000, "[REDACTED:pem_private_key]"),
+    ("-----BEGIN PRIVATE KEY-----" + "-" * N, "[REDACTED:pem_private_key]"),
+    ("-----BEGIN " + "A" * N, "-----BEGIN " + "A" * N),
+    ("ghp_" * N, "ghp_" * N),
+    ("xoxb-" * N, "[REDACTED:slack_token]"),
+])
+def test_finding_4_adversarial_inputs_are_redacted_correctly(text: str, expected: str) -> None:
+    """Inputs that made the old patterns quadratic (runs a pattern can start inside of
+    at every step) give the right answer; at 200 k characters a quadratic pattern would
+    not return within the suite's lifetime."""
+    assert Redactor([SONIA_TOKEN]).redact(text) == expected
+
+
+def test_finding_4_lone_surrogates_pass_through_and_secrets_around_them_do_not() -> None:
+    text = "\ud800" * 1000 + " sk-proj-Ab3dEf6hIj9kLm2nOp5qRs8tUv \udfff" + SONIA_TOKEN
+    redacted = Redactor([SONIA_TOKEN]).redact(text)
+    assert redacted == ("\ud800" * 1000 + " [REDACTED:openai_key] \udfff"
+                        "[REDACTED:sonia_secret]")

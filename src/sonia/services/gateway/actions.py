@@ -23,7 +23,7 @@ from sonia.actions.plan import canonical_json
 from sonia.errors import ApiError, InvalidArgument, api_error_for
 
 __all__ = ["MIGRATIONS", "ActionRow", "StoredAnswer", "answer_of_error", "get_action", "iso_time",
-           "load_answer", "request_hash", "save_action", "save_answer"]
+           "load_answer", "pending_count", "request_hash", "save_action", "save_answer"]
 
 MIGRATIONS: list[str] = [
     """
@@ -90,6 +90,14 @@ def save_action(conn: sqlite3.Connection, action_id: str, key_id: str, tool: str
         (action_id, key_id, tool, status, None if result is None else json.dumps(result),
          problem, now, now),
     )
+
+
+def pending_count(conn: sqlite3.Connection, key_id: str, since: float) -> int:
+    """Actions of `key_id` proposed after `since` still waiting for approval here."""
+    row = conn.execute("SELECT count(*) FROM actions WHERE key_id = ?"
+                       " AND status = 'pending_approval' AND created_at > ?",
+                       (key_id, since)).fetchone()
+    return int(row[0])
 
 
 def get_action(conn: sqlite3.Connection, action_id: str) -> ActionRow | None:

@@ -32,9 +32,10 @@ from fastapi import APIRouter, Depends, Path
 from pydantic import BaseModel, ConfigDict, Field, StrictStr
 from starlette.responses import JSONResponse
 
-from sonia.errors import ApiError, NotFound, Unavailable
+from sonia.errors import ApiError, NotFound, RateLimited, Unavailable
 from sonia.home import ApiKey
-from sonia.services.gateway import actions
+from sonia.services.gateway import actions, limits
+from sonia.services.gateway.limits import RefusalBudget
 from sonia.services.gateway.state import Gateway
 
 log = logging.getLogger("sonia.gateway.actions")
@@ -80,6 +81,11 @@ class Actions:
         self.claw = gw.ctx.client("openclaw")
         self.execute_timeout = gw.ctx.settings.openclaw.shell_timeout_seconds + 15.0
         self._locks: dict[tuple[str, str], _Slot] = {}
+        settings = gw.ctx.settings.gateway
+        self.refusals = RefusalBudget(settings.invalid_proposals_per_minute)
+        self.max_pending = settings.max_pending_actions_per_key
+        self.action_ttl = settings.action_ttl_seconds
+        self._in_flight: dict[str, int] = {}
 
     async def propose(self, key: ApiKey, body: NewAction) -> actions.StoredAnswer:
         if body.idempotency_key is None:
@@ -97,8 +103,8 @@ class Actions:
                 try:
                     answer = await self._propose(key, body)
                 except ApiError as exc:
-                    if exc.status >= 500:
-                        raise
+                    if exc.status >= 500 or isinstance(exc, RateLimited):
+                        raise  # "retry later" answers are not kept: a retry must work
                     answer = actions.answer_of_error(exc)
                 await self.gw.db.write(lambda c: actions.save_answer(
                     c, key.id, slot[1], digest, answer))
@@ -109,9 +115,32 @@ class Actions:
                 del self._locks[slot]
 
     async def _propose(self, key: ApiKey, body: NewAction) -> actions.StoredAnswer:
-        decision = await self.eva.request("POST", "/v1/decisions", json_body={
-            "tool": body.tool, "args": body.args, "principal": principal(key),
-            "session_id": body.session_id})
+        """Ask EVA, within the key's limits: a key with too many actions awaiting
+        approval, or too many refused proposals this minute, is answered 429 before EVA
+        is asked, so it can neither fill the approval queue nor the audit log."""
+        self.refusals.check(key.id)
+        since = time.time() - self.action_ttl
+        pending = await self.gw.db.read(lambda c: actions.pending_count(c, key.id, since))
+        limits.check_pending(pending + self._in_flight.get(key.id, 0), self.max_pending)
+        self._in_flight[key.id] = self._in_flight.get(key.id, 0) + 1
+        try:
+            return await self._decide(key, body)
+        finally:
+            left = self._in_flight[key.id] - 1
+            if left:
+                self._in_flight[key.id] = left
+            else:
+                del self._in_flight[key.id]
+
+    async def _decide(self, key: ApiKey, body: NewAction) -> actions.StoredAnswer:
+        try:
+            decision = await self.eva.request("POST", "/v1/decisions", json_body={
+                "tool": body.tool, "args": body.args, "principal": principal(key),
+                "session_id": body.session_id})
+        except ApiError as exc:
+            if 400 <= exc.status < 500:
+                self.refusals.spend(key.id)
+            raise
         action_id = str(decision["action_id"])
         if decision["decision"] == "allow":
             result = await self._execute(key.id, action_id, body.tool, body.args,

@@ -43,30 +43,35 @@ class Assistant:
 
     # ------------------------------------------------------------------ memory
 
-    async def recall(self, text: str, limit: int = RECALL_LIMIT) -> list[dict[str, Any]]:
+    async def recall(self, text: str, limit: int = RECALL_LIMIT, *,
+                     owner: str) -> list[dict[str, Any]]:
+        """The memories of `owner` (a key id) matching `text`: no key recalls another's."""
         found = await self.memory.request("GET", "/v1/memories/search",
-                                          params={"q": text[:4096], "limit": limit})
+                                          params={"q": text[:4096], "limit": limit,
+                                                  "owner": owner})
         return list(found["results"])
 
-    async def context(self, session_id: str, text: str
+    async def context(self, session_id: str, text: str, *, owner: str
                       ) -> tuple[list[dict[str, Any]], list[dict[str, str]]]:
         """What a reply in `session_id` needs, in one read: memories recalled for `text`
         and the session's recent turns (as {role, content} messages)."""
         found = await self.memory.request(
             "GET", f"/v1/sessions/{session_id}/context",
-            params={"q": text[:4096], "recall": RECALL_LIMIT, "turns": HISTORY_TURNS})
+            params={"q": text[:4096], "recall": RECALL_LIMIT, "turns": HISTORY_TURNS,
+                    "owner": owner})
         history = [{"role": t["role"], "content": t["content"]} for t in found["turns"]]
         return list(found["recalled"]), history
 
     async def store_exchange(self, session_id: str, user: str, assistant: str | None,
-                             metadata: dict[str, Any]) -> dict[str, Any]:
+                             metadata: dict[str, Any], *, owner: str) -> dict[str, Any]:
         stored: dict[str, Any] = await self.memory.request(
-            "POST", f"/v1/sessions/{session_id}/exchanges",
+            "POST", f"/v1/sessions/{session_id}/exchanges", params={"owner": owner},
             json_body={"user": user, "assistant": assistant, "metadata": metadata})
         return stored
 
-    async def remember(self, text: str) -> list[dict[str, Any]]:
-        stored = await self.memory.request("POST", "/v1/facts", json_body={"text": text})
+    async def remember(self, text: str, *, owner: str) -> list[dict[str, Any]]:
+        stored = await self.memory.request("POST", "/v1/facts", json_body={"text": text},
+                                           params={"owner": owner})
         return list(stored["memories"])
 
     # ------------------------------------------------------------------ router
@@ -131,15 +136,16 @@ class Assistant:
 
     # ------------------------------------------------------------------ the flow
 
-    async def chat(self, session_id: str, message: str, profile: str | None) -> dict[str, Any]:
-        """One chat turn in `session_id`; the answer of `POST /v1/chat`."""
-        recalled, history = await self.context(session_id, message)
+    async def chat(self, session_id: str, message: str, profile: str | None, *,
+                   owner: str) -> dict[str, Any]:
+        """One chat turn of `owner` (a key id) in `session_id`; the answer of `POST /v1/chat`."""
+        recalled, history = await self.context(session_id, message, owner=owner)
         generation = await self.generate([*history, {"role": "user", "content": message}],
                                          [r["content"] for r in recalled], profile=profile)
         stored = await self.store_exchange(
             session_id, message, generation["text"] or None,
             {"model": generation["model"], "provider": generation["provider"],
-             "correlation_id": correlation.current()})
+             "correlation_id": correlation.current()}, owner=owner)
         assistant_turn = stored["turns"][-1]
         return {
             "reply": generation["text"],

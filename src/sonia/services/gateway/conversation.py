@@ -76,13 +76,13 @@ def routers(gw: Gateway) -> list[APIRouter]:
         else:
             row = await gw.db.write(lambda c: sessions.default_session(c, policy, key.id, now))
             session_id = str(row["id"])
-        return await assistant.chat(session_id, message, body.profile)
+        return await assistant.chat(session_id, message, body.profile, owner=key.id)
 
     @api.get("/memory/search")
     async def search(key: User,
                      q: Annotated[str, Query(min_length=1, max_length=4096)],
                      limit: Annotated[int, Query(ge=1, le=50)] = 10) -> dict[str, Any]:
-        results = await assistant.recall(q, limit)
+        results = await assistant.recall(q, limit, owner=key.id)
         return {"results": [{k: r[k] for k in ("id", "kind", "content", "score", "created_at")}
                             for r in results]}
 
@@ -90,7 +90,7 @@ def routers(gw: Gateway) -> list[APIRouter]:
     async def add_memory(body: MemoryBody, key: User) -> dict[str, Any]:
         content = checked_text(gw, body.content, "content")
         added: dict[str, Any] = await memory.request(
-            "POST", "/v1/memories",
+            "POST", "/v1/memories", params={"owner": key.id},
             json_body={"content": content, "kind": body.kind,
                        "metadata": {"source": "user", "key_id": key.id}})
         return added
@@ -98,13 +98,15 @@ def routers(gw: Gateway) -> list[APIRouter]:
     @api.get("/memory/{memory_id}")
     async def get_memory(key: User,
                          memory_id: Annotated[str, Path(pattern=MEMORY_ID)]) -> dict[str, Any]:
-        found: dict[str, Any] = await memory.request("GET", f"/v1/memories/{memory_id}")
+        found: dict[str, Any] = await memory.request("GET", f"/v1/memories/{memory_id}",
+                                                     params={"owner": key.id})
         return found
 
     @api.post("/memory/{memory_id}/archive")
     async def archive_memory(key: User, memory_id: Annotated[str, Path(pattern=MEMORY_ID)]
                              ) -> dict[str, Any]:
-        found: dict[str, Any] = await memory.request("POST", f"/v1/memories/{memory_id}/archive")
+        found: dict[str, Any] = await memory.request(
+            "POST", f"/v1/memories/{memory_id}/archive", params={"owner": key.id})
         return found
 
     return [api, openai_compat.router(gw, assistant)]

@@ -118,11 +118,11 @@ def _sse(payload: dict[str, Any] | str) -> str:
     return f"data: {data}\n\n"
 
 
-async def remember_quietly(assistant: Assistant, text: str) -> None:
+async def remember_quietly(assistant: Assistant, text: str, owner: str) -> None:
     """Remember the facts of `text`; a memory service that fails here costs the facts,
     not the reply the client is already getting."""
     try:
-        await assistant.remember(text)
+        await assistant.remember(text, owner=owner)
     except ApiError as exc:
         log.warning("facts of a completion were not stored: %s %s", exc.code, exc.detail)
 
@@ -163,7 +163,7 @@ def router(gw: Gateway, assistant: Assistant) -> APIRouter:
         messages = plain_messages(body, gw.ctx.settings.gateway.max_message_chars)
         profile, upstream_model = await route_of(body.model)
         last_user = next(m["content"] for m in reversed(messages) if m["role"] == "user")
-        recalled = [r["content"] for r in await assistant.recall(last_user)]
+        recalled = [r["content"] for r in await assistant.recall(last_user, owner=key.id)]
         max_tokens = body.max_completion_tokens or body.max_tokens
         completion_id = "chatcmpl-" + uuid.uuid4().hex
         created = int(time.time())
@@ -172,7 +172,7 @@ def router(gw: Gateway, assistant: Assistant) -> APIRouter:
                                                   max_tokens=max_tokens,
                                                   temperature=body.temperature,
                                                   model=upstream_model)
-            await remember_quietly(assistant, last_user)
+            await remember_quietly(assistant, last_user, key.id)
             return {
                 "id": completion_id, "object": "chat.completion", "created": created,
                 "model": generation["model"],
@@ -211,7 +211,7 @@ def router(gw: Gateway, assistant: Assistant) -> APIRouter:
                     yield _sse({"id": completion_id, "object": "chat.completion.chunk",
                                 "created": created, "model": model, "choices": [],
                                 "usage": usage})
-                await remember_quietly(assistant, last_user)
+                await remember_quietly(assistant, last_user, key.id)
                 yield _sse("[DONE]")
             except ApiError as exc:
                 yield _sse({"error": {"message": exc.detail, "type": exc.code.lower(),

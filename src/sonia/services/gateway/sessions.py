@@ -1,4 +1,5 @@
-"""Conversation sessions at the gateway: start, touch, stop, idle expiry, a concurrency cap.
+"""Conversation sessions at the gateway: start, touch, stop, idle expiry, concurrency caps
+(all keys together, and each key alone).
 
 Stored in the gateway's SQLite database so a restart forgets nothing. Each
 write is one transaction on the single writer: expiring idle sessions, counting
@@ -54,6 +55,9 @@ MODES = ("text", "voice")
 class SessionPolicy:
     idle_seconds: float
     max_open: int
+    max_per_key: int
+    """No key holds more open sessions than this, so one key cannot take every slot
+    of `max_open` and deny all others (issue 10, finding 6)."""
 
 
 def _iso(ts: float | None) -> str | None:
@@ -88,6 +92,11 @@ def expire_idle(conn: sqlite3.Connection, policy: SessionPolicy, now: float) -> 
 def start(conn: sqlite3.Connection, policy: SessionPolicy, mode: str, owner: str,
           now: float) -> sqlite3.Row:
     expire_idle(conn, policy, now)
+    mine = conn.execute("SELECT count(*) FROM sessions WHERE state='active' AND owner=?",
+                        (owner,)).fetchone()[0]
+    if mine >= policy.max_per_key:
+        raise RateLimited(f"this key has {mine} sessions open, the limit per key is "
+                          f"{policy.max_per_key}; stop one first", extra={"retry_after": 1})
     open_count = conn.execute("SELECT count(*) FROM sessions WHERE state='active'").fetchone()[0]
     if open_count >= policy.max_open:
         raise RateLimited(f"{open_count} sessions are open, the limit is {policy.max_open}; "

@@ -2,13 +2,15 @@
 
     POST /v1/sessions {mode?: text|voice}   -> 201 {id, mode, state: active, created_at,
                                                last_seen_at, expires_at, closed_at}
-                                               429 RATE_LIMITED at gateway.max_sessions open
+                                               429 RATE_LIMITED at gateway.max_sessions open,
+                                               or gateway.max_sessions_per_key for this key
     GET  /v1/sessions?state=&limit=         {sessions: [...], counts: {active, closed, expired}}
     GET  /v1/sessions/{id}                  one session (404 when unknown or another key's)
     POST /v1/sessions/{id}/stop             -> {state: closed}; ends its stream at once
     WS   /v1/sessions/{id}/stream           the realtime session (`stream_proxy`), relayed to
                                             the voice service; `Authorization: Bearer` on the
-                                            handshake
+                                            handshake; 429 past
+                                            gateway.max_streams_per_session
 
 Idle sessions expire after gateway.session_idle_seconds without activity (a chat
 turn, a stream frame): on every access, and by a sweeper task that also ends
@@ -102,7 +104,7 @@ class Sweeper:
 def routers(gw: Gateway) -> list[APIRouter]:
     policy = gw.session_policy
     quiet_denial_noise()
-    live = LiveStreams()
+    live = LiveStreams(gw.ctx.settings.gateway.max_streams_per_session)
     sweeper = Sweeper(gw, live)
     gw.on_startup.append(sweeper.start)
     gw.on_shutdown.append(sweeper.stop)
@@ -143,15 +145,24 @@ def routers(gw: Gateway) -> list[APIRouter]:
 
     @api.websocket("/sessions/{session_id}/stream")
     async def stream(websocket: WebSocket, session_id: str) -> None:
+        reserved = False
         try:
             key = gw.keys.authenticate(websocket.headers.get("authorization"))
             row = await gw.db.write(
                 lambda c: sessions.touch(c, policy, session_id, time.time(), key.id))
+            live.reserve(session_id)
+            reserved = True
             upstream = await open_upstream(f"{voice_ws}/v1/sessions/{session_id}/stream",
-                                           gw.ctx.token, str(row["mode"]))
+                                           gw.ctx.token, str(row["mode"]), key.id)
         except ApiError as exc:
+            if reserved:
+                live.release(session_id)
             await refuse(websocket, exc)
             return
+        except BaseException:
+            if reserved:
+                live.release(session_id)
+            raise
         last_touch = time.monotonic()
 
         async def activity() -> None:
@@ -164,10 +175,12 @@ def routers(gw: Gateway) -> list[APIRouter]:
         try:
             await websocket.accept()
         except BaseException:
+            live.release(session_id)
             await upstream.close()
             raise
         relay = Relay(session_id, websocket, upstream, activity)
         live.add(relay)
+        live.release(session_id)  # the relay holds the slot from here
         log.info("stream of %s opened", session_id)
         try:
             await relay.run()

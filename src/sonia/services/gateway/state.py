@@ -35,7 +35,8 @@ class Gateway:
             db=Database(ctx.home.db_path("gateway"), MIGRATIONS),
             keys=UserKeys(ctx.home),
             session_policy=sessions.SessionPolicy(idle_seconds=gw.session_idle_seconds,
-                                                  max_open=gw.max_sessions),
+                                                  max_open=gw.max_sessions,
+                                                  max_per_key=gw.max_sessions_per_key),
         )
 
     @property

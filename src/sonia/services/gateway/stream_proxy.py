@@ -23,12 +23,13 @@ import contextlib
 import json
 import logging
 from collections.abc import Awaitable, Callable
+from urllib.parse import urlencode
 
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake
 
-from sonia.errors import ApiError, Unavailable
+from sonia.errors import ApiError, RateLimited, Unavailable
 from sonia.kit import correlation
 from sonia.kit.auth import SERVICE_TOKEN_HEADER
 
@@ -129,10 +130,33 @@ class Relay:
 
 
 class LiveStreams:
-    """Every relay that is running, by session id."""
+    """Every relay that is running, by session id, and the handshakes under way.
 
-    def __init__(self) -> None:
+    `reserve` takes one of a session's `max_per_session` stream slots before the
+    (awaited) upstream connection is opened, and the slot is held until `discard`
+    or `release`: checking and taking happen with no await between them, so
+    concurrent handshakes cannot overshoot the cap (issue 10, finding 6)."""
+
+    def __init__(self, max_per_session: int = 1_000_000) -> None:
         self._relays: dict[str, set[Relay]] = {}
+        self._reserved: dict[str, int] = {}
+        self.max_per_session = max_per_session
+
+    def reserve(self, session_id: str) -> None:
+        """Take a stream slot of `session_id`; RateLimited when all are taken."""
+        held = len(self._relays.get(session_id, ())) + self._reserved.get(session_id, 0)
+        if held >= self.max_per_session:
+            raise RateLimited(f"session {session_id} has {held} streams open, the limit is "
+                              f"{self.max_per_session}", extra={"retry_after": 1})
+        self._reserved[session_id] = self._reserved.get(session_id, 0) + 1
+
+    def release(self, session_id: str) -> None:
+        """Give back a slot taken by `reserve` (the relay now counts, or never started)."""
+        left = self._reserved.get(session_id, 0) - 1
+        if left > 0:
+            self._reserved[session_id] = left
+        else:
+            self._reserved.pop(session_id, None)
 
     def __len__(self) -> int:
         return sum(len(r) for r in self._relays.values())
@@ -161,11 +185,13 @@ class LiveStreams:
             self.end(session_id, reason)
 
 
-async def open_upstream(url: str, token: str, mode: str) -> ClientConnection:
-    """The voice service's socket for a session; Unavailable when it cannot be opened."""
+async def open_upstream(url: str, token: str, mode: str, owner: str) -> ClientConnection:
+    """The voice service's socket for a session of `owner` (the key id whose memories
+    the session recalls and stores); Unavailable when it cannot be opened."""
     try:
         return await connect(
-            f"{url}?mode={mode}", proxy=None, open_timeout=5, max_size=MAX_FRAME_BYTES,
+            f"{url}?{urlencode({'mode': mode, 'owner': owner})}", proxy=None, open_timeout=5,
+            max_size=MAX_FRAME_BYTES,
             additional_headers={SERVICE_TOKEN_HEADER: token,
                                 correlation.HEADER: correlation.current()})
     except InvalidHandshake as exc:

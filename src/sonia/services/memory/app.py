@@ -1,16 +1,18 @@
 """The memory service: the memory ledger and conversation turns in SQLite (WAL, FTS5).
 
-Internal routes (service token; callers in `CALLERS`):
+Internal routes (service token; callers in `CALLERS`). Routes marked * take
+`?owner=<key id>`, required: the principal whose memories they store, find, read or
+archive; a memory of another owner does not exist for them (404, not in results).
 
-    POST /v1/memories                          store a memory -> 201 memory
-    GET  /v1/memories/search?q=&limit=         {results: [{id, kind, content, score, created_at}]}
-    GET  /v1/memories/{memory_id}              one memory (archived ones too)
-    POST /v1/memories/{memory_id}/archive      stop recalling it (never deleted)
-    POST /v1/facts                             remember the facts stated in a text -> 201
+  * POST /v1/memories                          store a memory -> 201 memory
+  * GET  /v1/memories/search?q=&limit=         {results: [{id, kind, content, score, created_at}]}
+  * GET  /v1/memories/{memory_id}              one memory (archived ones too)
+  * POST /v1/memories/{memory_id}/archive      stop recalling it (never deleted)
+  * POST /v1/facts                             remember the facts stated in a text -> 201
     POST /v1/sessions/{session_id}/turns       append one turn -> 201 turn
-    POST /v1/sessions/{session_id}/exchanges   user turn + reply + facts, one transaction -> 201
+  * POST /v1/sessions/{session_id}/exchanges   user turn + reply + facts, one transaction -> 201
     GET  /v1/sessions/{session_id}/turns       the last turns, oldest first
-    GET  /v1/sessions/{session_id}/context?q=&recall=&turns=
+  * GET  /v1/sessions/{session_id}/context?q=&recall=&turns=
                                                what a reply needs in one read: the memories
                                                recalled for q and the session's last turns
     GET  /v1/stats                             tables and row counts
@@ -50,6 +52,8 @@ CALLERS: dict[str, frozenset[str]] = {
 
 Content = Annotated[StrictStr, Field(min_length=1, max_length=MAX_CONTENT_CHARS)]
 SessionId = Annotated[str, Field(min_length=1, max_length=200)]
+Owner = Annotated[str, Query(min_length=1, max_length=64,
+                             description="the key id whose memories these are")]
 
 
 class _Body(BaseModel):
@@ -87,30 +91,31 @@ def routes(memory: MemoryStore) -> APIRouter:
     db = memory.db
 
     @router.post("/memories", status_code=201)
-    async def add_memory(body: NewMemory) -> dict[str, Any]:
-        added = await memory.add_memory(body.content, kind=body.kind, metadata=body.metadata,
+    async def add_memory(body: NewMemory, owner: Owner) -> dict[str, Any]:
+        added = await memory.add_memory(body.content, owner=owner, kind=body.kind,
+                                        metadata=body.metadata,
                                         session_id=body.session_id,
                                         idempotency_key=body.idempotency_key)
         return added.to_dict()
 
     @router.get("/memories/search")
-    async def search(q: Annotated[str, Query(max_length=4096)],
+    async def search(q: Annotated[str, Query(max_length=4096)], owner: Owner,
                      limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = 10) -> dict[str, Any]:
-        hits = await memory.search(q, limit)
+        hits = await memory.search(q, limit, owner=owner)
         return {"query": q, "results": [h.to_dict() for h in hits]}
 
     @router.get("/memories/{memory_id}")
-    async def get_memory(memory_id: str) -> dict[str, Any]:
-        return (await memory.get_memory(memory_id)).to_dict()
+    async def get_memory(memory_id: str, owner: Owner) -> dict[str, Any]:
+        return (await memory.get_memory(memory_id, owner=owner)).to_dict()
 
     @router.post("/memories/{memory_id}/archive")
-    async def archive(memory_id: str) -> dict[str, Any]:
-        return (await memory.archive_memory(memory_id)).to_dict()
+    async def archive(memory_id: str, owner: Owner) -> dict[str, Any]:
+        return (await memory.archive_memory(memory_id, owner=owner)).to_dict()
 
     @router.post("/facts", status_code=201)
-    async def remember(body: FactsIn) -> dict[str, Any]:
-        stored = await db.write(
-            lambda c: facts.remember_facts(c, body.text, session_id=body.session_id))
+    async def remember(body: FactsIn, owner: Owner) -> dict[str, Any]:
+        stored = await db.write(lambda c: facts.remember_facts(
+            c, body.text, owner=owner, session_id=body.session_id))
         return {"memories": [r.to_dict() for r in stored]}
 
     @router.post("/sessions/{session_id}/turns", status_code=201)
@@ -120,9 +125,10 @@ def routes(memory: MemoryStore) -> APIRouter:
         return turn.to_dict()
 
     @router.post("/sessions/{session_id}/exchanges", status_code=201)
-    async def add_exchange(session_id: SessionId, body: NewExchange) -> dict[str, Any]:
+    async def add_exchange(session_id: SessionId, body: NewExchange,
+                           owner: Owner) -> dict[str, Any]:
         asked, answered, stored = await db.write(lambda c: facts.store_exchange(
-            c, session_id, body.user, body.assistant, metadata=body.metadata,
+            c, session_id, body.user, body.assistant, owner=owner, metadata=body.metadata,
             remember=body.remember))
         return {"session_id": session_id,
                 "turns": [t.to_dict() for t in (asked, answered) if t is not None],
@@ -137,10 +143,13 @@ def routes(memory: MemoryStore) -> APIRouter:
 
     @router.get("/sessions/{session_id}/context")
     async def context(session_id: SessionId, q: Annotated[str, Query(max_length=65_536)],
+                      owner: Owner,
                       recall: Annotated[int, Query(ge=0, le=MAX_LIMIT)] = 5,
                       turns: Annotated[int, Query(ge=0, le=MAX_LIMIT)] = 20) -> dict[str, Any]:
+        store.check_owner(owner)
+
         def read(conn: sqlite3.Connection) -> dict[str, Any]:
-            hits = store.search(conn, q, recall) if recall else []
+            hits = store.search(conn, q, recall, owner=owner) if recall else []
             recent = store.list_turns(conn, session_id, turns) if turns else []
             return {"session_id": session_id, "recalled": [h.to_dict() for h in hits],
                     "turns": [t.to_dict() for t in recent]}

@@ -84,16 +84,20 @@ class Remembered:
         return {**self.memory.to_dict(), "new": self.new}
 
 
-def remember_facts(conn: sqlite3.Connection, message: str, *, session_id: str | None = None,
-                   clock: Clock = utc_now) -> list[Remembered]:
-    """Store the facts of `message` (see `facts_in`); safe inside a larger transaction."""
+def remember_facts(conn: sqlite3.Connection, message: str, *, owner: str,
+                   session_id: str | None = None, clock: Clock = utc_now) -> list[Remembered]:
+    """Store the facts of `message` (see `facts_in`) as memories of `owner`; safe inside a
+    larger transaction."""
     remembered: list[Remembered] = []
+    store.check_owner(owner)
     for fact in facts_in(message):
         key = fact_key(fact)
         conn.execute("UPDATE memories SET idempotency_key = NULL"
-                     " WHERE idempotency_key = ? AND archived_at IS NOT NULL", (key,))
+                     " WHERE idempotency_key = ? AND archived_at IS NOT NULL",
+                     (store.scoped_idempotency_key(owner, key),))
         before = conn.total_changes
-        memory = store.add_memory(conn, fact, kind=FACT_KIND, session_id=session_id,
+        memory = store.add_memory(conn, fact, owner=owner, kind=FACT_KIND,
+                                  session_id=session_id,
                                   idempotency_key=key, metadata={"source": "user statement"},
                                   clock=clock)
         remembered.append(Remembered(memory, new=conn.total_changes > before))
@@ -101,7 +105,8 @@ def remember_facts(conn: sqlite3.Connection, message: str, *, session_id: str | 
 
 
 def store_exchange(conn: sqlite3.Connection, session_id: str, user: str, assistant: str | None,
-                   *, metadata: Mapping[str, Any] | None = None, remember: bool = True,
+                   *, owner: str, metadata: Mapping[str, Any] | None = None,
+                   remember: bool = True,
                    clock: Clock = utc_now) -> tuple[Turn, Turn | None, list[Remembered]]:
     """A user message, its reply and the facts of the message: one transaction, all or none.
 
@@ -110,7 +115,8 @@ def store_exchange(conn: sqlite3.Connection, session_id: str, user: str, assista
     asked = store.add_turn(conn, session_id, "user", user, metadata=metadata, clock=clock)
     answered = (store.add_turn(conn, session_id, "assistant", assistant, metadata=metadata,
                                clock=clock) if assistant and assistant.strip() else None)
-    facts = remember_facts(conn, user, session_id=session_id, clock=clock) if remember else []
+    facts = (remember_facts(conn, user, owner=owner, session_id=session_id, clock=clock)
+             if remember else [])
     return asked, answered, facts
 
 

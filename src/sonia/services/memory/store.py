@@ -11,6 +11,10 @@ reaches FTS5 query syntax: `match_expression` keeps only the words of a query,
 quotes each one, and joins them with OR, so recall is broad and BM25 puts the
 best match first. Scores are `-bm25(...)`: positive, higher is better.
 
+Every memory has an owner, the principal (key id) of the API key that stored it;
+search, read and archive see only the caller's own (issue 10, finding 8). Memories
+from before owners existed belong to LEGACY_OWNER, which no key is.
+
 The module is plain functions of a `sqlite3.Connection` (each one correct on
 its own, and safe inside a larger transaction) plus `MemoryStore`, the async
 face the service uses: writes go through `Database.write`, which commits with
@@ -80,8 +84,20 @@ MIGRATIONS: list[str] = [
         INSERT INTO memories_fts(rowid, content) VALUES (new.seq, new.content);
     END;
     """,
+    # v1 -> v2: every memory belongs to an owner (the principal of the API key that
+    # stored it). Rows from before have the owner LEGACY_OWNER, which no key id can be
+    # (ids are hex), so no key sees them; idempotency keys are scoped per owner.
+    """
+    ALTER TABLE memories ADD COLUMN owner TEXT NOT NULL DEFAULT 'legacy';
+    UPDATE memories SET idempotency_key = 'legacy/' || idempotency_key
+        WHERE idempotency_key IS NOT NULL;
+    CREATE INDEX memories_owner ON memories(owner, archived_at);
+    """,
 ]
 """The schema, one script per version (`PRAGMA user_version`); append, never edit."""
+
+LEGACY_OWNER = "legacy"
+"""The owner of memories stored before memories had owners: no API key's id."""
 
 TABLES: tuple[str, ...] = ("memories", "turns")
 """The tables holding the ledger's rows (the FTS index is derived from `memories`)."""
@@ -92,6 +108,7 @@ MAX_LIMIT = 200
 MAX_QUERY_TERMS = 32
 MAX_TERM_CHARS = 64
 _KIND = re.compile(r"[a-z][a-z0-9_.-]{0,31}")
+_OWNER = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
 _WORD = re.compile(r"\w+", re.UNICODE)
 
 Clock = Callable[[], datetime]
@@ -193,6 +210,13 @@ def _check_limit(limit: int) -> int:
     return limit
 
 
+def check_owner(owner: str) -> str:
+    """An owner is a key's principal (its id); the legacy owner is nobody's."""
+    if not isinstance(owner, str) or not _OWNER.fullmatch(owner) or owner == LEGACY_OWNER:
+        raise InvalidArgument("owner must be a key id ([A-Za-z0-9_.:-]{1,64}, not 'legacy')")
+    return owner
+
+
 def _dump(metadata: Mapping[str, Any] | None) -> str:
     try:
         return json.dumps(dict(metadata or {}), sort_keys=True, separators=(",", ":"))
@@ -219,35 +243,39 @@ def add_memory(
     conn: sqlite3.Connection,
     content: str,
     *,
+    owner: str,
     kind: str = "note",
     metadata: Mapping[str, Any] | None = None,
     session_id: str | None = None,
     idempotency_key: str | None = None,
     clock: Clock = utc_now,
 ) -> Memory:
-    """Store a memory; a retry with the same `idempotency_key` returns the first one.
+    """Store a memory of `owner`; a retry with the same `idempotency_key` (per owner)
+    returns the first one.
 
     Reusing a key for different content or kind is a client bug and is refused
     (INVALID_ARGUMENT) rather than silently answered with the other record.
     """
     _check_content(content)
+    check_owner(owner)
     if not isinstance(kind, str) or not _KIND.fullmatch(kind):
         raise InvalidArgument("kind must match [a-z][a-z0-9_.-]{0,31}")
     if idempotency_key is not None and not 1 <= len(idempotency_key) <= 200:
         raise InvalidArgument("idempotency_key must be 1 to 200 characters")
+    scoped_key = scoped_idempotency_key(owner, idempotency_key)
     cursor = conn.execute(
         "INSERT INTO memories (id, kind, content, metadata, session_id, idempotency_key,"
-        " created_at) VALUES (?, ?, ?, ?, ?, ?, ?)"
+        " created_at, owner) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
         " ON CONFLICT (idempotency_key) DO NOTHING",
-        (_new_id("mem"), kind, content, _dump(metadata), session_id, idempotency_key,
-         _stamp(clock)),
+        (_new_id("mem"), kind, content, _dump(metadata), session_id, scoped_key,
+         _stamp(clock), owner),
     )
     if cursor.rowcount == 1:
         row = conn.execute(f"SELECT {_MEMORY_COLUMNS} FROM memories WHERE seq = ?",
                            (cursor.lastrowid,)).fetchone()
         return _memory(row)
     row = conn.execute(f"SELECT {_MEMORY_COLUMNS} FROM memories WHERE idempotency_key = ?",
-                       (idempotency_key,)).fetchone()
+                       (scoped_key,)).fetchone()
     existing = _memory(row)
     if existing.content != content or existing.kind != kind:
         raise InvalidArgument("idempotency_key was already used for a different memory",
@@ -255,21 +283,29 @@ def add_memory(
     return existing
 
 
-def get_memory(conn: sqlite3.Connection, memory_id: str) -> Memory:
-    row = conn.execute(f"SELECT {_MEMORY_COLUMNS} FROM memories WHERE id = ?",
-                       (memory_id,)).fetchone()
+def scoped_idempotency_key(owner: str, key: str | None) -> str | None:
+    """Idempotency keys are unique per owner: two keys stating one fact get two rows."""
+    return None if key is None else f"{owner}/{key}"
+
+
+def get_memory(conn: sqlite3.Connection, memory_id: str, *, owner: str) -> Memory:
+    """A memory of `owner`; another owner's memory is NOT_FOUND, as if it did not exist."""
+    row = conn.execute(f"SELECT {_MEMORY_COLUMNS} FROM memories WHERE id = ? AND owner = ?",
+                       (memory_id, check_owner(owner))).fetchone()
     if row is None:
         raise NotFound(f"no memory {memory_id!r}")
     return _memory(row)
 
 
 def archive_memory(
-    conn: sqlite3.Connection, memory_id: str, *, clock: Clock = utc_now
+    conn: sqlite3.Connection, memory_id: str, *, owner: str, clock: Clock = utc_now
 ) -> Memory:
-    """Stop recalling a memory (kept in the ledger); archiving twice changes nothing."""
-    conn.execute("UPDATE memories SET archived_at = ? WHERE id = ? AND archived_at IS NULL",
-                 (_stamp(clock), memory_id))
-    return get_memory(conn, memory_id)
+    """Stop recalling a memory of `owner` (kept in the ledger); archiving twice changes
+    nothing, and another owner's memory is NOT_FOUND and stays as it is."""
+    conn.execute("UPDATE memories SET archived_at = ?"
+                 " WHERE id = ? AND owner = ? AND archived_at IS NULL",
+                 (_stamp(clock), memory_id, check_owner(owner)))
+    return get_memory(conn, memory_id, owner=owner)
 
 
 def match_expression(query: str) -> str | None:
@@ -291,18 +327,20 @@ def match_expression(query: str) -> str | None:
     return " OR ".join('"' + term.replace('"', '""') + '"' for term in terms)
 
 
-def search(conn: sqlite3.Connection, query: str, limit: int = 10) -> list[MemoryHit]:
-    """The live (unarchived) memories matching any word of `query`, best first."""
+def search(conn: sqlite3.Connection, query: str, limit: int = 10, *,
+           owner: str) -> list[MemoryHit]:
+    """The live (unarchived) memories of `owner` matching any word of `query`, best first."""
     _check_limit(limit)
+    check_owner(owner)
     expression = match_expression(query) if isinstance(query, str) else None
     if expression is None:
         return []
     rows = conn.execute(
         "SELECT m.id, m.kind, m.content, m.created_at, bm25(memories_fts) AS bm25_rank"
         " FROM memories_fts JOIN memories AS m ON m.seq = memories_fts.rowid"
-        " WHERE memories_fts MATCH ? AND m.archived_at IS NULL"
+        " WHERE memories_fts MATCH ? AND m.archived_at IS NULL AND m.owner = ?"
         " ORDER BY bm25_rank, m.seq DESC LIMIT ?",
-        (expression, limit),
+        (expression, owner, limit),
     ).fetchall()
     return [MemoryHit(id=r["id"], kind=r["kind"], content=r["content"],
                       score=round(-float(r["bm25_rank"]), 6), created_at=r["created_at"])
@@ -404,24 +442,27 @@ class MemoryStore:
         self,
         content: str,
         *,
+        owner: str,
         kind: str = "note",
         metadata: Mapping[str, Any] | None = None,
         session_id: str | None = None,
         idempotency_key: str | None = None,
     ) -> Memory:
         return await self.db.write(lambda c: add_memory(
-            c, content, kind=kind, metadata=metadata, session_id=session_id,
+            c, content, owner=owner, kind=kind, metadata=metadata, session_id=session_id,
             idempotency_key=idempotency_key, clock=self._clock))
 
-    async def get_memory(self, memory_id: str) -> Memory:
-        return await self.db.read(lambda c: get_memory(c, memory_id))
+    async def get_memory(self, memory_id: str, *, owner: str) -> Memory:
+        return await self.db.read(lambda c: get_memory(c, memory_id, owner=owner))
 
-    async def archive_memory(self, memory_id: str) -> Memory:
-        return await self.db.write(lambda c: archive_memory(c, memory_id, clock=self._clock))
+    async def archive_memory(self, memory_id: str, *, owner: str) -> Memory:
+        return await self.db.write(lambda c: archive_memory(c, memory_id, owner=owner,
+                                                            clock=self._clock))
 
-    async def search(self, query: str, limit: int = 10) -> list[MemoryHit]:
+    async def search(self, query: str, limit: int = 10, *, owner: str) -> list[MemoryHit]:
         _check_limit(limit)
-        return await self.db.read(lambda c: search(c, query, limit))
+        check_owner(owner)
+        return await self.db.read(lambda c: search(c, query, limit, owner=owner))
 
     async def add_turn(
         self, session_id: str, role: str, content: str,
@@ -453,7 +494,9 @@ class MemoryStore:
 
 
 __all__ = [
-    "MIGRATIONS", "Memory", "MemoryHit", "MemoryStore", "SessionSummary", "TABLES", "Turn",
-    "add_memory", "add_turn", "archive_memory", "check_index", "counts", "get_memory",
-    "list_turns", "match_expression", "recent_sessions", "search",
+    "LEGACY_OWNER", "MIGRATIONS", "Memory", "MemoryHit", "MemoryStore", "SessionSummary",
+    "TABLES", "Turn",
+    "add_memory", "add_turn", "archive_memory", "check_index", "check_owner", "counts",
+    "get_memory", "list_turns", "match_expression", "recent_sessions",
+    "scoped_idempotency_key", "search",
 ]

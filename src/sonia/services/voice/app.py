@@ -82,16 +82,19 @@ def create(ctx: ServiceContext) -> FastAPI:
     stream_routes = APIRouter()
 
     @stream_routes.websocket(STREAM_ROUTE)
-    async def stream(websocket: WebSocket, session_id: str, mode: str = "voice") -> None:
+    async def stream(websocket: WebSocket, session_id: str, mode: str = "voice",
+                     owner: str = "") -> None:
         try:
             caller = stream_auth.identify(websocket.headers.get(SERVICE_TOKEN_HEADER))
             stream_auth.authorize(caller, STREAM_ROUTE)
             if mode not in ("text", "voice"):
                 raise InvalidArgument("mode must be text or voice")
+            if not owner:
+                raise InvalidArgument("owner (the key id of the session) is required")
         except ApiError as exc:
             await refuse(websocket, exc)
             return
-        session = RealtimeSession(session_id, dialogue.for_session(session_id),
+        session = RealtimeSession(session_id, dialogue.for_session(session_id, owner),
                                   tts=await adapters.tts(mode), transcriber=transcriber,
                                   max_text_chars=max_text)
         await websocket.accept()

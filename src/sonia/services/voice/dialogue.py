@@ -1,6 +1,6 @@
 """How a realtime session's reply is made: recall from memory, stream from the router, store.
 
-`Dialogue.for_session(id)` is the `generate_stream` a `RealtimeSession` calls
+`Dialogue.for_session(id, owner)` is the `generate_stream` a `RealtimeSession` calls
 for each utterance. Each reply:
 
   1. recalls memories for the utterance and reads the session's recent turns
@@ -43,32 +43,35 @@ class Dialogue:
         self.router = ctx.client("router")
         self._background: set[asyncio.Task[None]] = set()
 
-    def for_session(self, session_id: str) -> GenerateStream:
+    def for_session(self, session_id: str, owner: str) -> GenerateStream:
+        """Replies in `session_id` of `owner`, the key id whose memories are recalled."""
         def generate(text: str) -> AsyncGenerator[str, None]:
-            return self.reply(session_id, text)
+            return self.reply(session_id, text, owner)
         return generate
 
-    async def _context(self, session_id: str, text: str) -> tuple[list[str], list[dict[str, str]]]:
+    async def _context(self, session_id: str, text: str,
+                       owner: str) -> tuple[list[str], list[dict[str, str]]]:
         found = await self.memory.request(
             "GET", f"/v1/sessions/{session_id}/context",
-            params={"q": text[:4096], "recall": RECALL_LIMIT, "turns": HISTORY_TURNS})
+            params={"q": text[:4096], "recall": RECALL_LIMIT, "turns": HISTORY_TURNS,
+                    "owner": owner})
         recalled = [r["content"] for r in found["recalled"]]
         history = [{"role": t["role"], "content": t["content"]} for t in found["turns"]]
         return recalled, history
 
-    async def _store(self, session_id: str, text: str, reply: str,
+    async def _store(self, session_id: str, owner: str, text: str, reply: str,
                      metadata: dict[str, Any]) -> None:
         await self.memory.request(
-            "POST", f"/v1/sessions/{session_id}/exchanges",
+            "POST", f"/v1/sessions/{session_id}/exchanges", params={"owner": owner},
             json_body={"user": text, "assistant": reply or None,
                        "metadata": {**metadata, "source": "voice",
                                     "correlation_id": correlation.current()}})
 
-    def _store_later(self, session_id: str, text: str, reply: str,
+    def _store_later(self, session_id: str, owner: str, text: str, reply: str,
                      metadata: dict[str, Any]) -> None:
         async def store() -> None:
             try:
-                await self._store(session_id, text, reply, metadata)
+                await self._store(session_id, owner, text, reply, metadata)
             except ApiError as exc:
                 log.warning("could not store the turn of %s: %s", session_id, exc.detail)
 
@@ -76,9 +79,10 @@ class Dialogue:
         self._background.add(task)
         task.add_done_callback(self._background.discard)
 
-    async def reply(self, session_id: str, text: str) -> AsyncGenerator[str, None]:
+    async def reply(self, session_id: str, text: str,
+                    owner: str) -> AsyncGenerator[str, None]:
         """The reply's text deltas, after one `Attribution` saying who answers."""
-        recalled, history = await self._context(session_id, text)
+        recalled, history = await self._context(session_id, text, owner)
         body = {"messages": [*history, {"role": "user", "content": text}],
                 "recalled": recalled}
         budget = self.ctx.settings.router.timeout_seconds * 3 + 5.0
@@ -102,14 +106,14 @@ class Dialogue:
                         outcome = {"failed": event.get("code")}
                         raise api_error_for(str(event.get("code")), str(event.get("detail")))
             outcome["interrupted"] = False
-            await self._store(session_id, text, said, outcome)
+            await self._store(session_id, owner, text, said, outcome)
         except ApiError as exc:
             outcome = {"failed": exc.code}
-            self._store_later(session_id, text, said, outcome)
+            self._store_later(session_id, owner, text, said, outcome)
             raise
         finally:
             if outcome.get("interrupted"):
-                self._store_later(session_id, text, said, outcome)
+                self._store_later(session_id, owner, text, said, outcome)
 
     async def drain(self) -> None:
         """Wait for the background stores (at shutdown)."""

@@ -40,6 +40,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import Any, TypeVar
 
 from sonia.errors import ApiError, Internal, InvalidArgument, PayloadTooLarge, Unavailable
+from sonia.kit.encoding import check_text
 from sonia.services.voice.speech import NullTTS, TextToSpeech, Transcriber
 from sonia.services.voice.turns import TurnMachine, TurnState
 
@@ -170,8 +171,9 @@ class RealtimeSession:
         if isinstance(message, str):
             try:
                 message = json.loads(message)
-            except ValueError as exc:
+            except (ValueError, RecursionError) as exc:
                 raise InvalidArgument("a text frame must be a JSON object") from exc
+            check_text(message)  # a lone surrogate would fail later, storing the turn
         if not isinstance(message, Mapping):
             raise InvalidArgument("a text frame must be a JSON object")
         return message
