@@ -32,6 +32,8 @@ codes"), so one function renders all of them the same way.
 
 from __future__ import annotations
 
+import traceback
+from pathlib import Path
 from typing import Any, ClassVar
 
 
@@ -163,3 +165,21 @@ API_ERRORS: dict[str, type[ApiError]] = {
 def api_error_for(code: str, detail: str, extra: dict[str, Any] | None = None) -> ApiError:
     """Rebuild the ApiError a downstream service answered (unknown codes become INTERNAL)."""
     return API_ERRORS.get(code, Internal)(detail, extra=extra)
+
+
+MAX_FRAMES = 8
+"""Innermost frames of an exception written to the log."""
+
+
+def describe_exception(exc: BaseException) -> str:
+    """Type and place of `exc`, for the log, without its message.
+
+    An exception's message and arguments may hold the request body (a
+    UnicodeEncodeError holds the whole string it failed on), and its repr once put a
+    150 KB body through the log redactor. The log gets what a reader needs to find
+    the bug: the type and the frames (file, line, function) where it was raised; the
+    correlation id on the line ties it to the request."""
+    frames = traceback.extract_tb(exc.__traceback__)[-MAX_FRAMES:]
+    where = " <- ".join(f"{Path(f.filename).name}:{f.lineno} in {f.name}"
+                        for f in reversed(frames))
+    return f"{type(exc).__module__}.{type(exc).__qualname__} at {where or 'unknown'}"

@@ -43,7 +43,7 @@ import re
 from collections.abc import Iterable
 from typing import Any
 
-from sonia.kit.logs import describe_exception
+from sonia.errors import describe_exception
 
 __all__ = ["MIN_LITERAL_CHARS", "RedactingFilter", "Redactor", "default_redactor"]
 

@@ -14,11 +14,11 @@ import json
 import logging
 import sys
 import time
-import traceback
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from sonia.errors import describe_exception
 from sonia.kit import correlation
 
 EXTRA_FIELDS = ("route", "method", "status", "duration_ms", "client", "event", "caller")
@@ -26,24 +26,6 @@ EXTRA_FIELDS = ("route", "method", "status", "duration_ms", "client", "event", "
 MAX_MSG_CHARS = 2048
 """A longer message is cut (and says so): no log line carries a request body, and
 redacting a line costs a bounded amount of time."""
-MAX_FRAMES = 8
-"""Innermost frames of an exception written to the log."""
-
-
-def describe_exception(exc: BaseException) -> str:
-    """Type and place of `exc`, for the log, without its message.
-
-    An exception's message and arguments may hold the request body (a
-    UnicodeEncodeError holds the whole string it failed on), and its repr once put a
-    150 KB body through the log redactor. The log gets what a reader needs to find
-    the bug: the type and the frames (file, line, function) where it was raised; the
-    correlation id on the line ties it to the request."""
-    frames = traceback.extract_tb(exc.__traceback__)[-MAX_FRAMES:]
-    where = " <- ".join(f"{Path(f.filename).name}:{f.lineno} in {f.name}"
-                        for f in reversed(frames))
-    return f"{type(exc).__module__}.{type(exc).__qualname__} at {where or 'unknown'}"
-
-
 class JsonFormatter(logging.Formatter):
     def __init__(self, service: str, redact: Callable[[str], str] | None = None) -> None:
         super().__init__()

@@ -26,9 +26,9 @@ from sonia.errors import (
     PayloadTooLarge,
     RateLimited,
     Unauthenticated,
+    describe_exception,
 )
 from sonia.kit import correlation
-from sonia.kit.logs import describe_exception
 
 MEDIA_TYPE = "application/problem+json"
 TYPE_BASE = "urn:sonia:problem:"
