@@ -447,4 +447,4 @@ WRITERS: dict[str, Callable[..., Path]] = {
     "go-no-go": go_no_go, "security": security, "soak": soak, "durability": durability,
     "determinism": determinism, "chaos": chaos,
 }
-"""gate -> builder(run_dir, profile, change=...)."""
+"""gate -> builder(run_dir, profile=..., change=...) (determinism takes runs positionally)."""

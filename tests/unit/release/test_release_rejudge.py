@@ -124,8 +124,14 @@ def test_parameters_in_verdict_json_must_match_the_ones_the_evidence_recorded(
     data = json.loads(stated.read_text())
     data["parameters"]["cycles"] = 10  # claim release cycles over a 2-cycle summary
     stated.write_text(json.dumps(data))
+    drill = runs["durability"] / "restore-drill.json"
+    recorded = json.loads(drill.read_text())
+    assert recorded["seed"] == 7 and recorded["profile"]["seed"] is None  # drawn: not a claim
+    recorded["profile"]["seed"] = 7  # a seed the profile did not ask for is
+    drill.write_text(json.dumps(recorded))
     reason = refused(setup, runs)
     assert "differ from those go-no-go-summary.json recorded" in reason
+    assert "differ from those restore-drill.json recorded" in reason
 
 
 def test_a_quick_determinism_run_stated_as_release_is_refused(setup: Setup) -> None:
