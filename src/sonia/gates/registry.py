@@ -100,8 +100,8 @@ def judge(gate: str, run_dir: Path) -> Verdict:
             raise GateError(f"gate {gate}: evidence file {name} is missing from {run_dir.name}")
     try:
         derived = module_judge(run_dir)
-    except (KeyError, TypeError, ValueError, IndexError, AttributeError, OSError, csv.Error,
-            ET.ParseError) as exc:
+    except (ConfigError, KeyError, TypeError, ValueError, IndexError, AttributeError, OSError,
+            csv.Error, ET.ParseError) as exc:  # ConfigError: a judge's own "unreadable" error
         raise GateError(f"gate {gate}: the evidence in {run_dir.name} is malformed: "
                         f"{type(exc).__name__}: {exc}") from exc
     if not isinstance(derived, Verdict):

@@ -52,8 +52,11 @@ def _plain(value: Any) -> Any:
 def _parameter_mismatches(gate: str, run_dir: Path, parameters: dict[str, Any]) -> list[str]:
     """Evidence files whose recorded parameters differ from those verdict.json states.
 
-    A file records them as a whole `profile` object, or as top-level scalars named
-    like a parameter (the determinism gate's `seed` and `marker`).
+    A file records them as a whole `profile` object, or, when it has none, as
+    top-level scalars named like a parameter (the determinism gate's `seed` and
+    `marker`). Beside a profile object a top-level scalar is a measurement, not a
+    parameter: the durability drill's `seed` is the one it drew when the profile's
+    is None.
     """
     stated = _plain(parameters)
     found = []
@@ -66,8 +69,9 @@ def _parameter_mismatches(gate: str, run_dir: Path, parameters: dict[str, Any]) 
             continue  # the judge has already said what is wrong with it
         if not isinstance(data, dict):
             continue
-        if isinstance(data.get("profile"), dict) and _plain(data["profile"]) != stated:
-            found.append(name)
+        if isinstance(data.get("profile"), dict):  # the whole profile: nothing else to hold
+            if _plain(data["profile"]) != stated:  # (a drawn `seed` beside it is not a claim)
+                found.append(name)
             continue
         scalars = {k: v for k, v in data.items() if k in stated
                    and isinstance(v, str | int | float | bool) and v != stated[k]}

@@ -10,97 +10,17 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from gate_runs import ChaosRun as Run
+from gate_runs import chaos
 
-from sonia import SERVICES
 from sonia.errors import ConfigError
 from sonia.gates.chaos import history as h
-from sonia.gates.chaos.evidence import DEPENDENTS, HISTORY, REPORT, judge
-
-ACTION_KEY = "c" * 32
-
-
-class Run:
-    """A recorded run under construction: operations, faults, and what the stack stored."""
-
-    def __init__(self) -> None:
-        self.ops: list[dict[str, Any]] = []
-        self.faults: list[dict[str, Any]] = []
-        self.sessions: dict[str, Any] = {"acknowledged": {"ses_1": True}, "active_at_end": [],
-                                         "approvals_left_unknown": []}
-
-    def op(self, kind: str, at: float, outcome: str = "ok", key: str | None = None,
-           **result: Any) -> None:
-        seq = len(self.ops)
-        key = key or f"{seq:032x}"
-        if outcome == "ok" and kind == h.MEMORY_WRITE:
-            result.setdefault("id", f"mem_{seq}")
-        if outcome == "ok" and kind == h.CHAT:
-            result.setdefault("turn_id", f"turn_{seq}")
-        self.ops.append({"seq": seq, "kind": kind, "key": key, "attempt": 1, "invoked_s": at,
-                         "completed_s": at + 0.05, "latency_s": 0.05, "outcome": outcome,
-                         "status": 200 if outcome == "ok" else 503, "code": None,
-                         "error": None, "result": result})
-
-    def fault(self, kind: str, target: str, at: float, **detail: Any) -> None:
-        self.faults.append({"kind": kind, "target": target, "at_s": at, "at": "2026-01-01",
-                            "detail": detail, "effect_s": 0.1, "recovered_at_s": at,
-                            "ready_s": 1.0, "e2e_s": 2.0, "recovered": True})
-
-    def observed(self) -> dict[str, Any]:
-        memory = [o for o in self.ops if o["kind"] == h.MEMORY_WRITE and o["outcome"] == "ok"]
-        chats = [o for o in self.ops if o["kind"] == h.CHAT and o["outcome"] == "ok"]
-        voice = [o for o in self.ops if o["kind"] == h.VOICE_TURN and o["outcome"] == "ok"]
-        return {"memory_keys": {o["key"]: 1 for o in memory},
-                "memory_ids": [o["result"]["id"] for o in memory],
-                "turn_keys": {o["key"]: 1 for o in chats},
-                "turn_ids": [o["result"]["turn_id"] for o in chats],
-                "voice_keys": {o["key"]: 1 for o in voice},
-                "execution_effects": {ACTION_KEY: 1}, "action_keys": {"act_1": ACTION_KEY},
-                "executed": [["act_1", "jti-1"]], "approved": ["act_1"],
-                "consumed_grants": [["jti-1", "act_1"]]}
-
-    def write(self, run_dir: Path) -> Path:
-        with open(run_dir / HISTORY, "w") as out:
-            for op in self.ops:
-                out.write(json.dumps(op) + "\n")
-        (run_dir / REPORT).write_text(json.dumps({
-            "profile": {"min_ok_per_kind": 1, "kills_per_service": 1,
-                        "recovery_deadline_s": 45.0},
-            "faults": self.faults, "observed": self.observed(),
-            "stored": {"audit_chain_ok": True, "audit_reason": "",
-                       "foreign_lines_in_action_files": 0},
-            "sessions": self.sessions,
-            "supervisor_restarts": {s: 1 for s in SERVICES}, "orphans": []}))
-        return run_dir
-
-
-def good_run() -> Run:
-    """Every kind of traffic, each service killed once and served again through itself,
-    memory dropped once (a fast 503 while cut)."""
-    run = Run()
-    for kind in h.KINDS:
-        if kind == h.ACTION_PROPOSE:
-            run.op(kind, 0.5, key=ACTION_KEY, id="act_1", status="pending")
-        elif kind == h.ACTION_APPROVE:
-            run.op(kind, 0.6, key=ACTION_KEY, id="act_1", status="executed")
-        else:
-            run.op(kind, 0.5)
-    for n, service in enumerate(SERVICES):
-        at = 10.0 + 10 * n
-        run.fault("sigkill", service, at)
-        run.op(DEPENDENTS[service][0], at + 2.0)
-    run.fault("proxy-drop", "memory", 100.0, healed_at_s=105.0)
-    run.faults[-1]["recovered_at_s"] = 105.0
-    run.op(h.MEMORY_WRITE, 101.0, outcome="failed")
-    run.op(h.MEMORY_WRITE, 106.0)
-    return run
+from sonia.gates.chaos.evidence import HISTORY, REPORT, judge
 
 
 def verdict_of(tmp_path: Path, change: Callable[[Run], object] = lambda r: None
                ) -> tuple[str, dict[str, Any]]:
-    run = good_run()
-    change(run)
-    verdict = judge(run.write(tmp_path))
+    verdict = judge(chaos(tmp_path, change=change))
     return verdict.status, {c.name: c for c in verdict.failures}
 
 
@@ -179,12 +99,12 @@ def test_a_lost_acknowledged_write_is_no_go(tmp_path: Path) -> None:
 def test_missing_or_malformed_evidence_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="missing"):
         judge(tmp_path)
-    good_run().write(tmp_path)
+    chaos(tmp_path)
     with open(tmp_path / HISTORY, "a") as out:
         out.write('{"seq": 99, "kind": "teleport"}\n')
     with pytest.raises(ConfigError, match="line .* is not an operation"):
         judge(tmp_path)
-    good_run().write(tmp_path)
+    chaos(tmp_path)
     report = json.loads((tmp_path / REPORT).read_text())
     del report["sessions"]
     (tmp_path / REPORT).write_text(json.dumps(report))

@@ -7,47 +7,14 @@ import json
 import subprocess
 import sys
 from pathlib import Path
-from xml.sax.saxutils import quoteattr
 
 import pytest
+from gate_runs import GREEN, Case
+from gate_runs import determinism as recorded
 
 from sonia.errors import GateError
 from sonia.gates.common.evidence import Verdict
 from sonia.gates.determinism import EVIDENCE, judge, missing_package, outcomes
-
-Case = tuple[str, str, str]  # name, outcome (passed|failed|error|skipped), message
-
-
-def junit(cases: list[Case]) -> str:
-    """A JUnit report shaped as pytest writes it."""
-    body = []
-    for name, outcome, message in cases:
-        inner = {"passed": "", "failed": f"<failure message={quoteattr(message)}>E</failure>",
-                 "error": f"<error message={quoteattr(message)}>E</error>",
-                 "skipped": f'<skipped type="pytest.skip" message={quoteattr(message)}>'
-                            f"t.py:1: {message}</skipped>"}[outcome]
-        body.append(f'<testcase classname="tests.integration.t" name="{name}" time="0.1">'
-                    f"{inner}</testcase>")
-    return ('<?xml version="1.0" encoding="utf-8"?><testsuites name="pytest tests">'
-            f'<testsuite name="pytest" tests="{len(cases)}">{"".join(body)}</testsuite>'
-            "</testsuites>")
-
-
-def recorded(run_dir: Path, *runs: list[Case], exit_codes: list[int] | None = None,
-             **extra: object) -> Path:
-    """A run directory as the gate leaves it: one JUnit file per run and the run list."""
-    codes = exit_codes or [int(any(o in ("failed", "error") for _, o, _ in cases))
-                           for cases in runs]
-    for n, cases in enumerate(runs, 1):
-        (run_dir / f"junit-run{n}.xml").write_text(junit(cases))
-    (run_dir / EVIDENCE).write_text(json.dumps({
-        "gate": "determinism", "seed": 1, "marker": "integration",
-        "runs": [{"run": n, "exit_code": c} for n, c in enumerate(codes, 1)], **extra}))
-    return run_dir
-
-
-GREEN: list[Case] = [("test_a", "passed", ""), ("test_b", "passed", ""),
-                     ("test_c", "passed", "")]
 
 
 def failed(verdict: Verdict) -> dict[str, str]:

@@ -4,7 +4,6 @@ restored audit chain, unexpected errors). The judge reads `restore-drill.json` o
 
 from __future__ import annotations
 
-import copy
 import json
 import sqlite3
 from collections.abc import Callable
@@ -12,62 +11,20 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from gate_runs import BACKUP_AT, durability, good_drill
 
 from sonia.backup import create_backup, verify_backup
 from sonia.errors import ConfigError
 from sonia.gates.durability import EVIDENCE, PROFILES, _databases_in, judge
 from sonia.home import Home
 
-BACKUP_AT = 1_000_000.0
-INTERVAL = 4.0
-KILL_AT = BACKUP_AT + 2.5
-
-
-def good_drill() -> dict[str, Any]:
-    """A drill as `run` records it: canaries 1..40 at 10/s, the backup of t=BACKUP_AT
-    restored, the kill 2.5 s later; the 18 canaries acknowledged from 0.3 s after it on
-    are lost (the backup caught the first 0.3 s)."""
-    acked: list[tuple[int, str, float]] = [
-        (seq, f"mem_{seq}", BACKUP_AT - 3.0 + seq * 0.1) for seq in range(1, 51)]
-    acked = [a for a in acked if a[2] < KILL_AT]
-    restored = [seq for seq, _id, at in acked if at < BACKUP_AT + 0.3]
-    return {
-        "gate": "durability",
-        "profile": {**PROFILES["quick"].__dict__, "backup_interval_s": INTERVAL},
-        "seed": 7,
-        "rpo_objective_h": 6.0,
-        "configured_interval_h": 6.0,
-        "setup": {"tier0_actions": 3, "errors": []},
-        "canary": {"acknowledged": acked,
-                   "errors": [{"seq": 51, "error": "ReadError", "sent_at": KILL_AT - 0.01,
-                               "at": KILL_AT + 0.02}]},
-        "backups": {
-            "interval_s": INTERVAL,
-            "scheduled": [{"name": "b1", "created_at": BACKUP_AT - INTERVAL},
-                          {"name": "b2", "created_at": BACKUP_AT}],
-            "restored": {"name": "b2", "created_at": BACKUP_AT,
-                         "databases": {"eva": "eva.db", "gateway": "gateway.db",
-                                       "memory": "memory.db"}},
-        },
-        "kill": {"at": KILL_AT},
-        "data_dir_databases": ["eva.db", "gateway.db", "memory.db"],
-        "restore": {"databases": {
-            name: {"present": True, "integrity_check": "ok", "digests_match": True,
-                   "user_version_matches": True} for name in ("eva", "gateway", "memory")}},
-        "audit": {"ok": True, "count": 6, "first_bad_seq": None, "reason": ""},
-        "read_back": {"restored": restored, "unexpected": [],
-                      "search": {"1": True, str(max(restored)): True}},
-        "integrity_after_run": {"eva.db": "ok", "gateway.db": "ok", "memory.db": "ok"},
-        "rto_s": 9.5,
-    }
+INTERVAL = float(PROFILES["quick"].backup_interval_s)
+"""`good_drill()` is a quick-profile drill: the last of two backups this far apart restored."""
 
 
 def verdict_of(tmp_path: Path, change: Callable[[dict[str, Any]], object] = lambda d: None
                ) -> tuple[str, dict[str, Any]]:
-    drill = copy.deepcopy(good_drill())
-    change(drill)
-    (tmp_path / EVIDENCE).write_text(json.dumps(drill))
-    verdict = judge(tmp_path)
+    verdict = judge(durability(tmp_path, change=change))
     return verdict.status, {c.name: c for c in verdict.failures}
 
 

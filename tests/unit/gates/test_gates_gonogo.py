@@ -10,6 +10,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from gate_runs import cycle, go_no_go, go_no_go_summary
+from gate_runs import supervisor_state as services
 
 from sonia import SERVICES
 from sonia.errors import GateError
@@ -19,38 +21,9 @@ from sonia.gates.gonogo import EVIDENCE, judge
 Summary = dict[str, Any]
 
 
-def cycle(number: int | str, **changes: Any) -> dict[str, Any]:
-    row: dict[str, Any] = {
-        "cycle": number, "started": True, "time_to_ready_s": {"gateway": 1.2},
-        "start_seconds": 1.5, "stop_seconds": 0.4, "escalations": [], "leftovers_killed": [],
-        "ports_bound": [], "zombies": [], "orphans": [], "wal_not_checkpointed": []}
-    return row | changes
-
-
-def services(restarted: str | None = None) -> dict[str, dict[str, int | None]]:
-    return {name: {"pid": 1000 + i + (500 if name == restarted else 0),
-                   "restarts": 1 if name == restarted else 0}
-            for i, name in enumerate(SERVICES)}
-
-
-def summary(cycles: int = 3, probes: int = 12) -> Summary:
-    """A clean run as `run()` records it."""
-    return {
-        "gate": "go-no-go", "subreaper": True,
-        "profile": {"cycles": cycles, "health_minutes": probes / 60, "health_interval": 1.0},
-        "cycles": [cycle(n) for n in range(1, cycles + 1)] + [cycle("after-health")],
-        "health": {"planned": probes, "interval_s": 1.0, "minutes": probes / 60,
-                   "baseline": services(),
-                   "probes": [{"check": i, "at_s": float(i), "failed": {},
-                               "services": services()} for i in range(probes)]},
-    }
-
-
 def judged(tmp_path: Path, change: Callable[[Summary], object] = lambda s: None) -> Verdict:
-    data = summary()
-    change(data)
-    (tmp_path / EVIDENCE).write_text(json.dumps(data))
-    return judge(tmp_path)
+    """A clean run (3 cycles, 12 probes: `gate_runs.go_no_go`) edited by `change`, judged."""
+    return judge(go_no_go(tmp_path, change=change))
 
 
 def failed(verdict: Verdict) -> dict[str, Any]:
@@ -165,7 +138,7 @@ def test_missing_or_malformed_evidence_raises_a_clear_error(tmp_path: Path) -> N
     (tmp_path / EVIDENCE).write_text('{"cycles": 9}')
     with pytest.raises(GateError, match="raw rows"):
         judge(tmp_path)
-    data = summary()
+    data = go_no_go_summary()
     del data["cycles"][0]["zombies"]
     (tmp_path / EVIDENCE).write_text(json.dumps(data))
     with pytest.raises(GateError, match="zombies"):

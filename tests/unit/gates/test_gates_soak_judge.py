@@ -8,42 +8,27 @@ naming the file, never a verdict.
 
 from __future__ import annotations
 
-import csv
 import dataclasses
 import json
 from pathlib import Path
 from typing import Any
 
 import pytest
-from test_gates_soak_verdict import MIB, synthetic_rows
+from gate_runs import MIB, soak, synthetic_rows
 
 from sonia.errors import GateError
-from sonia.gates.common.evidence import write_json
 from sonia.gates.soak.gate import METRICS, PROFILES, SUMMARY, judge
 from sonia.gates.soak.load_rows import memory_field, restarts_field, uptime_field
 from sonia.gates.soak.verdict import SoakProfile
 
 VERDICT = SoakProfile(warmup_windows=5, min_windows=60, memory_slope_bytes_per_hour=4 * MIB,
                       memory_growth_bytes_per_hour=4 * MIB)
+PROFILE = dataclasses.replace(PROFILES["release"], verdict=VERDICT)
 
 
 def write_run(run_dir: Path, rows: list[dict[str, Any]], **changes: Any) -> Path:
-    run_dir.mkdir(parents=True, exist_ok=True)
-    with open(run_dir / METRICS, "w", newline="", encoding="utf-8") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
-    profile = dataclasses.replace(PROFILES["release"], verdict=VERDICT)
-    summary: dict[str, Any] = {
-        "profile": dataclasses.asdict(profile),
-        "load": {"abandoned": 0},
-        "sessions": {"stuck": 0},
-        "correlation_trace": {"sampled": 50, "found": 50, "missing": []},
-    }
-    for key, value in changes.items():
-        summary[key] = value
-    write_json(run_dir / SUMMARY, summary)
-    return run_dir
+    """A soak run (`gate_runs.soak`) of `rows` at PROFILE, with summary fields replaced."""
+    return soak(run_dir, PROFILE, rows, change=lambda summary: summary.update(changes))
 
 
 def failed(run_dir: Path) -> list[str]:

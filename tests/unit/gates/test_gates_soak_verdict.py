@@ -8,76 +8,23 @@ be read, a 1.2 MiB/h leak at release thresholds, requests abandoned.
 from __future__ import annotations
 
 import csv
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
+from gate_runs import MIB, synthetic_rows, write_rows
+from gate_runs import SOAK_SERVICES as SERVICES
 
 from sonia.gates.common.evidence import Verdict
 from sonia.gates.soak.gate import PROFILES
-from sonia.gates.soak.load_rows import (
-    memory_field,
-    restarts_field,
-    route_field,
-    row_columns,
-    uptime_field,
-)
+from sonia.gates.soak.load_rows import memory_field, restarts_field, uptime_field
 from sonia.gates.soak.verdict import SoakProfile, evaluate_soak, memory_growth
 
-ROUTES = ("chat", "actions")
-SERVICES = ("gateway", "memory")
-MIB = 1024 * 1024
 PROFILE = SoakProfile(warmup_windows=5, min_windows=60, max_error_rate=0.005, use_wilson=True,
                       latency_p95_slope_ms_per_hour=5.0, memory_slope_bytes_per_hour=4 * MIB,
                       memory_growth_bytes_per_hour=4 * MIB)
 RELEASE = PROFILES["release"].verdict
-
-
-def synthetic_rows(
-    windows: int = 180,
-    *,
-    seed: int = 1,
-    p95: Callable[[int], float] = lambda i: 40.0,
-    memory: Callable[[str, int], float] = lambda s, i: 80 * MIB,
-    errors: Callable[[int], int] = lambda i: 0,
-    behind: Callable[[int], bool] = lambda i: False,
-    requests: int = 120,
-    memory_noise: float = 2 * MIB,
-) -> list[dict[str, Any]]:
-    """Per-minute rows shaped like the load generator's, with noise on every series.
-
-    Every service is up from 30 s before the first window and never restarted;
-    `memory` returning NaN leaves that cell empty, as a failed reading does.
-    """
-    rng = np.random.default_rng(seed)
-    rows = []
-    for i in range(windows):
-        row: dict[str, Any] = dict.fromkeys(row_columns(ROUTES, SERVICES), 0)
-        row.update({"window": i, "start_utc": "", "start_s": 60.0 * i, "end_s": 60.0 * (i + 1)})
-        for route in ROUTES:
-            failed = errors(i)
-            base = p95(i) + rng.normal(0, 4)
-            row.update({
-                route_field(route, "scheduled"): requests, route_field(route, "count"): requests,
-                route_field(route, "ok"): requests - failed,
-                route_field(route, "errors"): failed, route_field(route, "err_5xx"): failed,
-                route_field(route, "p50_ms"): base / 2, route_field(route, "p95_ms"): base,
-                route_field(route, "p99_ms"): base * 1.5, route_field(route, "max_ms"): base * 2,
-            })
-        row["all.count"] = requests * len(ROUTES)
-        row["all.errors"] = sum(row[route_field(r, "errors")] for r in ROUTES)
-        row["lag_p99_ms"] = 300.0 if behind(i) else 1.0
-        row["behind"] = int(behind(i))
-        for service in SERVICES:
-            value = memory(service, i)
-            row[memory_field(service)] = "" if np.isnan(value) else \
-                int(value + rng.normal(0, memory_noise))
-            row[uptime_field(service)] = 30.0 + 60.0 * (i + 1)
-            row[restarts_field(service)] = 0
-        rows.append(row)
-    return rows
 
 
 def failed_checks(verdict: Verdict) -> list[str]:
@@ -135,10 +82,7 @@ def test_too_little_data_is_invalid_not_a_pass() -> None:
 def test_rows_read_back_from_csv_give_the_same_verdict(tmp_path: Path) -> None:
     rows = synthetic_rows(memory=lambda s, i: 80 * MIB + i * MIB / 6)
     path = tmp_path / "soak-metrics.csv"
-    with open(path, "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
+    write_rows(path, rows)
     with open(path, newline="") as handle:
         from_csv = list(csv.DictReader(handle))
     assert evaluate_soak(from_csv, PROFILE, stuck_sessions=0).to_dict() == \

@@ -1,30 +1,26 @@
 """Finished gate runs built from raw evidence, for release tests that cannot wait for gates.
 
-Each builder writes the raw files a gate writes, in that gate's format (cycle rows,
-case results, a metrics CSV, drill timings, JUnit outcomes, a history), so that
-the gate's own judge re-derives the verdict from them; then `provenance.json` and
-`verdict.json` exactly as `registry.run_gate` writes them. Nothing here decides a
-verdict: `registry.judge` does, the same call the release step makes.
+The raw files come from the shared good-run builders (`gate_runs`, the ones the
+gate owners' judge tests use), written at the parameters the run states; then
+`provenance.json` and `verdict.json` exactly as `registry.run_gate` writes them.
+Nothing here decides a verdict: `registry.judge` does, the same call the release
+step makes.
 """
 
 from __future__ import annotations
 
-import csv
 import dataclasses
 import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import gate_runs
+
 from sonia.gates import catalog, registry
 from sonia.gates.common import provenance
-from sonia.gates.common.evidence import Check, Verdict, new_run_dir, write_json
-from sonia.gates.security.corpus import corpus_dir, load_payloads
-from sonia.gates.soak.load_rows import memory_field, route_field, row_columns
+from sonia.gates.common.evidence import new_run_dir, write_json
 from sonia.gates.waivers import Waiver
-
-ROUTES = ("chat", "actions")
-SERVICES = ("gateway", "memory")
 
 RELEASE_WAIVERS = (
     'go-no-go.cycles=2: test machine',
@@ -42,115 +38,36 @@ def release_parameters(gate: str, **changes: Any) -> dict[str, Any]:
     return plain | fast | changes
 
 
-def _environment(origin: dict[str, Any]) -> dict[str, Any]:
-    return {"python": "3.11", "git": origin["git"], "source_sha256": origin["source_sha256"]}
+def zombie_claimed_ok(summary: dict[str, Any]) -> None:
+    """A go-no-go row that says "ok" over a zombie its stop left behind."""
+    summary["cycles"][0] = gate_runs.cycle(1, zombies=[4242], ok=True)
 
 
-def _cycle(n: int | str, **bad: Any) -> dict[str, Any]:
-    return {"cycle": n, "started": True, "time_to_ready_s": {"gateway": 0.5},
-            "escalations": [], "leftovers_killed": [], "ports_bound": [], "zombies": [],
-            "orphans": [], "wal_not_checkpointed": [], "ok": True, **bad}
+def _soak_rows(params: dict[str, Any]) -> list[dict[str, Any]]:
+    """Enough windows for the recorded thresholds (the warm-up, the minimum, and a few),
+    with memory jitter small enough that under an hour of data can show a flat trend
+    at the release's 1 MiB/h."""
+    verdict = params["verdict"]
+    return gate_runs.synthetic_rows(windows=verdict["warmup_windows"]
+                                    + verdict["min_windows"] + 5, memory_noise=64 * 1024)
 
 
-def go_no_go(run_dir: Path, params: dict[str, Any], env: dict[str, Any], *,
-             bad_cycle: bool = False) -> None:
-    rows = [_cycle(n) for n in range(1, params["cycles"] + 1)]
-    if bad_cycle:
-        rows[0] = _cycle(1, zombies=[4242], ok=True)  # a row that lies "ok" over a zombie
-    checks = max(1, int(round(params["health_minutes"] * 60 / params["health_interval"])))
-    write_json(run_dir / "go-no-go-summary.json", {
-        "gate": "go-no-go", "profile": params, "subreaper": True,
-        "cycles": [*rows, _cycle("after-health")],
-        "health": {"checks": checks, "passed": checks, "failures": [],
-                   "interval_s": params["health_interval"], "minutes": params["health_minutes"]},
-        "environment": env,
-    })
+def _write_raw(gate: str, run_dir: Path, params: dict[str, Any],
+               change: Callable[[Any], object] | None) -> None:
+    edit: dict[str, Any] = {} if change is None else {"change": change}
+    if gate == "soak":
+        gate_runs.soak(run_dir, params, _soak_rows(params), **edit)
+    else:
+        gate_runs.WRITERS[gate](run_dir, profile=params, **edit)
 
 
-def security(run_dir: Path, params: dict[str, Any], env: dict[str, Any]) -> None:
-    categories = ("auth", "sandbox", "grants", "policy", "input", "config", "traversal", "inj")
-    cases = [{"id": f"{c}-{i}", "category": c, "description": "", "sent": {}, "expected": {},
-              "got": {}, "passed": True, "why": "", "seconds": 0.01}
-             for c in categories for i in range(8)]
-    payloads = load_payloads(corpus_dir(), params["corpus_stride"])
-    with open(run_dir / "security-corpus.jsonl", "w", encoding="utf-8") as out:
-        for p in payloads:
-            out.write(json.dumps({"file": p.file, "line": p.line, "kind": "path", "status": 403,
-                                  "code": "PATH_OUTSIDE_SANDBOX", "passed": True,
-                                  "why": ""}) + "\n")
-    write_json(run_dir / "security-tests.json", {
-        "gate": "security", "profile": params, "cases": cases,
-        "fuzz": {"operations": 12, "requests": 240, "server_errors": 0, "per_service": {},
-                 "statuses": {}, "findings": []},
-        "corpus": {"rows_file": "security-corpus.jsonl"}, "environment": env,
-    })
-
-
-def soak(run_dir: Path, params: dict[str, Any], env: dict[str, Any]) -> None:
-    windows = params["verdict"]["warmup_windows"] + params["verdict"]["min_windows"] + 5
-    columns = [*row_columns(ROUTES, SERVICES)]
-    rows = []
-    for i in range(windows):
-        row: dict[str, Any] = dict.fromkeys(columns, 0)
-        row.update({"window": i, "start_utc": "", "start_s": 60.0 * i, "end_s": 60.0 * (i + 1)})
-        for route in ROUTES:
-            row.update({route_field(route, "scheduled"): 500, route_field(route, "count"): 500,
-                        route_field(route, "ok"): 500, route_field(route, "p95_ms"): 40.0})
-        row.update({"all.count": 1000, "all.errors": 0, "lag_p99_ms": 1.0, "behind": 0})
-        for service in SERVICES:
-            row[memory_field(service)] = 80 * 1024 * 1024
-        rows.append(row)
-    with open(run_dir / "soak-metrics.csv", "w", newline="", encoding="utf-8") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
-    write_json(run_dir / "soak-summary.json", {
-        "gate": "soak", "profile": params, "windows": len(rows), "sessions": {"stuck": 0},
-        "correlation_trace": {"sampled": 5, "found": 5, "missing": []}, "environment": env,
-    })
-    (run_dir / "soak-report.html").write_text("<html><body>soak</body></html>\n")
-
-
-def _recorded(gate: str, names: list[str]) -> dict[str, Any]:
-    return Verdict.of(gate, [Check(n, 0, 0, True) for n in names]).to_dict()
-
-
-def durability(run_dir: Path, params: dict[str, Any], env: dict[str, Any]) -> None:
-    write_json(run_dir / "restore-drill.json", {
-        "gate": "durability", "profile": params, "rto_s": 12.5,
-        "rpo": {"records": 0, "seconds": 0.4},
-        "verdict": _recorded("durability", ["databases restored intact",
-                                            "restored canaries are a prefix (no holes)"]),
-        "environment": env,
-    })
-
-
-def determinism(run_dir: Path, params: dict[str, Any], env: dict[str, Any]) -> None:
-    tests = {"tests/integration/test_a.py::test_one": "passed",
-             "tests/integration/test_b.py::test_two": "passed"}
-    runs = [{"run": n, "exit_code": 0, "seconds": 1.0, "counts": {"passed": 2}, "tests": tests}
-            for n in range(1, params["runs"] + 1)]
-    write_json(run_dir / "integration-tests.json", {
-        "gate": "determinism", "seed": params["seed"], "marker": params["marker"],
-        "tests": len(tests), "runs": runs, "differing": [], "not_passed": [],
-        "environment": env,
-    })
-
-
-def chaos(run_dir: Path, params: dict[str, Any], env: dict[str, Any]) -> None:
-    ops = [{"kind": "memory-write", "ok": True, "n": n} for n in range(3)]
-    (run_dir / "chaos-history.jsonl").write_text("".join(json.dumps(o) + "\n" for o in ops))
-    write_json(run_dir / "chaos-report.json", {
-        "gate": "chaos", "profile": params, "history": {"operations": len(ops)},
-        "verdict": _recorded("chaos", ["lost_acknowledged_writes", "double_executions"]),
-        "environment": env,
-    })
-
-
-WRITERS: dict[str, Callable[..., None]] = {
-    "go-no-go": go_no_go, "security": security, "soak": soak, "durability": durability,
-    "determinism": determinism, "chaos": chaos,
-}
+def _record_environment(gate: str, run_dir: Path, origin: dict[str, Any]) -> None:
+    """What `capture_environment` adds to a gate's main evidence file."""
+    main = run_dir / next(n for n in catalog.load(gate).EVIDENCE_FILES if n.endswith(".json"))
+    data = json.loads(main.read_text(encoding="utf-8"))
+    data["environment"] = {"python": "3.11", "git": origin["git"],
+                           "source_sha256": origin["source_sha256"]}
+    write_json(main, data)
 
 
 def origin_for(commit: str | None = None, *, folder: Path | None = None,
@@ -166,11 +83,16 @@ def origin_for(commit: str | None = None, *, folder: Path | None = None,
 def build_run(artifacts: Path, gate: str, origin: dict[str, Any], *, profile: str = "release",
               params: dict[str, Any] | None = None, waivers: tuple[Waiver, ...] = (),
               end_origin: dict[str, Any] | None = None, stated_status: str | None = None,
-              **raw: Any) -> Path:
-    """One finished run of `gate`, its verdict re-derived by the registry's judge."""
+              change: Callable[[Any], object] | None = None) -> Path:
+    """One finished run of `gate`, its verdict re-derived by the registry's judge.
+
+    `change` edits the raw evidence before it is written (see `gate_runs`): a bad row.
+    `stated_status` hand-edits the verdict.json written afterwards: a forged claim.
+    """
     chosen = params if params is not None else release_parameters(gate)
     run_dir = new_run_dir(artifacts, gate)
-    WRITERS[gate](run_dir, chosen, _environment(origin), **raw)
+    _write_raw(gate, run_dir, chosen, change)
+    _record_environment(gate, run_dir, origin)
     write_json(run_dir / "provenance.json", {"start": origin, "end": end_origin or origin})
     verdict = registry.judge(gate, run_dir).to_dict()
     if stated_status is not None:  # a hand edit of verdict.json

@@ -8,8 +8,9 @@ import csv
 import json
 from pathlib import Path
 
+import gate_runs
 import pytest
-from release_evidence import build_run, origin_for
+from release_evidence import build_run, origin_for, zombie_claimed_ok
 
 from sonia.errors import GateError
 from sonia.gates import registry
@@ -35,7 +36,7 @@ def failed(gate: str, run_dir: Path) -> tuple[str, list[str]]:
 
 
 def test_go_no_go_recounts_the_cycle_rows(tmp_path: Path, origin: dict[str, object]) -> None:
-    run = build_run(tmp_path, "go-no-go", origin, bad_cycle=True)
+    run = build_run(tmp_path, "go-no-go", origin, change=zombie_claimed_ok)
     assert failed("go-no-go", run) == ("NO-GO", ["cycles_ok", "zombies"])
     summary = load(run / "go-no-go-summary.json")
     summary["cycles"] = summary["cycles"][-1:]  # type: ignore[index]
@@ -73,24 +74,34 @@ def test_soak_judges_the_metrics_csv(tmp_path: Path, origin: dict[str, object]) 
 
 def test_determinism_compares_the_two_runs(tmp_path: Path, origin: dict[str, object]) -> None:
     run = build_run(tmp_path, "determinism", origin)
-    data = load(run / "integration-tests.json")
-    data["runs"][1]["tests"]["tests/integration/test_b.py::test_two"] = "failed"  # type: ignore[index]
-    save(run / "integration-tests.json", data)
-    assert failed("determinism", run) == ("NO-GO", ["outcomes_identical", "all_passed"])
+    flipped = [*gate_runs.GREEN[:2], ("test_c", "failed", "assert 1 == 2")]
+    (run / "junit-run2.xml").write_text(gate_runs.junit(flipped))  # the run list still says 0
+    assert failed("determinism", run) == ("NO-GO", ["outcomes_identical", "failed_or_errored"])
 
 
-def test_durability_recomputes_rto_and_rpo(tmp_path: Path, origin: dict[str, object]) -> None:
+def test_durability_judges_the_canaries_not_the_recorded_verdict(
+        tmp_path: Path, origin: dict[str, object]) -> None:
+    """A drill recording GO over a read-back that lost a write acknowledged before the
+    backup (a hole in the restored canaries) is NO-GO; so is an RTO over its target."""
     run = build_run(tmp_path, "durability", origin)
     data = load(run / "restore-drill.json")
+    data["read_back"]["restored"].remove(10)  # type: ignore[index]
+    data["verdict"] = {"status": "GO", "checks": []}
+    save(run / "restore-drill.json", data)
+    assert failed("durability", run) == ("NO-GO", ["no loss older than the restored backup",
+                                                   "restored canaries are a prefix (no holes)"])
+    data["read_back"]["restored"].insert(9, 10)  # type: ignore[index]
     data["rto_s"] = 61.0
     save(run / "restore-drill.json", data)
-    assert failed("durability", run) == ("NO-GO", ["RTO (disaster to ready)"])
+    assert failed("durability", run) == ("NO-GO", ["RTO (kill to restored stack ready)"])
 
 
 def test_chaos_needs_its_whole_history(tmp_path: Path, origin: dict[str, object]) -> None:
     run = build_run(tmp_path, "chaos", origin)
     (run / "chaos-history.jsonl").write_text("")
-    assert failed("chaos", run) == ("INVALID", ["history recorded"])
+    status, names = failed("chaos", run)
+    assert status == "INVALID"  # no traffic recorded: nothing was proven
+    assert {"traffic_ok_per_kind", "faulted_service_exercised_after_fault"} <= set(names)
 
 
 def test_a_gate_without_its_evidence_or_provenance_cannot_be_judged(

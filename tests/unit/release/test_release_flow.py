@@ -17,7 +17,13 @@ import sys
 from pathlib import Path
 
 import pytest
-from release_evidence import RELEASE_WAIVERS, build_all, build_run, origin_for
+from release_evidence import (
+    RELEASE_WAIVERS,
+    build_all,
+    build_run,
+    origin_for,
+    zombie_claimed_ok,
+)
 
 from sonia.gates.common import provenance
 from sonia.home import Home
@@ -68,7 +74,7 @@ def test_release_sign_off_finalize_verify(tmp_path: Path) -> None:
     build_all(home.artifacts, origin)
     waive = [arg for w in RELEASE_WAIVERS for arg in ("--waive", w)]
 
-    forged_go = build_run(tmp_path / "forged", "go-no-go", origin, bad_cycle=True,
+    forged_go = build_run(tmp_path / "forged", "go-no-go", origin, change=zombie_claimed_ok,
                           stated_status="GO")
     forged = sonia("release", "--home", str(home.root), "--run", str(forged_go), *waive)
     assert forged.returncode == 1

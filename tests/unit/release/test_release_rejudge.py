@@ -20,6 +20,7 @@ from release_evidence import (
     build_run,
     origin_for,
     release_parameters,
+    zombie_claimed_ok,
 )
 
 from sonia.cli.release import make_release
@@ -83,8 +84,8 @@ def test_good_evidence_with_waivers_makes_a_draft_bundle_without_a_tag(setup: Se
 def test_a_hand_written_go_over_a_no_go_summary_is_refused(setup: Setup) -> None:
     origin = origin_for(setup.head)
     runs = build_all(setup.home.artifacts, origin)
-    runs["go-no-go"] = build_run(setup.home.artifacts, "go-no-go", origin, bad_cycle=True,
-                                 stated_status="GO")
+    runs["go-no-go"] = build_run(setup.home.artifacts, "go-no-go", origin,
+                                 change=zombie_claimed_ok, stated_status="GO")
     stated = json.loads((runs["go-no-go"] / "verdict.json").read_text())["verdict"]["status"]
     assert stated == "GO"  # the forged claim
     reason = refused(setup, runs)
@@ -123,8 +124,14 @@ def test_parameters_in_verdict_json_must_match_the_ones_the_evidence_recorded(
     data = json.loads(stated.read_text())
     data["parameters"]["cycles"] = 10  # claim release cycles over a 2-cycle summary
     stated.write_text(json.dumps(data))
+    drill = runs["durability"] / "restore-drill.json"
+    recorded = json.loads(drill.read_text())
+    assert recorded["seed"] == 7 and recorded["profile"]["seed"] is None  # drawn: not a claim
+    recorded["profile"]["seed"] = 7  # a seed the profile did not ask for is
+    drill.write_text(json.dumps(recorded))
     reason = refused(setup, runs)
     assert "differ from those go-no-go-summary.json recorded" in reason
+    assert "differ from those restore-drill.json recorded" in reason
 
 
 def test_a_quick_determinism_run_stated_as_release_is_refused(setup: Setup) -> None:
@@ -144,7 +151,9 @@ def test_missing_or_malformed_evidence_is_refused_naming_the_file(setup: Setup) 
     (runs["chaos"] / "chaos-report.json").write_text("{not json")
     reason = refused(setup, runs)
     assert "soak-metrics.csv is missing" in reason
-    assert "gate chaos" in reason and "malformed" in reason
+    chaos = next(line for line in reason.splitlines() if "gate chaos" in line)
+    chaos = chaos.replace(str(runs["chaos"]), "<run>")  # the test's own path names "malformed"
+    assert "malformed" in chaos and "chaos-report.json" in chaos
 
 
 def test_evidence_of_another_commit_or_a_dirty_tree_is_refused(setup: Setup) -> None:
