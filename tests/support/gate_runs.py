@@ -117,32 +117,63 @@ def go_no_go(run_dir: Path, profile: Any = None, change: Change = _unchanged) ->
 
 
 # --- security -----------------------------------------------------------------------------------
-SECURITY_CATEGORIES = ("auth", "sandbox", "grants", "policy", "input", "configuration",
-                       "traversal", "injection")
+CLEAN_EFFECTS: dict[str, Any] = {
+    "files_watched": 12, "changed": [], "created_outside": [], "removed_outside": [],
+    "markers": [], "marker_processes": []}
+"""What the effect oracle records for a case that touched nothing."""
 
 
-def security(run_dir: Path, profile: Mapping[str, Any], change: Change = _unchanged) -> Path:
-    """A clean security run against the CURRENT `security.judge`: 8 cases in each of 8
-    categories, one passing row per corpus payload at the profile's stride, a clean fuzz.
+def security_case(case_id: str, category: str = "paths", *, status: Any = 403,
+                  code: str | None = "PATH_OUTSIDE_SANDBOX", **more: Any) -> dict[str, Any]:
+    """One live case row as the gate records it: answer, check, leaks and effects."""
+    row: dict[str, Any] = {
+        "id": case_id, "category": category, "description": case_id,
+        "expected": {"status": 403, "code": "PATH_OUTSIDE_SANDBOX"},
+        "got": {"status": status, "code": code, "body": "{}"},
+        "check": {"ok": True, "note": ""}, "leaks": [], "effects": dict(CLEAN_EFFECTS),
+        "passed": True, "why": ""}
+    row.update(more)
+    return row
 
-    Isolated on purpose: the security evidence format is being reworked; adapt only this
-    function when it lands.
-    """
+
+def security_fuzz(**per_operation: dict[str, int]) -> dict[str, Any]:
+    """A fuzz record; each operation reached a 2xx and a validated 4xx unless told."""
+    operations = per_operation or {"gateway POST /v1/actions": {"2xx": 3, "4xx": 5}}
+    return {"operations": len(operations), "server_errors": 0, "findings": [],
+            "per_operation": operations}
+
+
+def security_cases(cases_per_category: int | None = None) -> list[dict[str, Any]]:
+    """Clean rows: enough cases in every category the judge requires."""
+    from sonia.gates.security.judge import CATEGORIES, MIN_PER_CATEGORY
+    count = cases_per_category or MIN_PER_CATEGORY
+    return [security_case(f"{category}-{n}", category) for category in CATEGORIES
+            for n in range(count)]
+
+
+def security(run_dir: Path, profile: Mapping[str, Any], change: Change = _unchanged, *,
+             corpus_rows: int | None = None) -> Path:
+    """A clean security run: every category covered, one clean row per corpus payload at
+    the profile's stride (or `corpus_rows` synthetic ones), clean effects, a fuzz record
+    with a 2xx and a validated 4xx per operation."""
+    from sonia.gates.security.judge import CATEGORIES
     recorded = _plain(profile)
-    cases = [{"id": f"{c}-{i}", "category": c, "description": "", "sent": {}, "expected": {},
-              "got": {}, "passed": True, "why": "", "seconds": 0.01}
-             for c in SECURITY_CATEGORIES for i in range(8)]
-    payloads = load_payloads(corpus_dir(), recorded["corpus_stride"])
+    per_category = max(3, -(-int(recorded.get("min_cases", 0)) // len(CATEGORIES)))
+    if corpus_rows is None:
+        rows = [{"file": p.file, "line": p.line, "kind": "file.read", "status": 403,
+                 "code": "PATH_OUTSIDE_SANDBOX", "passed": True, "why": ""}
+                for p in load_payloads(corpus_dir(), int(recorded["corpus_stride"]))]
+    else:
+        rows = [{"file": "x.txt", "line": n, "kind": "file.read", "status": 403,
+                 "code": "PATH_OUTSIDE_SANDBOX", "passed": True, "why": ""}
+                for n in range(corpus_rows)]
     with open(_prepared(run_dir) / "security-corpus.jsonl", "w", encoding="utf-8") as out:
-        for p in payloads:
-            out.write(json.dumps({"file": p.file, "line": p.line, "kind": "path", "status": 403,
-                                  "code": "PATH_OUTSIDE_SANDBOX", "passed": True,
-                                  "why": ""}) + "\n")
+        out.writelines(json.dumps(row) + "\n" for row in rows)
     data: dict[str, Any] = {
-        "gate": "security", "profile": recorded, "cases": cases,
-        "fuzz": {"operations": 12, "requests": 240, "server_errors": 0, "per_service": {},
-                 "statuses": {}, "findings": []},
-        "corpus": {"rows_file": "security-corpus.jsonl"},
+        "gate": "security", "profile": recorded, "cases": security_cases(per_category),
+        "corpus": {"present": True, "payloads_expected": len(rows),
+                   "effects": dict(CLEAN_EFFECTS), "rows_file": "security-corpus.jsonl"},
+        "fuzz": security_fuzz(),
     }
     change(data)
     write_json(run_dir / "security-tests.json", data)

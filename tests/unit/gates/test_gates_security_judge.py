@@ -8,62 +8,36 @@ INVALID, naming it; the stored `passed` flags are never trusted.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 import pytest
+from gate_runs import CLEAN_EFFECTS, security, security_case, security_cases, security_fuzz
 
 from sonia.errors import ConfigError
-from sonia.gates.common.evidence import write_json
 from sonia.gates.security.effects import decoded_views, secret_slices
 from sonia.gates.security.gate import judge as gate_judge
-from sonia.gates.security.judge import CATEGORIES, MIN_PER_CATEGORY, judge, row_failures
+from sonia.gates.security.judge import judge, row_failures
 
-CLEAN = {"files_watched": 12, "changed": [], "created_outside": [], "removed_outside": [],
-         "markers": [], "marker_processes": []}
-
-
-def _row(case_id: str, category: str = "paths", *, status: Any = 403,
-         code: str | None = "PATH_OUTSIDE_SANDBOX", **more: Any) -> dict[str, Any]:
-    row: dict[str, Any] = {
-        "id": case_id, "category": category, "description": case_id,
-        "expected": {"status": 403, "code": "PATH_OUTSIDE_SANDBOX"},
-        "got": {"status": status, "code": code, "body": "{}"},
-        "check": {"ok": True, "note": ""}, "leaks": [], "effects": dict(CLEAN),
-        "passed": True, "why": ""}
-    row.update(more)
-    return row
-
-
-def _fuzz(**per_operation: dict[str, int]) -> dict[str, Any]:
-    operations = per_operation or {"gateway POST /v1/actions": {"2xx": 3, "4xx": 5}}
-    return {"operations": len(operations), "server_errors": 0, "findings": [],
-            "per_operation": operations}
+CLEAN = CLEAN_EFFECTS
+_row = security_case
+_fuzz = security_fuzz
 
 
 def _good_rows() -> list[dict[str, Any]]:
-    return [_row(f"{category}-{n}", category) for category in CATEGORIES
-            for n in range(MIN_PER_CATEGORY)]
+    return security_cases()
 
 
 def _run(tmp_path: Path, rows: list[dict[str, Any]], *, fuzz: dict[str, Any] | None = None,
          corpus_rows: int = 2, corpus_effects: dict[str, Any] | None = None) -> Path:
-    run = tmp_path / "run"
-    write_json(run / "security-tests.json", {
-        "cases": rows, "profile": {"min_cases": 10},
-        "corpus": {"present": True, "payloads_expected": corpus_rows,
-                   "effects": CLEAN if corpus_effects is None else corpus_effects},
-        "fuzz": fuzz if fuzz is not None else _fuzz(),
+    def recorded(data: dict[str, Any]) -> None:
+        data["cases"] = rows
+        data["fuzz"] = fuzz if fuzz is not None else security_fuzz()
+        data["corpus"]["effects"] = CLEAN if corpus_effects is None else corpus_effects
         # what an earlier, lenient gate wrote: the judge must not read it
-        "verdict": {"gate": "security", "status": "GO", "checks": []},
-    })
-    with open(run / "security-corpus.jsonl", "w", encoding="utf-8") as out:
-        for n in range(corpus_rows):
-            out.write(json.dumps({"file": "x.txt", "line": n, "kind": "file.read",
-                                  "status": 403, "code": "PATH_OUTSIDE_SANDBOX",
-                                  "passed": True, "why": ""}) + "\n")
-    return run
+        data["verdict"] = {"gate": "security", "status": "GO", "checks": []}
+
+    return security(tmp_path / "run", {"min_cases": 10}, recorded, corpus_rows=corpus_rows)
 
 
 def _check(run: Path, name: str) -> Any:

@@ -48,9 +48,10 @@ def test_security_reads_every_case_and_corpus_row(tmp_path: Path,
                                                   origin: dict[str, object]) -> None:
     run = build_run(tmp_path, "security", origin)
     data = load(run / "security-tests.json")
-    data["cases"][0]["passed"] = False  # type: ignore[index]
+    data["cases"][0]["got"]["status"] = 200  # type: ignore[index]  # the attack was let in
     save(run / "security-tests.json", data)
-    assert failed("security", run) == ("NO-GO", ["cases_failed"])
+    assert failed("security", run) == ("NO-GO", ["cases_failed"]), \
+        "the row still says passed: the judge re-derives it from the answer"
     rows = (run / "security-corpus.jsonl").read_text().splitlines()
     (run / "security-corpus.jsonl").write_text("\n".join(rows[:10]) + "\n")
     assert failed("security", run)[0] == "INVALID"  # payloads missing
