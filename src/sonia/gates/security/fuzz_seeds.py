@@ -29,6 +29,8 @@ __all__ = ["Seed", "seeds_for"]
 Seed = dict[str, Any]
 """{"path": {name: value}, "query": {name: value}, "body": JSON} (each optional)."""
 SEED_FILE = "fuzz-seed.txt"
+FUZZ_OWNER = "gate-fuzz"
+"""The principal the memory service's seeded memories belong to (`?owner=`)."""
 
 
 def _jti(grant: str) -> str:
@@ -75,8 +77,8 @@ def seeds_for(stack: FreshStack, headers: Callable[[str, str], dict[str, str]]
         approved = call("eva", "POST", f"/v1/decisions/{pending[2]}/approve",
                         {"approver": "key:fuzz"}, route)
         grant = str(call("eva", "POST", "/v1/decisions", eva_proposal)["grant"])
-        stored = [str(call("memory", "POST", "/v1/memories", {"content": f"seed {n}"},
-                           "/v1/memories")["id"]) for n in range(2)]
+        stored = [str(call("memory", "POST", f"/v1/memories?owner={FUZZ_OWNER}",
+                           {"content": f"seed {n}"}, "/v1/memories")["id"]) for n in range(2)]
     return {
         "gateway POST /v1/actions": {"body": read},
         f"gateway GET {gw_actions}": {"path": {"action_id": action}},
@@ -100,8 +102,10 @@ def seeds_for(stack: FreshStack, headers: Callable[[str, str], dict[str, str]]
             "body": {"jti": _jti(str(approved["grant"])), "outcome": "ok",
                      "result_digest": "0" * 64}},
         "openclaw POST /v1/execute": {"body": {**read, "grant": grant}},
-        "memory GET /v1/memories/{memory_id}": {"path": {"memory_id": stored[0]}},
-        "memory POST /v1/memories/{memory_id}/archive": {"path": {"memory_id": stored[1]}},
+        "memory GET /v1/memories/{memory_id}": {"path": {"memory_id": stored[0]},
+                                                "query": {"owner": FUZZ_OWNER}},
+        "memory POST /v1/memories/{memory_id}/archive": {"path": {"memory_id": stored[1]},
+                                                         "query": {"owner": FUZZ_OWNER}},
         "memory POST /v1/sessions/{session_id}/turns": {
             "path": {"session_id": sessions[0]}, "body": {"role": "user", "content": "hi"}},
     }
