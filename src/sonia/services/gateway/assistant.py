@@ -115,6 +115,12 @@ class Assistant:
                     raise api_error_for(str(event.get("code")), str(event.get("detail", "")))
                 yield event
 
+    async def tool_step(self, body: dict[str, Any]) -> dict[str, Any]:
+        """One tool-calling step of the model (router `POST /v1/generate/tools`)."""
+        step: dict[str, Any] = await self.router.request(
+            "POST", "/v1/generate/tools", json_body=body, timeout=generation_budget(self.ctx))
+        return step
+
     async def models(self) -> dict[str, Any]:
         """The router's profiles and providers (cached for a few seconds)."""
         now = time.monotonic()
