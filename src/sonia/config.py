@@ -44,6 +44,9 @@ class GatewaySettings(_Section):
     max_body_bytes: int = Field(1_048_576, ge=1024, description="largest request body")
     max_message_chars: int = Field(32_768, ge=1, description="largest chat message")
     action_ttl_seconds: float = Field(900.0, gt=0, description="pending approvals expire after")
+    agent_tools: bool = Field(True, description="offer Sonia's tools to the model in /v1/chat")
+    agent_max_steps: int = Field(6, ge=1, le=64, description="model steps per chat turn")
+    agent_max_tool_calls: int = Field(8, ge=1, le=64, description="tool calls per chat turn")
 
 
 class RouterSettings(_Section):

@@ -43,7 +43,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from sonia.errors import AlreadyDecided, NotFound, PolicyDenied
-from sonia.services.eva import audit
+from sonia.services.eva import audit, origins
 from sonia.services.eva.commands import plan_command
 from sonia.services.eva.plan import canonical_json, plan_hash
 from sonia.services.eva.policy import Policy, validate_args
@@ -101,7 +101,8 @@ MIGRATIONS: list[str] = [
 ]
 """The decisions table alone (for tests or a separate database)."""
 
-EVA_MIGRATIONS: list[str] = [MIGRATIONS[0], audit.MIGRATIONS[0], MIGRATIONS[1]]
+EVA_MIGRATIONS: list[str] = [MIGRATIONS[0], audit.MIGRATIONS[0], MIGRATIONS[1],
+                             origins.MIGRATIONS[0]]
 """EVA's database: decisions and the audit log, so a decision and its audit record
 commit in one transaction. Append new steps at the end; never edit or reorder."""
 
