@@ -108,8 +108,7 @@ class Agent:
             recalled=[r["content"] for r in recalled])
         for memory in recalled:
             record.taint(f"memory:{memory['id']}")
-        await self._save(record)
-        await self._advance(record)
+        await self._advance(record)  # saved when it pauses, completes or fails
         return self.answer(record, recalled)
 
     async def show(self, key: ApiKey, turn_id: str) -> dict[str, Any]:
