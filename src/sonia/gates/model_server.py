@@ -4,7 +4,7 @@
 `GET /v1/models` and `POST /v1/chat/completions` (non-streaming; a streaming
 request gets the same step as one chunk stream). Each completion's reply is
 `script(request)`: the assistant message to send, e.g. `{"content": "hi"}` or
-`{"tool_calls": [...]}`. Every request is kept in `requests`, so a test or a
+`{"tool_calls": [...]}`, or `{"http_status": 400, "error": "..."}` to refuse it. Every request is kept in `requests`, so a test or a
 gate can see exactly what the model was shown (tools offered, tool results).
 
 It exists so that tool calling, approvals and the injection suite run against a
@@ -74,6 +74,10 @@ class ScriptedModelServer:
                     reply = server.script(request)
                 except Exception as exc:  # the script's bug is the test's to see
                     self._json(500, {"error": {"message": f"script failed: {exc!r}"}})
+                    return
+                if "http_status" in reply:  # the script refuses this request
+                    self._json(int(reply["http_status"]),
+                               {"error": {"message": str(reply.get("error", "refused"))}})
                     return
                 message = {"role": "assistant", "content": reply.get("content"),
                            **({"tool_calls": reply["tool_calls"]}

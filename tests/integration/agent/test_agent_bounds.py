@@ -40,6 +40,10 @@ def script(request: dict[str, Any]) -> dict[str, Any]:
         if len(results) == 1:
             return {"tool_calls": [tool_call("call_2", "file_read", {"path": "b.txt"})]}
         return {"content": "read both"}
+    if user == "no tools here":
+        if request.get("tools"):
+            return {"http_status": 400, "error": "this model does not support tools"}
+        return {"content": "plain words"}
     if user == "write late":
         if not results:
             return {"tool_calls": [tool_call("call_1", "file_write",
@@ -108,3 +112,11 @@ def test_an_expired_approval_is_told_to_the_model(stack: FreshStack) -> None:
     record = turn(stack, answer["agent_turn_id"])
     assert record["reply"].startswith("told: the action was expired")
     assert not (stack.home.workspace / "late.txt").exists()
+
+
+def test_a_model_server_that_refuses_tools_still_talks(stack: FreshStack) -> None:
+    answer = chat(stack, "no tools here")
+    assert (answer["status"], answer["reply"], answer["provider"]) == (
+        "completed", "plain words", "openai")
+    record = turn(stack, answer["agent_turn_id"])
+    assert record["steps"][0]["tools_refused"] is True

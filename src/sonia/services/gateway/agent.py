@@ -197,7 +197,8 @@ class Agent:
             calls = [c for c in (message.get("tool_calls") or []) if isinstance(c, dict)]
             record.steps.append({"kind": "model", "content": message.get("content"),
                                  "tool_calls": list(calls), "model": step["model"],
-                                 "provider": step["provider"]})
+                                 "provider": step["provider"],
+                                 "tools_refused": bool(step.get("tools_refused"))})
             if not calls:
                 await self._finish(record, str(message.get("content") or ""))
                 return

@@ -433,11 +433,17 @@ class OpenAIProvider:
 
     async def complete(self, payload: dict[str, Any]) -> dict[str, Any]:
         """One raw `POST /chat/completions` (tool calls and all): its JSON body, with at
-        least one choice holding a message; used by `router.tools`."""
+        least one choice holding a message; used by `router.tools`. A 400 or 422 is
+        InvalidArgument (the server refused this request), anything else Unavailable."""
         try:
             response = await self._client.post("/chat/completions", json=payload)
         except httpx.HTTPError as exc:
             raise self._failure(exc) from exc
+        if response.status_code in (400, 422):
+            # The server is up and says no to this request (a model without tool support,
+            # say): the caller's to handle, not a failure to quarantine the server for.
+            raise InvalidArgument(f"model server {self.name} refused the request: "
+                                  f"{response.text[:300]}")
         self._check(response, response.text)
         try:
             body = response.json()

@@ -2,7 +2,8 @@
 
     POST /v1/generate/tools {messages, tools, tool_choice?, profile?, model?,
                              max_tokens?, temperature?, sonia_tools?}
-         -> {message: {content, tool_calls}, finish_reason, model, provider, usage}
+         -> {message: {content, tool_calls}, finish_reason, model, provider, usage,
+             tools_refused}
 
 `messages` are OpenAI chat messages as the model sees them (system, user,
 assistant with `tool_calls`, `tool` with `tool_call_id`), `tools` OpenAI function
@@ -13,7 +14,10 @@ client of `/v1/chat/completions`, to run itself).
 
 Which providers can call tools:
 
-- a model server (`OpenAIProvider.complete`) always: the tools go upstream as given;
+- a model server (`OpenAIProvider.complete`) always: the tools go upstream as given.
+  When it refuses them (400/422: a model without tool support), Sonia's tools
+  are dropped for that step and the model answers in words (`tools_refused`);
+  a client's tools get the server's refusal as a 400;
 - the builtin model only when `sonia_tools` is set, i.e. for Sonia's own tools,
   through its small deterministic grammar (`builtin_tools`); a client's tools it
   cannot call, and a chain with no other provider answers 400 INVALID_ARGUMENT
@@ -37,6 +41,7 @@ from sonia.errors import InvalidArgument
 from sonia.services.router import builtin_tools
 from sonia.services.router.providers import (
     BuiltinProvider,
+    GenerationRequest,
     OpenAIProvider,
     Provider,
     system_with_memories,
@@ -83,12 +88,15 @@ class ToolStep:
     model: str
     provider: str
     usage: dict[str, int] = field(default_factory=dict)
+    tools_refused: bool = False
+    """The model server refused the tools and answered without them."""
 
     def to_dict(self) -> dict[str, Any]:
         return {"message": {"role": "assistant", "content": self.content,
                             "tool_calls": self.tool_calls},
                 "finish_reason": self.finish_reason, "model": self.model,
-                "provider": self.provider, "usage": self.usage}
+                "provider": self.provider, "usage": self.usage,
+                "tools_refused": self.tools_refused}
 
 
 def _payload(body: ToolsBody, model: str) -> dict[str, Any]:
@@ -110,10 +118,27 @@ def _usage(raw: Any) -> dict[str, int]:
             "total_tokens": prompt + completion}
 
 
+async def _without_tools(provider: OpenAIProvider, body: ToolsBody) -> ToolStep:
+    """A plain reply from a model server that refused Sonia's tools: the model talks."""
+    plain = [{"role": m.role, "content": m.content} for m in body.messages
+             if m.role != "tool" and m.content]
+    generation = await provider.generate(GenerationRequest.of(
+        plain, body.recalled, max_tokens=body.max_tokens, temperature=body.temperature,
+        model=body.model))
+    return ToolStep(content=generation.text, tool_calls=[], finish_reason="stop",
+                    model=generation.model, provider=provider.name,
+                    usage=generation.usage.to_dict(), tools_refused=True)
+
+
 async def _ask(provider: Provider, body: ToolsBody) -> ToolStep | None:
     """The provider's step, or None when it cannot call these tools."""
     if isinstance(provider, OpenAIProvider):
-        answer = await provider.complete(_payload(body, provider.model))
+        try:
+            answer = await provider.complete(_payload(body, provider.model))
+        except InvalidArgument:
+            if not body.sonia_tools:
+                raise  # the client's tools, refused by the model server: the client's 400
+            return await _without_tools(provider, body)
         choice = answer["choices"][0]
         message = choice.get("message") or {}
         calls = message.get("tool_calls") or []
@@ -153,6 +178,8 @@ async def complete(router: Router, body: ToolsBody) -> ToolStep:
         try:
             async with asyncio.timeout(router.timeout):
                 step = await _ask(provider, body)
+        except InvalidArgument:
+            raise  # the server answered, and refused the request: no fallback, no quarantine
         except Exception as exc:  # CancelledError is not an Exception: it propagates
             router._failed(provider, exc)
             attempts.append({"provider": name, "error": _describe(exc)})
