@@ -4,8 +4,9 @@
 `GET /v1/models` and `POST /v1/chat/completions` (non-streaming; a streaming
 request gets the same step as one chunk stream). Each completion's reply is
 `script(request)`: the assistant message to send, e.g. `{"content": "hi"}` or
-`{"tool_calls": [...]}`, or `{"http_status": 400, "error": "..."}` to refuse it. Every request is kept in `requests`, so a test or a
-gate can see exactly what the model was shown (tools offered, tool results).
+`{"tool_calls": [...]}`, or `{"http_status": 400, "error": "..."}` to refuse it.
+Every request is kept in `requests`, so a test or a gate can see exactly what
+the model was shown (tools offered, tool results).
 
 It exists so that tool calling, approvals and the injection suite run against a
 real server speaking the real protocol, with a model whose behaviour is fixed:
