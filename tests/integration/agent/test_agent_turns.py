@@ -75,6 +75,7 @@ def test_a_read_runs_in_the_turn_and_its_result_reaches_the_reply(
     assert (call["tool"], call["status"], call["args"]) == (
         "file.read", "executed", {"path": "notes.txt"})
     assert call["untrusted_sources"] == [], "nothing untrusted preceded the read"
+    assert "buy oat milk" in call["result"], "what the model was shown is in the record"
     assert record["untrusted_sources"] == ["tool:file.read:notes.txt"]
     (allowed, detail), *_ = audit(stack, call["action_id"])
     assert allowed == "allowed"
@@ -87,6 +88,8 @@ def test_a_write_pauses_for_approval_and_the_turn_resumes_after_it(
     answer = chat(user, "write 'call mum' to todo.txt", "write")
     assert answer["status"] == "pending_approval", answer
     pending = answer["pending_approval"]
+    assert answer["reply"] == (f"Waiting for an approver to run file.write "
+                               f"(action {pending['action_id']}).")
     assert (pending["tool"], pending["args"]) == (
         "file.write", {"path": "todo.txt", "content": "call mum"})
     assert len(pending["plan_hash"]) == 64 and pending["tier"] == 2

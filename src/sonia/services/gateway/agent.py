@@ -151,9 +151,10 @@ class Agent:
             result = {"error": f"the action was {status} by "
                                f"{'an approver' if status == 'denied' else 'its deadline'}; "
                                "it did not run"}
+        step["result"] = _shown(result)
         record.steps.append(step)
         record.messages.append({"role": "tool", "tool_call_id": pending.get("call_id"),
-                                "content": _shown(result)})
+                                "content": step["result"]})
         try:
             await self._advance(record)
         except ApiError as exc:
@@ -241,8 +242,9 @@ class Agent:
                 if outcome is None:
                     return "paused"
                 result = outcome
+        step["result"] = _shown(result)  # what the model was shown, in the record too
         record.messages.append({"role": "tool", "tool_call_id": call_id,
-                                "content": _shown(result)})
+                                "content": step["result"]})
         return "done"
 
     async def _act(self, record: turns.TurnRecord, call_id: str, name: str,
@@ -321,8 +323,12 @@ class Agent:
     @staticmethod
     def answer(record: turns.TurnRecord, recalled: list[dict[str, Any]]) -> dict[str, Any]:
         stored = record.stored
+        reply = record.reply or ""
+        if record.pending is not None and not reply:
+            reply = (f"Waiting for an approver to run {record.pending['tool']} "
+                     f"(action {record.pending['action_id']}).")
         answer: dict[str, Any] = {
-            "reply": record.reply or "",
+            "reply": reply,
             "status": record.status,
             "session_id": record.session_id,
             "turn_id": record.memory_turn_id,
