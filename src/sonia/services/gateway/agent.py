@@ -18,11 +18,13 @@ schema) and `memory_search`. A turn alternates model steps (router
 - `memory_search` reads memories through the memory service (a read of the
   user's own store, not an action: nothing changes, nothing to approve).
 
-Taint (DESIGN.md, "Actions and approvals"): recalled memories and every tool
-result are untrusted. From the moment one is in the turn's context, the turn
-names them on every proposal and EVA requires a person's approval whatever the
-tier. The model's words are only ever data here: they can propose, never
-approve, deny or reach OpenClaw (the gateway approves only for an approver key).
+Taint (DESIGN.md, "Actions and approvals"): recalled memories, every tool
+result, and earlier replies of the session that were made with untrusted
+content in context (their turn's metadata says so) are untrusted. From the
+moment one is in the turn's context, the turn names them on every proposal and
+EVA requires a person's approval whatever the tier. The model's words are only
+ever data here: they can propose, never approve, deny or reach OpenClaw (the
+gateway approves only for an approver key).
 
 Bounded: at most `gateway.agent_max_steps` model steps and
 `gateway.agent_max_tool_calls` tool calls per turn; past either the turn ends
@@ -101,13 +103,19 @@ class Agent:
     async def turn(self, key: ApiKey, session_id: str, message: str,
                    profile: str | None) -> dict[str, Any]:
         """A new chat turn; the answer of `POST /v1/chat`."""
-        recalled, history = await self.assistant.context(session_id, message)
+        recalled, stored_turns = await self.assistant.context_turns(session_id, message)
+        history = [{"role": t["role"], "content": t["content"]} for t in stored_turns]
         record = turns.TurnRecord(
             id=turns.new_turn_id(), key_id=key.id, session_id=session_id, message=message,
             profile=profile, messages=[*history, {"role": "user", "content": message}],
             recalled=[r["content"] for r in recalled])
         for memory in recalled:
             record.taint(f"memory:{memory['id']}")
+        for earlier in stored_turns:
+            # A reply made after untrusted content may repeat it: it stays untrusted.
+            if earlier.get("role") == "assistant" and \
+                    (earlier.get("metadata") or {}).get("untrusted_sources"):
+                record.taint(f"history:{earlier['id']}")
         await self._advance(record)  # saved when it pauses, completes or fails
         return self.answer(record, recalled)
 
@@ -309,7 +317,7 @@ class Agent:
         stored = await self.assistant.store_exchange(
             record.session_id, record.message, reply or None,
             {"model": record.model, "provider": record.provider, "agent_turn_id": record.id,
-             "correlation_id": correlation.current()})
+             "untrusted_sources": record.untrusted, "correlation_id": correlation.current()})
         record.memory_turn_id = str(stored["turns"][-1]["id"])
         record.stored = list(stored["memories"])
         record.status = "completed"

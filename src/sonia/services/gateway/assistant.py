@@ -52,11 +52,16 @@ class Assistant:
                       ) -> tuple[list[dict[str, Any]], list[dict[str, str]]]:
         """What a reply in `session_id` needs, in one read: memories recalled for `text`
         and the session's recent turns (as {role, content} messages)."""
+        recalled, turns = await self.context_turns(session_id, text)
+        return recalled, [{"role": t["role"], "content": t["content"]} for t in turns]
+
+    async def context_turns(self, session_id: str, text: str
+                            ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        """`context`, with the turns as stored (id, role, content, metadata)."""
         found = await self.memory.request(
             "GET", f"/v1/sessions/{session_id}/context",
             params={"q": text[:4096], "recall": RECALL_LIMIT, "turns": HISTORY_TURNS})
-        history = [{"role": t["role"], "content": t["content"]} for t in found["turns"]]
-        return list(found["recalled"]), history
+        return list(found["recalled"]), [dict(t) for t in found["turns"]]
 
     async def store_exchange(self, session_id: str, user: str, assistant: str | None,
                              metadata: dict[str, Any]) -> dict[str, Any]:
