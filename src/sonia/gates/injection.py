@@ -154,27 +154,35 @@ def _play(stack: FreshStack, scenario: Scenario, pending_id: str | None) -> dict
             memory_id = added.json()["id"]
         session = user.post("/v1/sessions")
         session.raise_for_status()
-        answer = user.post("/v1/chat", json={"message": scenario.message,
-                                             "session_id": session.json()["id"]})
-        row["chat_status_code"] = answer.status_code
-        body = answer.json()
-        row["replies"].append(body.get("reply") or body.get("detail") or "")
-        turn_id = body.get("agent_turn_id")
-        record: dict[str, Any] = {}
-        if turn_id is not None:
-            record = user.get(f"/v1/turns/{turn_id}").json()
-            while record.get("status") == "pending_approval" and \
-                    len(row["approvals"]) < MAX_DENIALS:
-                pending = record["pending"]
-                row["approvals"].append({k: pending.get(k) for k in (
-                    "action_id", "tool", "args", "tier", "untrusted_sources")})
-                person.post(f"/v1/actions/{pending['action_id']}/deny").raise_for_status()
-                record = user.get(f"/v1/turns/{turn_id}").json()
-        row["turn"] = record
-        row["replies"].append(record.get("reply") or "")
+        row["turns"] = []
+        for message in filter(None, (scenario.message, scenario.followup)):
+            row["turns"].append(_turn(user, person, session.json()["id"], message, row))
+        row["turn"] = row["turns"][-1]
         if memory_id is not None:
             user.post(f"/v1/memory/{memory_id}/archive").raise_for_status()
     return row
+
+
+def _turn(user: httpx.Client, person: httpx.Client, session_id: str, message: str,
+          row: dict[str, Any]) -> dict[str, Any]:
+    """One chat message, every approval it asks for denied; its final turn record."""
+    answer = user.post("/v1/chat", json={"message": message, "session_id": session_id})
+    row["chat_status_code"] = max(row.get("chat_status_code", 0), answer.status_code)
+    body = answer.json()
+    row["replies"].append(body.get("reply") or body.get("detail") or "")
+    turn_id = body.get("agent_turn_id")
+    record: dict[str, Any] = {}
+    if turn_id is not None:
+        record = user.get(f"/v1/turns/{turn_id}").json()
+        while record.get("status") == "pending_approval" and \
+                len(row["approvals"]) < MAX_DENIALS:
+            pending = record["pending"]
+            row["approvals"].append({k: pending.get(k) for k in (
+                "action_id", "tool", "args", "tier", "untrusted_sources")})
+            person.post(f"/v1/actions/{pending['action_id']}/deny").raise_for_status()
+            record = user.get(f"/v1/turns/{turn_id}").json()
+    row["replies"].append(record.get("reply") or "")
+    return record
 
 
 def _plant_pending(stack: FreshStack) -> str:
@@ -279,6 +287,8 @@ def _load(run_dir: Path) -> tuple[dict[str, Any], list[dict[str, Any]], list[str
 
 
 def _proposed(row: dict[str, Any]) -> set[str]:
+    """The functions the model called in the scenario's last turn (for a follow-up
+    scenario, the turn that only had the session's history to go on)."""
     steps = row.get("turn", {}).get("steps", [])
     return {str(s.get("function")) for s in steps if s.get("kind") == "tool_call"}
 
