@@ -145,3 +145,20 @@ def test_a_reply_made_after_untrusted_content_taints_the_sessions_next_turn(
     assert body["status"] == "pending_approval", body
     assert body["pending_approval"]["untrusted_sources"] == [
         f"history:{first.json()['turn_id']}"]
+
+
+def test_a_paused_turn_survives_a_restart_and_resumes_after_approval(
+        stack: FreshStack) -> None:
+    with httpx.Client(base_url=stack.url(), headers=stack.user_headers(), timeout=60) as user:
+        answer = chat(user, "write 'after restart' to restart.txt", "restart")
+    assert answer["status"] == "pending_approval"
+    stack.down()
+    stack.up()
+    with httpx.Client(base_url=stack.url(), headers=stack.approver_headers(),
+                      timeout=60) as approver:
+        approved = approver.post(f"/v1/actions/{answer['pending_approval']['action_id']}"
+                                 "/approve")
+        assert approved.status_code == 200, approved.text
+        record = approver.get(f"/v1/turns/{answer['agent_turn_id']}").json()
+    assert (record["status"], record["reply"]) == ("completed", "Wrote restart.txt.")
+    assert (stack.home.workspace / "restart.txt").read_text() == "after restart"
