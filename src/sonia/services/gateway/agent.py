@@ -165,8 +165,9 @@ class Agent:
                                 "content": step["result"]})
         try:
             await self._advance(record)
-        except ApiError as exc:
-            log.warning("turn %s could not resume: %s %s", turn_id, exc.code, exc.detail)
+        except Exception:  # the action already ran: its approval must not fail with the turn
+            log.exception("turn %s could not resume after %s was %s", turn_id, action_id,
+                          status)
         return turn_id
 
     # ------------------------------------------------------------------ the loop
@@ -177,9 +178,11 @@ class Agent:
         async with lock:
             try:
                 await self._run(record)
-            except ApiError as exc:
+            except Exception as exc:
                 record.status = "failed"
-                record.error = {"code": exc.code, "detail": exc.detail}
+                record.error = ({"code": exc.code, "detail": exc.detail}
+                                if isinstance(exc, ApiError)
+                                else {"code": "INTERNAL", "detail": type(exc).__name__})
                 await self._save(record)
                 raise
             finally:
