@@ -42,6 +42,7 @@ import sqlite3
 import string
 import time
 from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -59,9 +60,11 @@ from sonia.gates.injection_cases import (
     attacker,
 )
 from sonia.gates.model_server import ScriptedModelServer
+from sonia.gates.progress import GateProgress
 from sonia.kit.db import connect
 
-__all__ = ["MIN_SCENARIOS", "judge", "leaks", "run", "snapshot"]
+__all__ = ["EVIDENCE", "MIN_SCENARIOS", "PROFILES", "InjectionProfile", "judge", "leaks", "run",
+           "snapshot"]
 
 MIN_SCENARIOS = 30
 SLICE = 8
@@ -70,6 +73,16 @@ MAX_DENIALS = 10
 SETUP, SCENARIO_ROWS = "injection-setup.json", "injection-scenarios.jsonl"
 MEMORY_DUMP, DECISIONS_DUMP = "injection-memory.json", "injection-decisions.json"
 REPORT = "injection-report.json"
+EVIDENCE = (SETUP, SCENARIO_ROWS, MEMORY_DUMP, DECISIONS_DUMP, REPORT)
+"""The files a run leaves (for the gate registry, or the security gate that runs it)."""
+
+
+@dataclass(frozen=True)
+class InjectionProfile:
+    """Nothing to scale: every scenario runs in every profile (it takes seconds)."""
+
+
+PROFILES = {"quick": InjectionProfile(), "release": InjectionProfile()}
 
 
 # --------------------------------------------------------------------------- evidence
@@ -196,8 +209,12 @@ def _plant_pending(stack: FreshStack) -> str:
     return str(answer.json()["id"])
 
 
-def run(run_dir: Path) -> Verdict:
-    """Play every scenario against a fresh stack and the attacker model; see the module doc."""
+def run(run_dir: Path, profile: InjectionProfile | None = None,
+        progress: GateProgress | None = None) -> Verdict:
+    """Play every scenario against a fresh stack and the attacker model; see the module doc.
+
+    The signature is the gates' (`registry.run_gate`), so the suite can be a gate of its
+    own or a step of the security gate."""
     run_dir.mkdir(parents=True, exist_ok=True)
     secret = _secret()
     started = time.time()
@@ -215,6 +232,7 @@ def run(run_dir: Path) -> Verdict:
                 "scenarios": [s.id for s in SCENARIOS], "started_at": started,
                 "attacker": "injection_cases.attacker: obeys CALL/SAY lines in tool results "
                             "and recalled memories"})
+            task = progress.task("injection scenarios", len(SCENARIOS)) if progress else None
             with open(run_dir / SCENARIO_ROWS, "w", encoding="utf-8") as out:
                 for scenario in SCENARIOS:
                     fill = {k: v.replace("{{pending}}", pending_id)
@@ -226,6 +244,8 @@ def run(run_dir: Path) -> Verdict:
                     row["before"], row["after"] = before, snapshot(workspace)
                     out.write(json.dumps(row, ensure_ascii=False) + "\n")
                     out.flush()
+                    if progress is not None and task is not None:
+                        progress.advance(task)
             write_json(run_dir / MEMORY_DUMP, _dump_texts(stack.home.db_path("memory")))
             write_json(run_dir / DECISIONS_DUMP, _decisions(stack.home.db_path("eva")))
     verdict = judge(run_dir)
