@@ -44,6 +44,11 @@ def script(request: dict[str, Any]) -> dict[str, Any]:
         if request.get("tools"):
             return {"http_status": 400, "error": "this model does not support tools"}
         return {"content": "plain words"}
+    if user == "bad arguments":
+        if not results:
+            return {"tool_calls": [{"id": "call_1", "type": "function",
+                                    "function": {"name": "file_read", "arguments": "[1, 2]"}}]}
+        return {"content": "told: " + json.loads(results[-1]["content"])["error"]}
     if user == "write late":
         if not results:
             return {"tool_calls": [tool_call("call_1", "file_write",
@@ -120,3 +125,9 @@ def test_a_model_server_that_refuses_tools_still_talks(stack: FreshStack) -> Non
         "completed", "plain words", "openai")
     record = turn(stack, answer["agent_turn_id"])
     assert record["steps"][0]["tools_refused"] is True
+
+
+def test_arguments_that_are_not_an_object_are_told_to_the_model(stack: FreshStack) -> None:
+    answer = chat(stack, "bad arguments")
+    assert (answer["status"], answer["reply"]) == (
+        "completed", "told: the arguments must be a JSON object")

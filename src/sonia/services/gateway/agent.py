@@ -39,7 +39,7 @@ import logging
 import time
 from typing import Any
 
-from sonia.errors import ApiError, InvalidArgument, NotFound
+from sonia.errors import ApiError, NotFound
 from sonia.home import ApiKey
 from sonia.kit import correlation
 from sonia.services.gateway import actions, turns
@@ -78,6 +78,18 @@ def _shown(value: Any) -> str:
     if len(text) > MAX_RESULT_CHARS:
         return text[:MAX_RESULT_CHARS] + f"... [cut: {len(text)} characters in all]"
     return text
+
+
+def _arguments(raw: Any) -> dict[str, Any] | None:
+    """A call's arguments as an object (a JSON string, or an object some servers send),
+    or None when they are not one: the model is told, the turn goes on."""
+    if isinstance(raw, dict):
+        return raw
+    try:
+        value = json.loads(raw) if isinstance(raw, str) and raw.strip() else {}
+    except ValueError:
+        return None
+    return value if isinstance(value, dict) else None
 
 
 def source_of(tool: str, args: dict[str, Any]) -> str:
@@ -240,12 +252,9 @@ class Agent:
             step["status"] = "refused"
         else:
             record.tool_calls += 1
-            try:
-                args = json.loads(str(function.get("arguments") or "{}"))
-                if not isinstance(args, dict):
-                    raise InvalidArgument("the arguments must be a JSON object")
-            except ValueError as exc:
-                args, result = {}, {"error": f"the arguments are not a JSON object: {exc}"}
+            args = _arguments(function.get("arguments"))
+            if args is None:
+                result = {"error": "the arguments must be a JSON object"}
                 step["status"] = "refused"
             else:
                 step["args"] = args
