@@ -57,6 +57,9 @@ class GatewaySettings(_Section):
         600, ge=1, le=1_000_000,
         description="proposals of one key that EVA refuses (400/403/404), per minute; "
                     "past it the key's proposals answer 429 with Retry-After")
+    agent_tools: bool = Field(True, description="offer Sonia's tools to the model in /v1/chat")
+    agent_max_steps: int = Field(6, ge=1, le=64, description="model steps per chat turn")
+    agent_max_tool_calls: int = Field(8, ge=1, le=64, description="tool calls per chat turn")
 
 
 class RouterSettings(_Section):

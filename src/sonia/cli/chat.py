@@ -8,6 +8,9 @@ stopped on the way out. The key comes from `--key` or `SONIA_API_KEY`; the
 gateway's address from `--url` or the home's configuration.
 
 Lines read from a pipe work too, one message a line, so it can be scripted.
+
+With `--tools` the model may use Sonia's tools: messages go through
+`POST /v1/chat` and approvals are shown, and answered, in place (`chat_actions`).
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ import typer
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import ClientConnection, connect
 
+from sonia.cli.chat_actions import ActingChat
 from sonia.cli.options import HomeOption, resolve_home
 from sonia.errors import ConfigError
 
@@ -161,9 +165,34 @@ class TerminalChat:
         finally:
             self.end(ws)
 
-    def run(self, session: str | None, lines: TextIO = sys.stdin) -> None:
+    def act(self, session_id: str, lines: TextIO, approver_key: str | None) -> None:
+        """The `--tools` conversation: whole replies, approvals in place."""
+        acting = ActingChat(self.http, self.out, approver_key)
+        if lines.isatty():
+            self._write(f"session {session_id}; the model may use tools; "
+                        "Ctrl-D or /quit ends\n")
+        while True:
+            if lines.isatty():
+                self._write("you> ")
+            try:
+                line = lines.readline()
+            except KeyboardInterrupt:
+                return
+            if not line or line.strip() in QUIT:
+                return
+            if line.strip():
+                try:
+                    acting.exchange(session_id, line.rstrip("\n"), lines)
+                except httpx.HTTPError as exc:
+                    raise ChatError(f"the gateway stopped answering: {exc}") from exc
+
+    def run(self, session: str | None, lines: TextIO = sys.stdin, *, tools: bool = False,
+            approver_key: str | None = None) -> None:
         session_id = session or self.start_session()
         try:
+            if tools:
+                self.act(session_id, lines, approver_key)
+                return
             with self.open_stream(session_id) as ws:
                 self._converse(ws, session_id, lines)
         finally:
@@ -183,6 +212,12 @@ def register(app: typer.Typer) -> None:
             help="the gateway's URL (default: from the home's configuration)")] = None,
         session: Annotated[str | None, typer.Option(
             help="continue this session instead of starting one")] = None,
+        tools: Annotated[bool, typer.Option(
+            "--tools", help="let the model use Sonia's tools (whole replies; approvals "
+                            "shown inline)")] = False,
+        approver_key: Annotated[str | None, typer.Option(
+            "--approver-key", envvar="SONIA_APPROVER_KEY", show_default=False,
+            help="with --tools: an approver key, to approve or deny in place")] = None,
     ) -> None:
         """Talk with Sonia in the terminal; replies stream in as they are made."""
         if not key:
@@ -191,7 +226,7 @@ def register(app: typer.Typer) -> None:
         if url is None:
             url = resolve_home(home).settings().url_of("gateway")
         try:
-            TerminalChat(url, key).run(session)
+            TerminalChat(url, key).run(session, tools=tools, approver_key=approver_key)
         except ChatError as exc:
             print(f"error: {exc}", file=sys.stderr)
             raise typer.Exit(1) from exc

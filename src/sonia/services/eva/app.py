@@ -2,11 +2,14 @@
 
 Internal routes (service token; callers in `CALLERS`):
 
-    POST /v1/decisions {tool, args, principal, session_id?}
+    POST /v1/decisions {tool, args, principal, session_id?, origin?, turn_id?, untrusted?}
         -> {action_id, decision: allow|approval_required, status, tier, plan_hash,
             reason, expires_at, grant?}; a policy denial is 403 POLICY_DENIED (with
-            action_id); bad arguments or commands 400 (audited as `rejected`)
-    GET  /v1/decisions/{action_id}                 the stored action and its status
+            action_id); bad arguments or commands 400 (audited as `rejected`).
+        `origin` is user (default) or model; a model's proposal with `untrusted`
+        sources in its turn's context always needs approval (`origins.escalate`)
+    GET  /v1/decisions/{action_id}                 the stored action and its status,
+                                                   with origin, turn_id, untrusted_sources
     POST /v1/decisions/{action_id}/approve {approver}
         -> {action_id, status: approved, tool, args, plan_hash, grant}; 409
         ALREADY_DECIDED unless pending, or approved with its last grant dead
@@ -52,6 +55,7 @@ from sonia.services.eva.decisions import (
     new_action_id,
     record_decision,
 )
+from sonia.services.eva.origins import Origin, escalate, load_origin, save_origin
 
 log = logging.getLogger("sonia.eva")
 
@@ -79,6 +83,14 @@ class Proposal(_Body):
     args: dict[str, Any]
     principal: Name
     session_id: Name | None = None
+    origin: Literal["user", "model"] = "user"
+    turn_id: Name | None = None
+    untrusted: Annotated[list[Annotated[StrictStr, Field(min_length=1, max_length=300)]],
+                         Field(max_length=256)] = Field(default_factory=list)
+
+    def source(self) -> Origin:
+        return Origin(origin=self.origin, turn_id=self.turn_id,
+                      untrusted=tuple(dict.fromkeys(self.untrusted)))
 
 
 class Decision(_Body):
@@ -120,7 +132,7 @@ class Eva:
 
     async def propose(self, body: Proposal) -> dict[str, Any]:
         try:
-            verdict = self.decider.decide(body.tool, body.args)
+            verdict = escalate(self.decider.decide(body.tool, body.args), body.source())
         except ApiError as exc:
             await self._rejected(body, exc)
             raise
@@ -128,7 +140,7 @@ class Eva:
 
     async def _rejected(self, body: Proposal, exc: ApiError) -> None:
         detail = {"tool": body.tool, "principal": body.principal, "code": exc.code,
-                  "reason": exc.detail[:500]}
+                  "reason": exc.detail[:500], **body.source().to_dict()}
         await self.db.write(lambda c: audit.append(c, "rejected", actor=POLICY_ACTOR,
                                                    detail=detail))
 
@@ -137,9 +149,10 @@ class Eva:
         record = record_decision(conn, verdict, principal=body.principal,
                                  session_id=body.session_id, ttl=self.action_ttl,
                                  action_id=new_action_id())
+        save_origin(conn, record.action_id, body.source())
         detail: dict[str, Any] = {"tool": verdict.tool, "tier": verdict.tier,
                                   "plan_hash": verdict.plan_hash, "principal": body.principal,
-                                  "reason": verdict.reason}
+                                  "reason": verdict.reason, **body.source().to_dict()}
         answer = {"action_id": record.action_id, "decision": verdict.decision,
                   "status": record.status, "tier": verdict.tier,
                   "plan_hash": verdict.plan_hash, "reason": verdict.reason,
@@ -233,7 +246,11 @@ def routes(eva: Eva) -> APIRouter:
 
     @router.get("/decisions/{action_id}")
     async def get(action_id: ActionId) -> dict[str, Any]:
-        return describe(await eva.db.read(lambda c: get_decision(c, action_id)))
+        def read(conn: sqlite3.Connection) -> dict[str, Any]:
+            return {**describe(get_decision(conn, action_id)),
+                    **load_origin(conn, action_id).to_dict()}
+
+        return await eva.db.read(read)
 
     @router.post("/decisions/{action_id}/approve")
     async def approve_route(action_id: ActionId, body: Decision) -> dict[str, Any]:

@@ -47,6 +47,7 @@ from sonia.actions.commands import CommandPlan, plan_command
 from sonia.actions.plan import canonical_json, plan_hash
 from sonia.actions.policy import Policy, validate_args
 from sonia.errors import AlreadyDecided, NotFound, PolicyDenied
+from sonia.services.eva import origins
 
 __all__ = [
     "DECISIONS",
@@ -100,7 +101,8 @@ MIGRATIONS: list[str] = [
 ]
 """The decisions table alone (for tests or a separate database)."""
 
-EVA_MIGRATIONS: list[str] = [MIGRATIONS[0], audit.MIGRATIONS[0], MIGRATIONS[1]]
+EVA_MIGRATIONS: list[str] = [MIGRATIONS[0], audit.MIGRATIONS[0], MIGRATIONS[1],
+                             origins.MIGRATIONS[0]]
 """EVA's database: decisions and the audit log, so a decision and its audit record
 commit in one transaction. Append new steps at the end; never edit or reorder."""
 

@@ -9,9 +9,10 @@
                                    denied by policy: 403 POLICY_DENIED
     GET  /v1/actions/{id}          its status (the proposer's key or an approver)
     POST /v1/actions/{id}/approve  approver key: EVA mints a grant, OpenClaw runs it once
-                                   -> 200 {id, status: executed, tool, result};
+                                   -> 200 {id, status: executed, tool, result, turn_id?};
                                    again: 409 ALREADY_DECIDED
-    POST /v1/actions/{id}/deny     approver key -> 200 {id, status: denied}
+    POST /v1/actions/{id}/deny     approver key -> 200 {id, status: denied, turn_id?}
+    (`turn_id`: the chat turn that waited on the action and has now resumed, `agent`)
 
 The gateway decides nothing itself: EVA decides (and audits), OpenClaw executes
 only with EVA's grant. A tool that fails answers its own problem (404 NOT_FOUND,
@@ -25,6 +26,7 @@ import asyncio
 import logging
 import re
 import time
+from collections.abc import Awaitable, Callable
 from typing import Annotated, Any
 
 import httpx
@@ -72,6 +74,11 @@ class _Slot:
         self.users = 0
 
 
+Decided = Callable[[str, dict[str, Any]], Awaitable[str | None]]
+"""Told of an approver's decision: (action id, {status, result?|error?, code?}) -> the id of
+a chat turn it resumed, if any (`agent.Agent.decided`)."""
+
+
 class Actions:
     """Proposing, approving and running actions on behalf of user keys."""
 
@@ -86,6 +93,18 @@ class Actions:
         self.max_pending = settings.max_pending_actions_per_key
         self.action_ttl = settings.action_ttl_seconds
         self._in_flight: dict[str, int] = {}
+        self.on_decided: list[Decided] = []
+
+    async def _decided(self, action_id: str, outcome: dict[str, Any]) -> str | None:
+        turn_id = None
+        for hook in self.on_decided:
+            turn_id = await hook(action_id, outcome) or turn_id
+        return turn_id
+
+    async def run_granted(self, key_id: str, action_id: str, tool: str, args: dict[str, Any],
+                          grant: str) -> Any:
+        """Run an action EVA allowed with `grant` (a model's tool call goes this way too)."""
+        return await self._execute(key_id, action_id, tool, args, grant)
 
     async def propose(self, key: ApiKey, body: NewAction) -> actions.StoredAnswer:
         if body.idempotency_key is None:
@@ -191,10 +210,17 @@ class Actions:
         approved = await self.eva.request("POST", f"/v1/decisions/{action_id}/approve",
                                           json_body={"approver": principal(key)})
         owner = key_id_of(str(approved["principal"]))
-        result = await self._execute(owner, action_id, str(approved["tool"]),
-                                     dict(approved["args"]), str(approved["grant"]))
-        return {"id": action_id, "status": "executed", "tool": approved["tool"],
-                "result": result}
+        try:
+            result = await self._execute(owner, action_id, str(approved["tool"]),
+                                         dict(approved["args"]), str(approved["grant"]))
+        except ApiError as exc:
+            await self._decided(action_id, {"status": "failed", "error": exc.detail,
+                                            "code": exc.code})
+            raise
+        answer = {"id": action_id, "status": "executed", "tool": approved["tool"],
+                  "result": result}
+        turn_id = await self._decided(action_id, {"status": "executed", "result": result})
+        return answer if turn_id is None else {**answer, "turn_id": turn_id}
 
     async def deny(self, key: ApiKey, action_id: str) -> dict[str, Any]:
         denied = await self.eva.request("POST", f"/v1/decisions/{action_id}/deny",
@@ -202,7 +228,9 @@ class Actions:
         owner = key_id_of(str(denied["principal"]))
         await self.gw.db.write(lambda c: actions.save_action(
             c, action_id, owner, str(denied["tool"]), "denied"))
-        return {"id": action_id, "status": "denied", "tool": denied["tool"]}
+        answer = {"id": action_id, "status": "denied", "tool": denied["tool"]}
+        turn_id = await self._decided(action_id, {"status": "denied"})
+        return answer if turn_id is None else {**answer, "turn_id": turn_id}
 
     async def show(self, key: ApiKey, action_id: str) -> dict[str, Any]:
         record = await self.eva.request("GET", f"/v1/decisions/{action_id}")
@@ -223,6 +251,8 @@ class Actions:
             "decided_by": record["decided_by"],
             "decided_at": actions.iso_time(record["decided_at"]),
             "executed_at": actions.iso_time(record["executed_at"]),
+            "origin": record.get("origin", "user"), "turn_id": record.get("turn_id"),
+            "untrusted_sources": record.get("untrusted_sources", []),
         }
         if row is not None and row.result is not None:
             shown["result"] = row.result
@@ -237,8 +267,8 @@ def _action_id(action_id: str) -> str:
     return action_id
 
 
-def routers(gw: Gateway) -> list[APIRouter]:
-    service = Actions(gw)
+def routers(gw: Gateway, service: Actions | None = None) -> list[APIRouter]:
+    service = service or Actions(gw)
     User = Annotated[ApiKey, Depends(gw.user)]
     Approver = Annotated[ApiKey, Depends(gw.approver)]
     ActionId = Annotated[str, Path(max_length=200)]

@@ -11,6 +11,9 @@ from fastapi import APIRouter, Depends, FastAPI
 from sonia.home import ApiKey
 from sonia.kit.app import ServiceContext, ServiceParts, create_app, run_sync
 from sonia.services.gateway import actions_api, conversation, sessions_api
+from sonia.services.gateway.actions_api import Actions
+from sonia.services.gateway.agent import Agent
+from sonia.services.gateway.assistant import Assistant
 from sonia.services.gateway.state import Gateway
 
 DOWNSTREAM = ("eva", "memory", "router", "openclaw", "voice")
@@ -18,6 +21,9 @@ DOWNSTREAM = ("eva", "memory", "router", "openclaw", "voice")
 
 def create(ctx: ServiceContext) -> FastAPI:
     gw = Gateway.build(ctx)
+    assistant, actions = Assistant(gw.ctx), Actions(gw)
+    agent = Agent(gw, assistant, actions)
+    actions.on_decided.append(agent.decided)  # an approval resumes the turn waiting on it
     whoami_routes = APIRouter(prefix="/v1", tags=["identity"])
 
     @whoami_routes.get("/whoami")
@@ -31,8 +37,8 @@ def create(ctx: ServiceContext) -> FastAPI:
 
     checks = {"database": database} | {name: ctx.dependency_check(name) for name in DOWNSTREAM}
     return create_app(ctx, ServiceParts(
-        user_routers=[whoami_routes, *conversation.routers(gw), *sessions_api.routers(gw),
-                      *actions_api.routers(gw)],
+        user_routers=[whoami_routes, *conversation.routers(gw, assistant, agent),
+                      *sessions_api.routers(gw), *actions_api.routers(gw, actions)],
         checks=checks,
         on_startup=[run_sync(gw.db.open), *gw.on_startup],
         on_shutdown=[run_sync(gw.db.close), *gw.on_shutdown],  # hooks run in reverse

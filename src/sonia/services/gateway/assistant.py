@@ -55,12 +55,17 @@ class Assistant:
                       ) -> tuple[list[dict[str, Any]], list[dict[str, str]]]:
         """What a reply in `session_id` needs, in one read: memories recalled for `text`
         and the session's recent turns (as {role, content} messages)."""
+        recalled, turns = await self.context_turns(session_id, text, owner=owner)
+        return recalled, [{"role": t["role"], "content": t["content"]} for t in turns]
+
+    async def context_turns(self, session_id: str, text: str, *, owner: str
+                            ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        """`context`, with the turns as stored (id, role, content, metadata)."""
         found = await self.memory.request(
             "GET", f"/v1/sessions/{session_id}/context",
             params={"q": text[:4096], "recall": RECALL_LIMIT, "turns": HISTORY_TURNS,
                     "owner": owner})
-        history = [{"role": t["role"], "content": t["content"]} for t in found["turns"]]
-        return list(found["recalled"]), history
+        return list(found["recalled"]), [dict(t) for t in found["turns"]]
 
     async def store_exchange(self, session_id: str, user: str, assistant: str | None,
                              metadata: dict[str, Any], *, owner: str) -> dict[str, Any]:
@@ -119,6 +124,12 @@ class Assistant:
                 if event.get("type") == "error":
                     raise api_error_for(str(event.get("code")), str(event.get("detail", "")))
                 yield event
+
+    async def tool_step(self, body: dict[str, Any]) -> dict[str, Any]:
+        """One tool-calling step of the model (router `POST /v1/generate/tools`)."""
+        step: dict[str, Any] = await self.router.request(
+            "POST", "/v1/generate/tools", json_body=body, timeout=generation_budget(self.ctx))
+        return step
 
     async def models(self) -> dict[str, Any]:
         """The router's profiles and providers (cached for a few seconds)."""

@@ -1,9 +1,15 @@
 """Gateway routes: chat and memory (user keys).
 
     POST /v1/chat {message, session_id?, profile?}
-         -> {reply, session_id, turn_id, model, provider,
+         -> {reply, status, session_id, turn_id, agent_turn_id, model, provider,
              memory: {recalled: [{id, kind, content, score}],
-                      stored: [{id, kind, content, new}]}, usage}
+                      stored: [{id, kind, content, new}]}, usage, steps,
+             pending_approval?: {action_id, call_id, tool, args, tier, plan_hash, reason,
+                                 expires_at, untrusted_sources}}
+         The model is offered Sonia's tools (`agent`; `gateway.agent_tools = false`
+         turns that off): `status` is completed, or pending_approval when a tool call
+         waits for an approver (then `turn_id`, the stored assistant turn, is null
+         until the turn completes).
          Without `session_id` the chat goes to the key's default session (see
          `sessions`); an unknown, closed or expired session is 404 NOT_FOUND.
          `stored` lists the facts the message stated (`memory.facts`): that is
@@ -12,6 +18,9 @@
     POST /v1/memory {content, kind?}   -> 201 the memory
     GET  /v1/memory/{memory_id}        one memory
     POST /v1/memory/{memory_id}/archive  stop recalling it (memories are never deleted)
+    GET  /v1/turns/{agent_turn_id}     the turn record: status, every step (model steps,
+                                       tool calls with action ids), untrusted sources,
+                                       reply (its key's, or any for an approver)
 
 The OpenAI-compatible routes live in `openai_compat`.
 """
@@ -19,19 +28,22 @@ The OpenAI-compatible routes live in `openai_compat`.
 # No `from __future__ import annotations`: FastAPI must see the `User` dependency
 # alias, which is local to `routers()`, as a real object rather than a string.
 
+import re
 import time
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Path, Query
 from pydantic import BaseModel, ConfigDict, Field, StrictStr
 
-from sonia.errors import InvalidArgument
+from sonia.errors import InvalidArgument, NotFound
 from sonia.home import ApiKey
 from sonia.services.gateway import openai_compat, sessions
+from sonia.services.gateway.agent import Agent
 from sonia.services.gateway.assistant import Assistant
 from sonia.services.gateway.state import Gateway
 
 MEMORY_ID = r"^[A-Za-z0-9_-]{1,64}$"
+TURN_ID = re.compile(r"^trn_[0-9a-f]{24}$")
 
 
 class ChatBody(BaseModel):
@@ -59,8 +71,9 @@ def checked_text(gw: Gateway, text: str, what: str = "message") -> str:
     return text
 
 
-def routers(gw: Gateway) -> list[APIRouter]:
-    assistant = Assistant(gw.ctx)
+def routers(gw: Gateway, assistant: Assistant | None = None,
+            agent: Agent | None = None) -> list[APIRouter]:
+    assistant = assistant or Assistant(gw.ctx)
     memory = gw.ctx.client("memory")
     User = Annotated[ApiKey, Depends(gw.user)]
     api = APIRouter(prefix="/v1", tags=["conversation"])
@@ -76,7 +89,17 @@ def routers(gw: Gateway) -> list[APIRouter]:
         else:
             row = await gw.db.write(lambda c: sessions.default_session(c, policy, key.id, now))
             session_id = str(row["id"])
+        if agent is not None and gw.ctx.settings.gateway.agent_tools:
+            return await agent.turn(key, session_id, message, body.profile)
         return await assistant.chat(session_id, message, body.profile, owner=key.id)
+
+    @api.get("/turns/{turn_id}")
+    async def turn(key: User, turn_id: Annotated[str, Path(max_length=200)]) -> dict[str, Any]:
+        if not TURN_ID.match(turn_id):
+            raise NotFound(f"no turn {turn_id[:80]!r}")
+        if agent is None:
+            raise NotFound("turn records are kept only where the model uses tools")
+        return await agent.show(key, turn_id)
 
     @api.get("/memory/search")
     async def search(key: User,

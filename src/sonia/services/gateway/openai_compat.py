@@ -2,7 +2,8 @@
 
     GET  /v1/models             {object: list, data: [{id, object: model, created, owned_by}]}
     POST /v1/chat/completions   {model, messages, stream?, stream_options?, max_tokens?,
-                                 max_completion_tokens?, temperature?, n?}
+                                 max_completion_tokens?, temperature?, n?, tools?,
+                                 tool_choice?}
                                 -> chat.completion, or with `stream: true` an SSE stream of
                                 `data: {chat.completion.chunk}` events ending in `data: [DONE]`
 
@@ -14,7 +15,8 @@ accepted as an alias. A model server that cannot list its models makes
 `/v1/models` a 503 that names it.
 Parameters of the OpenAI API that Sonia does not use (top_p, seed, user, ...)
 are accepted and ignored, as OpenAI-compatible servers do; the ones it cannot
-honour (n > 1, non-text content, tool messages) are refused with 400.
+honour (n > 1, non-text content) are refused with 400. A request with `tools`
+(or tool turns in its history) is one tool-calling step, see `tool_calls`.
 
 The conversation is the client's (it sends the whole history each time), so no
 session or turn is stored here; the last user message is still used to recall
@@ -37,6 +39,7 @@ from starlette.responses import StreamingResponse
 
 from sonia.errors import ApiError, InvalidArgument, NotFound, Unavailable
 from sonia.home import ApiKey
+from sonia.services.gateway import tool_calls
 from sonia.services.gateway.assistant import Assistant
 from sonia.services.gateway.state import Gateway
 
@@ -57,6 +60,11 @@ class CompletionMessage(BaseModel):
     model_config = ConfigDict(extra="ignore")
     role: StrictStr
     content: StrictStr | list[ContentPart] | None = None
+    tool_calls: list[Any] | None = None
+    tool_call_id: Annotated[StrictStr, Field(min_length=1, max_length=200)] | None = None
+
+    def has_tool_turn(self) -> bool:
+        return self.role == "tool" or bool(self.tool_calls)
 
 
 class StreamOptions(BaseModel):
@@ -74,6 +82,11 @@ class CompletionBody(BaseModel):
     max_completion_tokens: Annotated[int, Field(ge=1, le=32_768)] | None = None
     temperature: Annotated[float, Field(ge=0.0, le=2.0)] | None = None
     n: Annotated[int, Field(ge=1, le=1)] | None = None
+    tools: Annotated[list[Any], Field(max_length=128)] | None = None
+    tool_choice: StrictStr | dict[str, Any] | None = None
+
+    def uses_tools(self) -> bool:
+        return bool(self.tools) or any(m.has_tool_turn() for m in self.messages)
 
 
 def _text(message: CompletionMessage, index: int) -> str | None:
@@ -109,6 +122,37 @@ def plain_messages(body: CompletionBody, max_chars: int) -> list[dict[str, str]]
             raise InvalidArgument(f"messages.{index}: content must not contain NUL characters")
         messages.append({"role": role, "content": text})
     if not any(m["role"] == "user" and m["content"].strip() for m in messages):
+        raise InvalidArgument("messages must contain a non-empty user message")
+    return messages
+
+
+def tool_messages(body: CompletionBody, max_chars: int) -> list[dict[str, Any]]:
+    """The conversation with its tool turns, as the router's `/v1/generate/tools` takes it."""
+    messages: list[dict[str, Any]] = []
+    for index, message in enumerate(body.messages):
+        role = "tool" if message.role == "tool" else ROLES.get(message.role)
+        if role is None:
+            raise InvalidArgument(f"messages.{index}: role {message.role!r} is not supported; "
+                                  "use system, developer, user, assistant or tool")
+        text = _text(message, index)
+        if text is not None and (len(text) > max_chars or "\x00" in text):
+            raise InvalidArgument(f"messages.{index}: content must be at most {max_chars} "
+                                  "characters without NUL characters")
+        out: dict[str, Any] = {"role": role, "content": text}
+        if role == "assistant" and message.tool_calls:
+            out["tool_calls"] = tool_calls.check_tool_calls(message.tool_calls,
+                                                            f"messages.{index}")
+        elif message.tool_calls:
+            raise InvalidArgument(f"messages.{index}: only assistant messages carry tool_calls")
+        if role == "tool":
+            if message.tool_call_id is None or text is None:
+                raise InvalidArgument(f"messages.{index}: a tool message needs tool_call_id "
+                                      "and content")
+            out["tool_call_id"] = message.tool_call_id
+        elif text is None and "tool_calls" not in out:
+            raise InvalidArgument(f"messages.{index}: content is required")
+        messages.append(out)
+    if not any(m["role"] == "user" and (m["content"] or "").strip() for m in messages):
         raise InvalidArgument("messages must contain a non-empty user message")
     return messages
 
@@ -158,8 +202,38 @@ def router(gw: Gateway, assistant: Assistant) -> APIRouter:
                 "data": [{**entry, "object": "model", "created": created}
                          for entry in entries]}
 
+    async def with_tools(body: CompletionBody) -> dict[str, Any] | StreamingResponse:
+        """One tool-calling step for the client (`tool_calls`)."""
+        messages = tool_messages(body, gw.ctx.settings.gateway.max_message_chars)
+        tools = tool_calls.check_tools(body.tools or [])
+        if not tools:
+            raise InvalidArgument("a conversation with tool calls needs the tools in `tools`")
+        profile, upstream_model = await route_of(body.model)
+        request: dict[str, Any] = {"messages": messages, "tools": tools}
+        for name, value in (("profile", profile), ("model", upstream_model),
+                            ("tool_choice", body.tool_choice),
+                            ("max_tokens", body.max_completion_tokens or body.max_tokens),
+                            ("temperature", body.temperature)):
+            if value is not None:
+                request[name] = value
+        step = await assistant.tool_step(request)
+        completion_id, created = "chatcmpl-" + uuid.uuid4().hex, int(time.time())
+        if not body.stream:
+            return tool_calls.completion(step, completion_id, created)
+        include_usage = bool(body.stream_options and body.stream_options.include_usage)
+
+        async def stream() -> AsyncIterator[str]:
+            for chunk in tool_calls.chunks(step, completion_id, created, include_usage):
+                yield _sse(chunk)
+            yield _sse("[DONE]")
+
+        return StreamingResponse(stream(), media_type="text/event-stream",
+                                 headers={"cache-control": "no-store"})
+
     @api.post("/chat/completions", response_model=None)
     async def completions(body: CompletionBody, key: User) -> dict[str, Any] | StreamingResponse:
+        if body.uses_tools():
+            return await with_tools(body)
         messages = plain_messages(body, gw.ctx.settings.gateway.max_message_chars)
         profile, upstream_model = await route_of(body.model)
         last_user = next(m["content"] for m in reversed(messages) if m["role"] == "user")

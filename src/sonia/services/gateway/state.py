@@ -11,10 +11,10 @@ from sonia.home import ApiKey
 from sonia.kit.app import Hook, ServiceContext
 from sonia.kit.auth import UserKeys
 from sonia.kit.db import Database
-from sonia.services.gateway import actions, sessions
+from sonia.services.gateway import actions, sessions, turns
 
 MIGRATIONS: list[str] = [*sessions.MIGRATIONS, sessions.DEFAULT_SESSIONS_MIGRATION,
-                         *actions.MIGRATIONS]
+                         *actions.MIGRATIONS, *turns.MIGRATIONS]
 """The gateway database's schema; route modules append their tables as new migrations."""
 
 

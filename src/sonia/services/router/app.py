@@ -10,6 +10,7 @@ Internal routes (service token; callers in `CALLERS`):
                                or {type: error, status, code, detail} when a provider fails
                                after its first words (before them it falls back, and when
                                nothing can answer the route answers a problem, not a stream)
+    POST /v1/generate/tools    one tool-calling step (see `router.tools`)
     GET  /v1/providers         provider states, profiles, the default profile
     GET  /v1/models            {models: [{id, provider}]}: what each provider serves
                                (a model server's own list); 503 naming a provider
@@ -34,6 +35,7 @@ from starlette.responses import StreamingResponse
 
 from sonia.errors import ApiError, Unavailable
 from sonia.kit.app import ServiceContext, ServiceParts, create_app
+from sonia.services.router import tools
 from sonia.services.router.assembly import build_router
 from sonia.services.router.providers import GenerationRequest, count_words
 from sonia.services.router.routing import Router
@@ -43,6 +45,7 @@ T = TypeVar("T")
 CALLERS: dict[str, frozenset[str]] = {
     "/v1/generate": frozenset({"gateway", "voice"}),
     "/v1/generate/stream": frozenset({"gateway", "voice"}),
+    "/v1/generate/tools": frozenset({"gateway"}),
     "/v1/providers": frozenset({"gateway", "voice"}),
     "/v1/models": frozenset({"gateway"}),
 }
@@ -171,7 +174,7 @@ def create(ctx: ServiceContext) -> FastAPI:
                 await aclose()
 
     return create_app(ctx, ServiceParts(
-        service_routers=[routes(router)],
+        service_routers=[routes(router), tools.routes(router, unless_client_leaves)],
         callers=CALLERS,
         checks={"providers": providers},
         on_shutdown=[close_providers],

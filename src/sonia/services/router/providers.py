@@ -362,7 +362,7 @@ def chunk_delta(data: str) -> str:
     return content if isinstance(content, str) else ""
 
 
-def _system_with_memories(recalled: Sequence[str]) -> list[dict[str, str]]:
+def system_with_memories(recalled: Sequence[str]) -> list[dict[str, str]]:
     if not recalled:
         return []
     lines = "\n".join(f"- {r}" for r in recalled)
@@ -395,7 +395,7 @@ class OpenAIProvider:
         await self._client.aclose()
 
     def _payload(self, request: GenerationRequest, *, stream: bool) -> dict[str, Any]:
-        messages = _system_with_memories(request.recalled)
+        messages = system_with_memories(request.recalled)
         messages += [m.to_dict() for m in request.messages]
         return {"model": request.model or self.model, "messages": messages,
                 "max_tokens": request.max_tokens, "temperature": request.temperature,
@@ -430,6 +430,28 @@ class OpenAIProvider:
                             int(usage.get("completion_tokens", count_words(text)))))
         except (ValueError, KeyError, IndexError, TypeError) as exc:
             raise Unavailable(f"model server {self.name} answered a malformed body") from exc
+
+    async def complete(self, payload: dict[str, Any]) -> dict[str, Any]:
+        """One raw `POST /chat/completions` (tool calls and all): its JSON body, with at
+        least one choice holding a message; used by `router.tools`. A 400 or 422 is
+        InvalidArgument (the server refused this request), anything else Unavailable."""
+        try:
+            response = await self._client.post("/chat/completions", json=payload)
+        except httpx.HTTPError as exc:
+            raise self._failure(exc) from exc
+        if response.status_code in (400, 422):
+            # The server is up and says no to this request (a model without tool support,
+            # say): the caller's to handle, not a failure to quarantine the server for.
+            raise InvalidArgument(f"model server {self.name} refused the request: "
+                                  f"{response.text[:300]}")
+        self._check(response, response.text)
+        try:
+            body = response.json()
+            if not isinstance(body["choices"][0]["message"], dict):
+                raise TypeError("message is not an object")
+        except (ValueError, KeyError, IndexError, TypeError) as exc:
+            raise Unavailable(f"model server {self.name} answered a malformed body") from exc
+        return dict(body)
 
     async def stream(self, request: GenerationRequest) -> AsyncIterator[str]:
         decoder = SSEDecoder()
@@ -510,7 +532,7 @@ class LlamaCppProvider:
         self._lock = asyncio.Lock()
 
     def _messages(self, request: GenerationRequest) -> list[dict[str, str]]:
-        return _system_with_memories(request.recalled) + [m.to_dict() for m in request.messages]
+        return system_with_memories(request.recalled) + [m.to_dict() for m in request.messages]
 
     async def generate(self, request: GenerationRequest) -> Generation:
         async with self._lock:
@@ -565,5 +587,5 @@ class LlamaCppProvider:
 __all__ = [
     "BuiltinProvider", "Generation", "GenerationRequest", "LlamaCppProvider", "Message",
     "OpenAIProvider", "Provider", "SSEDecoder", "Usage", "chunk_delta", "count_words",
-    "word_deltas",
+    "system_with_memories", "word_deltas",
 ]

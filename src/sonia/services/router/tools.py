@@ -1,0 +1,214 @@
+"""Tool calling at the router: one model step that may answer with `tool_calls`.
+
+    POST /v1/generate/tools {messages, tools, tool_choice?, profile?, model?,
+                             max_tokens?, temperature?, sonia_tools?}
+         -> {message: {content, tool_calls}, finish_reason, model, provider, usage,
+             tools_refused}
+
+`messages` are OpenAI chat messages as the model sees them (system, user,
+assistant with `tool_calls`, `tool` with `tool_call_id`), `tools` OpenAI function
+definitions. The router runs no tool and decides nothing about them: it asks a
+provider that can call tools for the next step and hands back what the model
+said, tool calls included, for the gateway to turn into proposals (or, for a
+client of `/v1/chat/completions`, to run itself).
+
+Which providers can call tools:
+
+- a model server (`OpenAIProvider.complete`) always: the tools go upstream as given.
+  When it refuses them (400/422: a model without tool support), Sonia's tools
+  are dropped for that step and the model answers in words (`tools_refused`);
+  a client's tools get the server's refusal as a 400;
+- the builtin model only when `sonia_tools` is set, i.e. for Sonia's own tools,
+  through its small deterministic grammar (`builtin_tools`); a client's tools it
+  cannot call, and a chain with no other provider answers 400 INVALID_ARGUMENT
+  saying so, never a reply that silently dropped the tools.
+
+Fallback follows the profile like `/v1/generate`: a provider that fails is
+quarantined and the next is asked; one that cannot call tools is skipped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Request
+from pydantic import BaseModel, ConfigDict, Field, StrictStr
+
+from sonia.errors import InvalidArgument
+from sonia.services.router import builtin_tools
+from sonia.services.router.providers import (
+    BuiltinProvider,
+    GenerationRequest,
+    OpenAIProvider,
+    Provider,
+    system_with_memories,
+)
+from sonia.services.router.routing import Router, _describe
+
+MAX_MESSAGES = 256
+MAX_CHARS = 262_144
+MAX_TOOLS = 128
+
+
+class ToolMessage(BaseModel):
+    """One OpenAI chat message, tool turns included; unknown fields are refused."""
+
+    model_config = ConfigDict(extra="forbid")
+    role: Literal["system", "user", "assistant", "tool"]
+    content: Annotated[StrictStr, Field(max_length=MAX_CHARS)] | None = None
+    tool_calls: Annotated[list[dict[str, Any]], Field(max_length=MAX_TOOLS)] | None = None
+    tool_call_id: Annotated[StrictStr, Field(max_length=200)] | None = None
+    name: Annotated[StrictStr, Field(max_length=200)] | None = None
+
+
+class ToolsBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    messages: Annotated[list[ToolMessage], Field(min_length=1, max_length=MAX_MESSAGES)]
+    tools: Annotated[list[dict[str, Any]], Field(min_length=1, max_length=MAX_TOOLS)]
+    tool_choice: StrictStr | dict[str, Any] | None = None
+    profile: Annotated[StrictStr, Field(min_length=1, max_length=64)] | None = None
+    model: Annotated[StrictStr, Field(min_length=1, max_length=200)] | None = None
+    max_tokens: Annotated[int, Field(ge=1, le=32_768)] = 512
+    temperature: Annotated[float, Field(ge=0.0, le=2.0)] = 0.0
+    recalled: Annotated[list[Annotated[StrictStr, Field(max_length=MAX_CHARS)]],
+                        Field(max_length=64)] = Field(default_factory=list)
+    sonia_tools: bool = False
+
+
+@dataclass(frozen=True)
+class ToolStep:
+    """What the model answered in one step: text, tool calls, or both."""
+
+    content: str | None
+    tool_calls: list[dict[str, Any]]
+    finish_reason: str
+    model: str
+    provider: str
+    usage: dict[str, int] = field(default_factory=dict)
+    tools_refused: bool = False
+    """The model server refused the tools and answered without them."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"message": {"role": "assistant", "content": self.content,
+                            "tool_calls": self.tool_calls},
+                "finish_reason": self.finish_reason, "model": self.model,
+                "provider": self.provider, "usage": self.usage,
+                "tools_refused": self.tools_refused}
+
+
+def _payload(body: ToolsBody, model: str) -> dict[str, Any]:
+    payload: dict[str, Any] = {
+        "model": body.model or model, "stream": False,
+        "messages": system_with_memories(body.recalled)
+        + [m.model_dump(exclude_none=True) for m in body.messages],
+        "tools": body.tools, "max_tokens": body.max_tokens, "temperature": body.temperature}
+    if body.tool_choice is not None:
+        payload["tool_choice"] = body.tool_choice
+    return payload
+
+
+def _usage(raw: Any) -> dict[str, int]:
+    usage = raw if isinstance(raw, dict) else {}
+    prompt = int(usage.get("prompt_tokens", 0) or 0)
+    completion = int(usage.get("completion_tokens", 0) or 0)
+    return {"prompt_tokens": prompt, "completion_tokens": completion,
+            "total_tokens": prompt + completion}
+
+
+async def _without_tools(provider: OpenAIProvider, body: ToolsBody) -> ToolStep:
+    """A plain reply from a model server that refused Sonia's tools: the model talks."""
+    plain = [{"role": m.role, "content": m.content} for m in body.messages
+             if m.role != "tool" and m.content]
+    generation = await provider.generate(GenerationRequest.of(
+        plain, body.recalled, max_tokens=body.max_tokens, temperature=body.temperature,
+        model=body.model))
+    return ToolStep(content=generation.text, tool_calls=[], finish_reason="stop",
+                    model=generation.model, provider=provider.name,
+                    usage=generation.usage.to_dict(), tools_refused=True)
+
+
+async def _ask(provider: Provider, body: ToolsBody) -> ToolStep | None:
+    """The provider's step, or None when it cannot call these tools."""
+    if isinstance(provider, OpenAIProvider):
+        try:
+            answer = await provider.complete(_payload(body, provider.model))
+        except InvalidArgument:
+            if not body.sonia_tools:
+                raise  # the client's tools, refused by the model server: the client's 400
+            return await _without_tools(provider, body)
+        choice = answer["choices"][0]
+        message = choice.get("message") or {}
+        calls = message.get("tool_calls") or []
+        if not isinstance(calls, list):
+            calls = []
+        return ToolStep(content=message.get("content"), tool_calls=calls,
+                        finish_reason=str(choice.get("finish_reason")
+                                          or ("tool_calls" if calls else "stop")),
+                        model=str(answer.get("model") or body.model or provider.model),
+                        provider=provider.name, usage=_usage(answer.get("usage")))
+    if isinstance(provider, BuiltinProvider) and body.sonia_tools:
+        messages = [m.model_dump(exclude_none=True) for m in body.messages]
+        content, calls = builtin_tools.step(provider, messages, body.recalled, body.tools)
+        words = sum(len(str(m.get("content") or "").split()) for m in messages)
+        return ToolStep(content=content, tool_calls=calls,
+                        finish_reason="tool_calls" if calls else "stop",
+                        model=provider.model, provider=provider.name,
+                        usage=_usage({"prompt_tokens": words,
+                                      "completion_tokens": len((content or "").split())}))
+    return None
+
+
+async def complete(router: Router, body: ToolsBody) -> ToolStep:
+    """The first tool-capable provider of the profile that answers; see the module doc."""
+    attempts: list[dict[str, str]] = []
+    unable: list[str] = []
+    last: BaseException | None = None
+    for name in router._chain(body.profile):
+        provider = router.providers[name]
+        if not isinstance(provider, OpenAIProvider) and not (
+                isinstance(provider, BuiltinProvider) and body.sonia_tools):
+            unable.append(str(getattr(provider, "model", name)))
+            continue
+        if not await router._admit(name):
+            attempts.append({"provider": name, "error": "quarantined"})
+            continue
+        try:
+            async with asyncio.timeout(router.timeout):
+                step = await _ask(provider, body)
+        except InvalidArgument:
+            raise  # the server answered, and refused the request: no fallback, no quarantine
+        except Exception as exc:  # CancelledError is not an Exception: it propagates
+            router._failed(provider, exc)
+            attempts.append({"provider": name, "error": _describe(exc)})
+            last = exc
+            continue
+        router._succeeded(provider)
+        assert step is not None  # only tool-capable providers get here
+        return step
+    if not attempts:
+        raise InvalidArgument(
+            f"the model {', '.join(unable)} cannot call tools; configure a model server "
+            "that can (sonia model use URL --model NAME) or send the request without tools",
+            extra={"models": unable})
+    raise router._exhausted(body.profile, attempts) from last
+
+
+Guard = Callable[[Request, Awaitable[ToolStep]], Awaitable[ToolStep]]
+"""How the app cancels a step whose client went away (`app.unless_client_leaves`)."""
+
+
+def routes(router: Router, guard: Guard) -> APIRouter:
+    api = APIRouter(prefix="/v1")
+
+    @api.post("/generate/tools")
+    async def generate_tools(body: ToolsBody, request: Request) -> dict[str, Any]:
+        step = await guard(request, complete(router, body))
+        return step.to_dict()
+
+    return api
+
+
+__all__ = ["ToolStep", "ToolsBody", "complete", "routes"]
