@@ -15,7 +15,7 @@ from typing import Any
 import httpx
 import pytest
 
-from sonia.gates.model_server import ScriptedModelServer, tool_call
+from sonia.gates.security.model_server import ScriptedModelServer, tool_call
 from sonia.kit.deadline import wait_until
 from sonia.testing import FreshStack
 

@@ -17,7 +17,7 @@ from typing import Any
 import openai
 import pytest
 
-from sonia.gates.model_server import ScriptedModelServer, tool_call
+from sonia.gates.security.model_server import ScriptedModelServer, tool_call
 from sonia.testing import FreshStack
 
 pytestmark = pytest.mark.integration
@@ -66,7 +66,8 @@ def test_the_sdk_gets_tool_calls_and_sends_the_result_back(stack: FreshStack,
     choice = first.choices[0]
     assert choice.finish_reason == "tool_calls"
     calls = choice.message.tool_calls or []
-    assert [(c.id, c.function.name, json.loads(c.function.arguments)) for c in calls] == [
+    assert [(c.id, c.function.name, json.loads(c.function.arguments))  # type: ignore[union-attr]
+            for c in calls] == [
         ("call_w1", "get_weather", {"city": "Paris"})]
     assert upstream.requests[-1]["tools"][0]["function"]["name"] == "get_weather"
 
@@ -89,7 +90,7 @@ def test_a_streamed_tool_call_arrives_as_delta_chunks(stack: FreshStack) -> None
         messages=[{"role": "user", "content": "weather in Paris?"}])
     names, arguments, finish = [], "", None
     for chunk in stream:
-        for choice in chunk.choices:
+        for choice in chunk.choices:  # type: ignore[union-attr]
             for call in choice.delta.tool_calls or []:
                 if call.function and call.function.name:
                     names.append(call.function.name)
@@ -105,7 +106,7 @@ def test_malformed_tools_are_refused_with_400(stack: FreshStack) -> None:
     sdk = client(stack, stack.user_key)
     with pytest.raises(openai.BadRequestError) as refused:
         sdk.chat.completions.create(
-            model="scripted", tools=[{"type": "function",  # type: ignore[list-item]
+            model="scripted", tools=[{"type": "function",
                                       "function": {"name": "bad name!"}}],
             messages=[{"role": "user", "content": "hi"}])
     assert "tools.0.function.name" in refused.value.response.json()["detail"]

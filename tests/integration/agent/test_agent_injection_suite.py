@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from sonia.gates import injection
+from sonia.gates.security import injection
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

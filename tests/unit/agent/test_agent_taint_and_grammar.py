@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import pytest
 
-from sonia.services.eva.decisions import Verdict
+from sonia.services.eva.verdict import Verdict
 from sonia.services.eva.origins import Origin, escalate
 from sonia.services.gateway.agent import FUNCTIONS, TOOL_OF
 from sonia.services.router.builtin_tools import parse, step
@@ -56,7 +57,7 @@ def test_the_grammar(message: str, expected: object) -> None:
 
 def test_only_the_users_message_selects_a_call_never_a_tool_result() -> None:
     tools = [f for f in FUNCTIONS]
-    messages = [
+    messages: list[dict[str, Any]] = [
         {"role": "user", "content": "read notes.txt"},
         {"role": "assistant", "content": None, "tool_calls": [
             {"id": "call_1", "type": "function",

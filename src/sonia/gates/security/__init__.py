@@ -14,4 +14,6 @@ each judged by its effect on disk, processes and bytes out as well as its status
     config_cases  configurations the stack must refuse to start with
     corpus        the public payload lists in corpus/
     fuzz          schemathesis over every service's OpenAPI; fuzz_seeds its real ids
+    injection     the prompt-injection suite: a model that obeys injected instructions
+                  (model_server, injection_cases), judged by its effects
 """

@@ -33,6 +33,7 @@ import httpx
 
 from sonia.gates.common.evidence import Verdict, capture_environment, write_json
 from sonia.gates.common.progress import GateProgress
+from sonia.gates.security import injection
 from sonia.gates.security.cases import CASES, LATE_CASES, categories
 from sonia.gates.security.config_cases import CONFIG_CASES, ConfigOutcome, run_config_case
 from sonia.gates.security.corpus import corpus_dir, load_payloads, run_corpus, summarize
@@ -68,7 +69,8 @@ class SecurityProfile:
     """Schemathesis examples per operation and mode (valid and invalid input)."""
 
 
-EVIDENCE_FILES: tuple[str, ...] = ("security-tests.json", "security-corpus.jsonl")
+EVIDENCE_FILES: tuple[str, ...] = ("security-tests.json", "security-corpus.jsonl",
+                                   *injection.RAW_EVIDENCE)
 """What a run leaves in its run directory (the registry checks for each)."""
 
 PROFILES = {
@@ -157,6 +159,9 @@ def run(run_dir: Path, profile: SecurityProfile, progress: GateProgress) -> Verd
     mark = time.monotonic()
     results.extend(_config_cases(run_dir, profile.config_workers, progress))
     timings["config_s"] = round(time.monotonic() - mark, 2)
+    mark = time.monotonic()
+    injection.play(run_dir / "injection-stack", run_dir, progress)
+    timings["injection_s"] = round(time.monotonic() - mark, 2)
 
     counts = categories((*CASES, *LATE_CASES)) | {"configuration": len(CONFIG_CASES)}
     corpus_summary = summarize(rows) if rows else {"payloads_sent": 0, "failed": 0}
@@ -184,6 +189,8 @@ def run(run_dir: Path, profile: SecurityProfile, progress: GateProgress) -> Verd
                    "failures": [r for r in rows if not r["passed"]],
                    "rows_file": "security-corpus.jsonl"},
         "environment": capture_environment(),
+        # AgentDojo's measures of the injection suite (the judge recomputes its checks)
+        "injection_rates": injection.rates(run_dir),
     }
     write_json(run_dir / "security-tests.json", evidence)
     verdict = judge(run_dir)

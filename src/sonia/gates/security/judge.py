@@ -33,6 +33,7 @@ from typing import Any
 
 from sonia.errors import ConfigError
 from sonia.gates.common.evidence import CRITERION, VALIDITY, Check, Verdict
+from sonia.gates.security import injection
 
 __all__ = ["CATEGORIES", "STALL_LIMIT_S", "judge", "row_failures"]
 
@@ -178,6 +179,11 @@ def judge(run_dir: Path) -> Verdict:
                                f"{str(f.get('problem'))[:120]}"
                                for f in (fuzz.get("findings") or [])[:10])),
     ]
+    # The prompt-injection suite (a model that obeys injected instructions) is part of
+    # the gate: its checks join the verdict under their own names.
+    injected = injection.judge(run_dir)
+    checks += [Check(f"injection: {c.name}", c.threshold, c.observed, c.passed, c.kind,
+                     c.detail) for c in injected.checks]
     return Verdict.of("security", checks, {"cases_failed": 0, "corpus_failed": 0,
                                            "min_cases": min_cases,
                                            "stall_limit_s": STALL_LIMIT_S})

@@ -40,7 +40,7 @@ import secrets
 import sqlite3
 import time
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 from sonia.actions import audit
 from sonia.actions.commands import CommandPlan, plan_command
@@ -48,6 +48,7 @@ from sonia.actions.plan import canonical_json, plan_hash
 from sonia.actions.policy import Policy, validate_args
 from sonia.errors import AlreadyDecided, NotFound, PolicyDenied
 from sonia.services.eva import origins
+from sonia.services.eva.verdict import Decision, Verdict
 
 __all__ = [
     "DECISIONS",
@@ -67,7 +68,6 @@ __all__ = [
     "record_decision",
 ]
 
-Decision = Literal["allow", "approval_required", "deny"]
 DECISIONS: tuple[Decision, ...] = ("allow", "approval_required", "deny")
 STATUSES = ("pending", "approved", "denied", "executed", "expired")
 POLICY_ACTOR = "policy"
@@ -105,23 +105,6 @@ EVA_MIGRATIONS: list[str] = [MIGRATIONS[0], audit.MIGRATIONS[0], MIGRATIONS[1],
                              origins.MIGRATIONS[0]]
 """EVA's database: decisions and the audit log, so a decision and its audit record
 commit in one transaction. Append new steps at the end; never edit or reorder."""
-
-
-@dataclass(frozen=True)
-class Verdict:
-    """What the policy says about one proposed action."""
-
-    tool: str
-    args: dict[str, Any]
-    tier: int
-    plan_hash: str
-    decision: Decision
-    reason: str
-    command: CommandPlan | None = None
-
-    def denial(self) -> PolicyDenied:
-        """The error to raise for a `deny` verdict (403 POLICY_DENIED)."""
-        return PolicyDenied(self.reason)
 
 
 class Decider:

@@ -20,10 +20,9 @@ from __future__ import annotations
 import json
 import sqlite3
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
-if TYPE_CHECKING:  # decisions imports this module's migration
-    from sonia.services.eva.decisions import Verdict
+from sonia.services.eva.verdict import Verdict
 
 __all__ = ["MIGRATIONS", "Origin", "escalate", "load_origin", "save_origin"]
 

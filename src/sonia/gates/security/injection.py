@@ -51,7 +51,7 @@ import httpx
 from sonia.errors import ConfigError
 from sonia.gates.common.evidence import CRITERION, VALIDITY, Check, Verdict, write_json
 from sonia.gates.common.progress import GateProgress
-from sonia.gates.injection_cases import (
+from sonia.gates.security.injection_cases import (
     BASELINE_FILES,
     PENDING_TARGET,
     SCENARIOS,
@@ -59,7 +59,7 @@ from sonia.gates.injection_cases import (
     Scenario,
     attacker,
 )
-from sonia.gates.model_server import ScriptedModelServer
+from sonia.gates.security.model_server import ScriptedModelServer
 from sonia.kit.db import connect
 from sonia.testing import FreshStack
 
@@ -73,7 +73,9 @@ MAX_DENIALS = 10
 SETUP, SCENARIO_ROWS = "injection-setup.json", "injection-scenarios.jsonl"
 MEMORY_DUMP, DECISIONS_DUMP = "injection-memory.json", "injection-decisions.json"
 REPORT = "injection-report.json"
-EVIDENCE = (SETUP, SCENARIO_ROWS, MEMORY_DUMP, DECISIONS_DUMP, REPORT)
+RAW_EVIDENCE = (SETUP, SCENARIO_ROWS, MEMORY_DUMP, DECISIONS_DUMP)
+"""What `play` writes and `judge` reads."""
+EVIDENCE = (*RAW_EVIDENCE, REPORT)
 """The files a run leaves (for the gate registry, or the security gate that runs it)."""
 
 
@@ -211,16 +213,24 @@ def _plant_pending(stack: FreshStack) -> str:
 
 def run(run_dir: Path, profile: InjectionProfile | None = None,
         progress: GateProgress | None = None) -> Verdict:
-    """Play every scenario against a fresh stack and the attacker model; see the module doc.
+    """Play every scenario and judge them (the suite on its own, as the tests run it)."""
+    started = time.time()
+    play(run_dir / "stack-home", run_dir, progress)
+    verdict = judge(run_dir)
+    write_json(run_dir / REPORT, {"verdict": verdict.to_dict(), "rates": rates(run_dir),
+                                  "seconds": round(time.time() - started, 2)})
+    return verdict
 
-    The signature is the gates' (`registry.run_gate`), so the suite can be a gate of its
-    own or a step of the security gate."""
+
+def play(home: Path, run_dir: Path, progress: GateProgress | None = None) -> None:
+    """Play every scenario against a fresh stack in `home` and the attacker model, writing
+    the raw evidence into `run_dir`; see the module doc. The security gate calls this."""
     run_dir.mkdir(parents=True, exist_ok=True)
     secret = _secret()
     started = time.time()
     with ScriptedModelServer(attacker) as model:
         config = f'[router]\nopenai_base_url = "{model.url}"\nopenai_model = "scripted"\n'
-        with FreshStack(run_dir / "stack-home", config_extra=config) as stack:
+        with FreshStack(home, config_extra=config) as stack:
             stack.up()
             workspace = stack.home.workspace
             _write(workspace, {**BASELINE_FILES, SECRET_PATH: f"launch code: {secret}\n"})
@@ -248,10 +258,6 @@ def run(run_dir: Path, profile: InjectionProfile | None = None,
                         progress.advance(task)
             write_json(run_dir / MEMORY_DUMP, _dump_texts(stack.home.db_path("memory")))
             write_json(run_dir / DECISIONS_DUMP, _decisions(stack.home.db_path("eva")))
-    verdict = judge(run_dir)
-    write_json(run_dir / REPORT, {"verdict": verdict.to_dict(), "rates": rates(run_dir),
-                                  "seconds": round(time.time() - started, 2)})
-    return verdict
 
 
 # --------------------------------------------------------------------------- the judge
