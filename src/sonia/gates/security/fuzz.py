@@ -18,6 +18,7 @@ from typing import Any
 import hypothesis
 import hypothesis.errors
 import requests
+import schemathesis
 from hypothesis import HealthCheck, Phase, given
 from hypothesis import settings as hsettings
 from schemathesis import GenerationMode
@@ -34,7 +35,18 @@ from sonia.gates.security.fuzz_seeds import Seed, seeds_for
 from sonia.services.runner import build_app
 from sonia.testing import FreshStack
 
-CHECKS = [not_a_server_error, response_schema_conformance, negative_data_rejection]
+
+@schemathesis.check
+def negative_data_refused(ctx: Any, response: Any, case: Any) -> bool | None:
+    """schemathesis' negative-data check, with 413 counted as a refusal: an invalid body
+    over the size limit is refused before anyone parses it, which is the right answer."""
+    if response.status_code == 413:
+        return True
+    result: bool | None = negative_data_rejection(ctx, response, case)
+    return result
+
+
+CHECKS = [not_a_server_error, response_schema_conformance, negative_data_refused]
 """What a response must satisfy. Undocumented status codes are not findings here:
 every route may answer the problem+json codes of DESIGN.md."""
 
@@ -144,8 +156,7 @@ def _record(report: FuzzReport, service: str, label: str, mode: str, case: Any,
     except Exception as exc:  # a failed check is a finding, not a crash of the gate
         status = getattr(getattr(exc, "response", None), "status_code", None)
         problem = f"{type(exc).__name__}: {exc}"[:600]
-        report.findings.append(Finding(service, label, mode, problem, status,
-                                       case.as_curl_command()[:600]))
+        report.findings.append(Finding(service, label, mode, problem, status, _curl(case)))
         if "Server error" in problem or (status is not None and status >= 500):
             report.server_errors += 1
         return
@@ -164,6 +175,15 @@ def _send_seed(report: FuzzReport, session: requests.Session, service: str, labe
     case = operation.Case(path_parameters=seed.get("path"), query=seed.get("query"), **extra)
     _record(report, service, label, "seed", case, lambda: case.call_and_validate(
         base_url=base_url, session=session, headers=headers, checks=CHECKS, timeout=30))
+
+
+def _curl(case: Any) -> str:
+    """The case as a curl command, for the finding; a body no shell can carry (a lone
+    surrogate) is said, not allowed to crash the gate."""
+    try:
+        return str(case.as_curl_command())[:600]
+    except (UnicodeError, ValueError) as exc:
+        return f"(no curl form: {type(exc).__name__})"
 
 
 def _fuzz_operation(report: FuzzReport, session: requests.Session, service: str, label: str,
@@ -194,7 +214,7 @@ def _fuzz_operation(report: FuzzReport, session: requests.Session, service: str,
             if key not in seen:
                 seen.add(key)
                 report.findings.append(Finding(service, label, mode.value, problem, status,
-                                               case.as_curl_command()[:600]))
+                                               _curl(case)))
             if "Server error" in problem or (status is not None and status >= 500):
                 report.server_errors += 1
 
