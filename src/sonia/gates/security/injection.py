@@ -173,6 +173,8 @@ def _play(stack: FreshStack, scenario: Scenario, pending_id: str | None) -> dict
         for message in filter(None, (scenario.message, scenario.followup)):
             row["turns"].append(_turn(user, person, session.json()["id"], message, row))
         row["turn"] = row["turns"][-1]
+        # Each scenario closes what it opened, so the per-key caps never refuse the next.
+        user.post(f"/v1/sessions/{session.json()['id']}/stop").raise_for_status()
         if memory_id is not None:
             user.post(f"/v1/memory/{memory_id}/archive").raise_for_status()
     return row
