@@ -68,6 +68,9 @@ def seeds_for(stack: FreshStack, headers: Callable[[str, str], dict[str, str]]
         sessions = [str(call("gateway", "POST", "/v1/sessions", {"mode": "text"})["id"])
                     for _ in range(2)]
         models = call("gateway", "GET", "/v1/models").get("data") or [{"id": "sonia"}]
+        # a chat turn in which the (builtin) model calls a tool keeps a turn record
+        turn = str(call("gateway", "POST", "/v1/chat", {"message": f"read {SEED_FILE}"})
+                   .get("agent_turn_id"))
         eva_proposal = {**read, "principal": "gate:fuzz"}
         decided = call("eva", "POST", "/v1/decisions", eva_proposal)
         pending = [str(call("eva", "POST", "/v1/decisions",
@@ -87,6 +90,7 @@ def seeds_for(stack: FreshStack, headers: Callable[[str, str], dict[str, str]]
         "gateway GET /v1/memory/{memory_id}": {"path": {"memory_id": memories[0]}},
         "gateway POST /v1/memory/{memory_id}/archive": {"path": {"memory_id": memories[1]}},
         "gateway GET /v1/sessions/{session_id}": {"path": {"session_id": sessions[0]}},
+        "gateway GET /v1/turns/{turn_id}": {"path": {"turn_id": turn}},
         "gateway POST /v1/sessions/{session_id}/stop": {"path": {"session_id": sessions[1]}},
         "gateway POST /v1/chat/completions": {"body": {
             "model": str(models[0].get("id")), "messages": [{"role": "user",

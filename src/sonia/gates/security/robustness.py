@@ -295,14 +295,40 @@ def _code_of(body: str) -> str | None:
 
 
 # --- privilege ----------------------------------------------------------------------------
+def _owner_seen_inside(p: Probe, name: str) -> str:
+    """The numeric owner of `name` as a sandboxed command sees it (`ls -lnd`)."""
+    response, _ = p.act("shell.run", {"argv": ["ls", "-lnd", name]})
+    if response.status_code != 200:
+        return f"ls answered {response.status_code}"
+    fields = str(response.json().get("result", {}).get("stdout", "")).split()
+    return fields[2] if len(fields) > 2 else "?"
+
+
 def mkdir_owner(p: Probe) -> Observed:
+    """A command never holds root's identity.
+
+    Without bubblewrap, a command run for a root Sonia must be nobody on the host:
+    what it makes is not root's. Under bubblewrap it runs in a user namespace as
+    65534, without any capability; what it makes must be 65534's as the command
+    sees it. (The namespace maps 65534 onto the service's own uid, so on the host
+    the owner is the service's uid: DESIGN states it as a limit when Sonia runs as
+    root.)"""
     made = p.workspace / "owner-check"
     response, seen = p.act("shell.run", {"argv": ["mkdir", "owner-check"]})
     if response.status_code == 202:
         seen = p.decide("approve", str(response.json()["id"]))[1]
     if made.exists():
-        seen.extra["owner_uid"] = made.stat().st_uid
-        if made.stat().st_uid == 0:
+        host_uid = made.stat().st_uid
+        seen.extra["owner_uid_on_host"] = host_uid
+        sandbox = str(p.request("GET", "openclaw", "/readyz")[0].json()
+                      .get("checks", {}).get("sandbox", {}).get("level", ""))
+        seen.extra["sandbox"] = sandbox
+        if sandbox == "bwrap":
+            inside = _owner_seen_inside(p, "owner-check")
+            seen.extra["owner_uid_inside"] = inside
+            if inside != "65534":
+                seen.ok, seen.note = False, f"a sandboxed command made a folder of uid {inside}"
+        elif host_uid == 0:
             seen.ok, seen.note = False, "a command ran as root (its directory is root's)"
     return seen
 
