@@ -27,7 +27,7 @@ import typer
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import ClientConnection, connect
 
-from sonia.cli.chat_actions import ActingChat
+from sonia.cli.chat_actions import ActingChat, problem_of
 from sonia.cli.options import HomeOption, resolve_home
 from sonia.errors import ConfigError
 
@@ -39,12 +39,6 @@ class ChatError(Exception):
     """The conversation could not go on (refused key, unknown session, stack down)."""
 
 
-def _problem(response: httpx.Response) -> str:
-    try:
-        body = response.json()
-        return f"{body.get('code')}: {body.get('detail')}"
-    except ValueError:
-        return f"HTTP {response.status_code}"
 
 
 class TerminalChat:
@@ -61,7 +55,7 @@ class TerminalChat:
         except httpx.HTTPError as exc:
             raise ChatError(f"cannot reach the gateway at {self.url}: {exc}") from exc
         if response.status_code != 201:
-            raise ChatError(f"cannot start a session: {_problem(response)}")
+            raise ChatError(f"cannot start a session: {problem_of(response)}")
         return str(response.json()["id"])
 
     def stop_session(self, session_id: str) -> None:

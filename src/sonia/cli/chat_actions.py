@@ -18,15 +18,18 @@ from typing import Any, TextIO
 
 import httpx
 
-__all__ = ["ActingChat"]
 
-
-def _problem(response: httpx.Response) -> str:
+def problem_of(response: httpx.Response) -> str:
+    """`CODE: detail` of a problem+json answer (or its HTTP status), for the terminal."""
     try:
         body = response.json()
         return f"{body.get('code')}: {body.get('detail')}"
     except ValueError:
         return f"HTTP {response.status_code}"
+
+__all__ = ["ActingChat", "problem_of"]
+
+
 
 
 class ActingChat:
@@ -45,7 +48,7 @@ class ActingChat:
         response = self.http.post("/v1/chat", json={"message": message,
                                                     "session_id": session_id}, timeout=300)
         if response.status_code != 200:
-            self._write(f"sonia> [{_problem(response)}]\n")
+            self._write(f"sonia> [{problem_of(response)}]\n")
             return
         turn = response.json()
         turn_id = str(turn["agent_turn_id"])
@@ -64,12 +67,12 @@ class ActingChat:
             decided = self.http.post(f"/v1/actions/{pending.get('action_id')}/{verb}",
                                      headers=self.approver, timeout=300)
             if decided.status_code != 200:
-                self._write(f"\n  [{_problem(decided)}]\n")
+                self._write(f"\n  [{problem_of(decided)}]\n")
                 return
             self._write(f"\n  {decided.json().get('status')}\n")
             shown = self.http.get(f"/v1/turns/{turn_id}")
             if shown.status_code != 200:
-                self._write(f"  [{_problem(shown)}]\n")
+                self._write(f"  [{problem_of(shown)}]\n")
                 return
             turn = shown.json()
         if turn.get("status") == "failed":

@@ -26,7 +26,6 @@ a reason starting `MISSING_PACKAGE_PREFIX` followed by the package name, e.g.
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 import time
@@ -37,7 +36,14 @@ from typing import Any
 
 import sonia
 from sonia.errors import GateError
-from sonia.gates.common.evidence import VALIDITY, Check, Verdict, capture_environment, write_json
+from sonia.gates.common.evidence import (
+    VALIDITY,
+    Check,
+    Verdict,
+    capture_environment,
+    read_evidence,
+    write_json,
+)
 from sonia.gates.common.progress import GateProgress
 
 __all__ = [
@@ -128,14 +134,8 @@ def missing_package(reason: str) -> str | None:
 
 
 def _summary(run_dir: Path) -> dict[str, Any]:
-    path = run_dir / EVIDENCE
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise GateError(f"no {EVIDENCE} in the run directory") from None
-    except (OSError, ValueError) as exc:
-        raise GateError(f"{EVIDENCE} is not readable JSON: {exc}") from exc
-    runs = data.get("runs") if isinstance(data, dict) else None
+    data = read_evidence(run_dir, EVIDENCE)
+    runs = data.get("runs")
     if not isinstance(runs, list) or not all(
             isinstance(r, dict) and isinstance(r.get("run"), int)
             and isinstance(r.get("exit_code"), int) for r in runs):

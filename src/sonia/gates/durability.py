@@ -57,7 +57,14 @@ import httpx
 from sonia.actions import audit
 from sonia.backup import database_facts, read_backup_key, restore_backup, verify_backup
 from sonia.errors import ConfigError
-from sonia.gates.common.evidence import VALIDITY, Check, Verdict, capture_environment, write_json
+from sonia.gates.common.evidence import (
+    VALIDITY,
+    Check,
+    Verdict,
+    capture_environment,
+    read_evidence,
+    write_json,
+)
 from sonia.gates.common.progress import GateProgress
 from sonia.home import DEFAULT_CONFIG, Home
 from sonia.supervisor import control
@@ -380,17 +387,7 @@ def run(run_dir: Path, profile: DurabilityProfile, progress: GateProgress) -> Ve
 
 # -- the verdict, from the evidence alone -------------------------------------------------
 def _load(run_dir: Path) -> dict[str, Any]:
-    path = run_dir / EVIDENCE
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ConfigError(f"{path} is missing: the durability drill did not finish",
-                          key="evidence") from None
-    except ValueError as exc:
-        raise ConfigError(f"{path} is not JSON: {exc}", key="evidence") from exc
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path} holds no object", key="evidence")
-    return data
+    return read_evidence(run_dir, EVIDENCE)
 
 
 def _field(data: Mapping[str, Any], *path: str) -> Any:

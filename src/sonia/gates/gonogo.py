@@ -25,7 +25,6 @@ from a stated verdict or total):
 
 from __future__ import annotations
 
-import json
 import os
 import time
 import uuid
@@ -38,7 +37,14 @@ import httpx
 
 from sonia import SERVICES
 from sonia.errors import GateError, SoniaError
-from sonia.gates.common.evidence import VALIDITY, Check, Verdict, capture_environment, write_json
+from sonia.gates.common.evidence import (
+    VALIDITY,
+    Check,
+    Verdict,
+    capture_environment,
+    read_evidence,
+    write_json,
+)
 from sonia.gates.common.processes import become_subreaper, orphans, wal_left, zombies_and_reap
 from sonia.gates.common.progress import GateProgress
 from sonia.supervisor.process import RUN_MARKER_ENV
@@ -165,15 +171,9 @@ def run(run_dir: Path, profile: GoNoGoProfile, progress: GateProgress) -> Verdic
 
 # --- the judge -------------------------------------------------------------------------------
 def _load(run_dir: Path) -> dict[str, Any]:
-    path = run_dir / EVIDENCE
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise GateError(f"no {EVIDENCE} in the run directory") from None
-    except (OSError, ValueError) as exc:
-        raise GateError(f"{EVIDENCE} is not readable JSON: {exc}") from exc
-    profile = data.get("profile") if isinstance(data, dict) else None
-    health = data.get("health") if isinstance(data, dict) else None
+    data = read_evidence(run_dir, EVIDENCE)
+    profile = data.get("profile")
+    health = data.get("health")
     if not (isinstance(profile, dict) and isinstance(profile.get("cycles"), int)
             and isinstance(data.get("cycles"), list)
             and all(isinstance(r, dict) for r in data["cycles"])

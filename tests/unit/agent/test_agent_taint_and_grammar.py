@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
-from sonia.services.eva.verdict import Verdict
 from sonia.services.eva.origins import Origin, escalate
+from sonia.services.eva.verdict import Verdict
 from sonia.services.gateway.agent import FUNCTIONS, TOOL_OF
 from sonia.services.router.builtin_tools import parse, step
 from sonia.services.router.providers import BuiltinProvider

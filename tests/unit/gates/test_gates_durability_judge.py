@@ -14,7 +14,7 @@ import pytest
 from gate_runs import BACKUP_AT, durability, good_drill
 
 from sonia.backup import create_backup, verify_backup
-from sonia.errors import ConfigError
+from sonia.errors import ConfigError, GateError
 from sonia.gates.durability import EVIDENCE, PROFILES, _databases_in, judge
 from sonia.home import Home
 
@@ -110,10 +110,10 @@ def test_a_drill_that_never_wrote_after_the_backup_is_invalid(tmp_path: Path) ->
 
 
 def test_missing_or_malformed_evidence_is_a_clear_error(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match="restore-drill.json is missing"):
+    with pytest.raises(GateError, match="restore-drill.json is missing"):
         judge(tmp_path)
     (tmp_path / EVIDENCE).write_text("{")
-    with pytest.raises(ConfigError, match="not JSON"):
+    with pytest.raises(GateError, match="not readable JSON"):
         judge(tmp_path)
     drill = good_drill()
     del drill["audit"]

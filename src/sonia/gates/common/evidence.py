@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from sonia import __version__, files
+from sonia.errors import GateError
 from sonia.gates.common import provenance
 
 __all__ = [
@@ -48,6 +49,7 @@ __all__ = [
     "capture_environment",
     "new_run_dir",
     "new_run_id",
+    "read_evidence",
     "write_json",
 ]
 
@@ -212,3 +214,18 @@ class Verdict:
                 f"{verdict.status}"
             )
         return verdict
+
+
+def read_evidence(run_dir: Path, name: str) -> dict[str, Any]:
+    """A gate's JSON evidence file as an object; GateError naming the file when it is
+    missing, not JSON or not an object (a judge never guesses at a broken run)."""
+    path = run_dir / name
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise GateError(f"{name} is missing from the run directory") from None
+    except (OSError, ValueError) as exc:
+        raise GateError(f"{name} is not readable JSON: {exc}") from exc
+    if not isinstance(data, dict):
+        raise GateError(f"{name} holds no JSON object")
+    return data

@@ -1,17 +1,10 @@
-"""The tool registry and the tools themselves, on top of the path and OS sandboxes.
+"""The tools themselves, on top of the path and OS sandboxes.
 
-    tool         tier  does
-    file.read    0     up to max_file_bytes of a regular file, as UTF-8 text
-    file.list    0     the entries of a directory: name, type, size
-    file.search  0     a literal substring in the files below a directory
-    shell.run    1/3   an allowlisted command (tier of its plan: 1 read-only, 3 mutating)
-    file.write   2     create, overwrite or append, atomically
-    file.delete  3     a regular file or an empty directory
-
-Every tool declares a JSON-schema-like argument schema (object, typed properties,
-required, defaults, no unknown keys); `Toolbox.prepare` checks arguments against
-it (400 INVALID_ARGUMENT) and fills in defaults. `Toolbox.run` executes a tool and
-redacts every string of its result, so no secret leaves OpenClaw through a tool.
+What the tools are (names, tiers, argument schemas, `check_args`) is data in
+`sonia.actions.tools`, shared with EVA. `Toolbox.prepare` checks arguments
+against a tool's schema (400 INVALID_ARGUMENT) and fills in defaults.
+`Toolbox.run` executes a tool and redacts every string of its result, so no
+secret leaves OpenClaw through a tool.
 
 `shell.run` depends on the command allowlist only through the `validate_command`
 callable it is given ((argv, cwd) -> CommandPlan, raising INVALID_COMMAND or a
