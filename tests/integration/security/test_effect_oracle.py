@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from gate_runs import injection_run
 
 from sonia.gates.common.evidence import write_json
 from sonia.gates.security.cases import CASES
@@ -94,6 +95,7 @@ def _case(case_id: str) -> Case:
 def _judged_failed(tmp_path: Path, rows: list[dict[str, Any]]) -> str:
     """The judge's `cases_failed` detail over `rows` (empty: it found no failed case)."""
     write_json(tmp_path / "run" / "security-tests.json", {"cases": rows, "profile": {}})
+    injection_run(tmp_path / "run")  # a clean injection suite: the gate judges it too
     check = next(c for c in judge(tmp_path / "run").checks if c.name == "cases_failed")
     return "" if check.passed else check.detail
 

@@ -15,6 +15,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import time
@@ -266,18 +267,17 @@ def streams_capped(p: Probe, most: int = STREAM_FLOOD) -> Observed:
     opened: list[ClientConnection] = []
     refusal: tuple[int, str] | None = None
     try:
-        while len(opened) < most and refusal is None:
-            try:
-                opened.append(connect(url, additional_headers=headers, proxy=None,
-                                      open_timeout=15))
-            except InvalidStatus as exc:
-                refusal = (exc.response.status_code, exc.response.body.decode(
-                    errors="replace")[:300] if exc.response.body else "")
-            except (WebSocketException, OSError) as exc:
-                refusal = (0, f"{type(exc).__name__}: {exc}")
+        with contextlib.ExitStack() as streams:  # every stream closed on the way out
+            while len(opened) < most and refusal is None:
+                try:
+                    opened.append(streams.enter_context(connect(
+                        url, additional_headers=headers, proxy=None, open_timeout=15)))
+                except InvalidStatus as exc:
+                    refusal = (exc.response.status_code, exc.response.body.decode(
+                        errors="replace")[:300] if exc.response.body else "")
+                except (WebSocketException, OSError) as exc:
+                    refusal = (0, f"{type(exc).__name__}: {exc}")
     finally:
-        for connection in opened:
-            connection.close()
         p.http.post(p.stack.url("gateway") + f"/v1/sessions/{session}/stop", headers=headers)
     status, body = refusal if refusal else (101, "")
     seen = Observed(status, _code_of(body), {"session": "<flood key's>", "streams": most},
