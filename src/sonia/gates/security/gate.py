@@ -31,6 +31,7 @@ from typing import Any
 
 import httpx
 
+from sonia.errors import GateError
 from sonia.gates.common.evidence import Verdict, capture_environment, write_json
 from sonia.gates.common.progress import GateProgress
 from sonia.gates.security import injection
@@ -68,6 +69,14 @@ class SecurityProfile:
     fuzz_examples: int
     """Schemathesis examples per operation and mode (valid and invalid input)."""
 
+
+STACK_CONFIG = "[gateway]\ninvalid_proposals_per_minute = 1000000\n"
+"""The corpus sends every payload (28,640 at release) from one key, and each must
+reach the real refusal (EVA's policy, OpenClaw's sandbox): the per-key limiter on
+refused proposals would answer 429 to most of them instead, and a 429 proves
+nothing about a path or a command. So the gate's stack raises that one limit;
+the limiter is shown to work at its default by its own tests
+(`test_finding_6_refused_proposals_are_throttled_before_eva_audits`)."""
 
 EVIDENCE_FILES: tuple[str, ...] = ("security-tests.json", "security-corpus.jsonl",
                                    *injection.RAW_EVIDENCE)
@@ -125,6 +134,12 @@ def run(run_dir: Path, profile: SecurityProfile, progress: GateProgress) -> Verd
     corpus_effects: dict[str, Any] = {}
     timings: dict[str, float] = {}
     with FreshStack(run_dir / "stack-home") as stack:
+        config = stack.home.config_file.read_text()
+        if "[gateway]\n" not in config:
+            raise GateError("the fresh home's configuration has no [gateway] table to raise "
+                            "the refused-proposal limit in")
+        stack.home.config_file.write_text(config.replace("[gateway]\n", STACK_CONFIG, 1))
+        stack.settings = stack.home.check()
         mark = time.monotonic()
         stack.up()
         timings["stack_start_s"] = round(time.monotonic() - mark, 2)
