@@ -70,13 +70,16 @@ class SecurityProfile:
     """Schemathesis examples per operation and mode (valid and invalid input)."""
 
 
-STACK_CONFIG = "[gateway]\ninvalid_proposals_per_minute = 1000000\n"
-"""The corpus sends every payload (28,640 at release) from one key, and each must
-reach the real refusal (EVA's policy, OpenClaw's sandbox): the per-key limiter on
-refused proposals would answer 429 to most of them instead, and a 429 proves
-nothing about a path or a command. So the gate's stack raises that one limit;
-the limiter is shown to work at its default by its own tests
-(`test_finding_6_refused_proposals_are_throttled_before_eva_audits`)."""
+STACK_CONFIG = ("[gateway]\ninvalid_proposals_per_minute = 1000000\n"
+                "max_pending_actions_per_key = 100000\n")
+"""The corpus sends every payload (28,640 at release, 32 at a time) from one key,
+and each must reach the real refusal (EVA's policy, OpenClaw's sandbox). The
+per-key limits on refused proposals and on proposals in flight would answer 429
+to thousands of them instead (6,981 of 28,640 in a release run), and a 429
+proves nothing about a path or a command. So the gate's stack raises those two
+limits; they are shown to work at their defaults by their own tests
+(`test_finding_6_*` in tests/integration/security/test_hardening_stack.py and
+tests/unit/conversation/test_gateway_limits.py)."""
 
 EVIDENCE_FILES: tuple[str, ...] = ("security-tests.json", "security-corpus.jsonl",
                                    *injection.RAW_EVIDENCE)
