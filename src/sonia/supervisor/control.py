@@ -81,32 +81,46 @@ def is_ready(settings: Settings, service: str, timeout: float = 1.0) -> bool:
     return readiness(settings, service, timeout)[0]
 
 
-def readiness(settings: Settings, service: str, timeout: float = 1.0) -> tuple[bool, str | None]:
-    """(ready, why not): the reason is the first failing check of the service's /readyz."""
+@dataclass(frozen=True)
+class Readyz:
+    """One answer of a service's /readyz: whether it is ready, why not, and its checks."""
+
+    ready: bool
+    why_not: str | None
+    checks: dict[str, Any] = field(default_factory=dict)
+
+    def sandbox(self) -> dict[str, str]:
+        """OpenClaw's `sandbox` check (level, network, uid of commands, reason)."""
+        check = self.checks.get("sandbox")
+        if not isinstance(check, dict):
+            return {}
+        return {key: str(value) for key, value in check.items()
+                if key in ("level", "network", "runs_as_uid", "reason")}
+
+
+def ask_readyz(settings: Settings, service: str, timeout: float = 1.0) -> Readyz:
+    """Ask `service`'s /readyz once; the reason is its first failing check."""
     try:
         r = httpx.get(settings.url_of(service) + "/readyz", timeout=timeout)
     except httpx.HTTPError as exc:
-        return False, f"/readyz did not answer ({type(exc).__name__})"
-    if r.status_code == 200:
-        return True, None
+        return Readyz(False, f"/readyz did not answer ({type(exc).__name__})")
     try:
-        checks = dict(r.json().get("checks") or {})
+        body = r.json()
+        checks = dict(body.get("checks") or {}) if isinstance(body, dict) else {}
     except ValueError:
-        return False, f"/readyz answered {r.status_code}"
+        checks = {}
+    if r.status_code == 200:
+        return Readyz(True, None, checks)
     failing = [f"{name}: {check.get('output', 'fail')}" for name, check in checks.items()
                if isinstance(check, dict) and check.get("status") != "pass"]
-    return False, "; ".join(failing) or f"/readyz answered {r.status_code} (draining?)"
+    return Readyz(False, "; ".join(failing) or f"/readyz answered {r.status_code} (draining?)",
+                  checks)
 
 
-def sandbox_in_force(settings: Settings, timeout: float = 1.0) -> dict[str, str]:
-    """OpenClaw's `sandbox` readiness check (level, network, uid of commands, reason)."""
-    try:
-        body = httpx.get(settings.url_of("openclaw") + "/readyz", timeout=timeout).json()
-    except (httpx.HTTPError, ValueError):
-        return {}
-    check = body.get("checks", {}).get("sandbox", {}) if isinstance(body, dict) else {}
-    return {key: str(value) for key, value in check.items()
-            if key in ("level", "network", "runs_as_uid", "reason")}
+def readiness(settings: Settings, service: str, timeout: float = 1.0) -> tuple[bool, str | None]:
+    """(ready, why not) of `service` (see `ask_readyz`)."""
+    answer = ask_readyz(settings, service, timeout)
+    return answer.ready, answer.why_not
 
 
 def wait_ready(home: Home, settings: Settings, deadline_s: float,
@@ -297,16 +311,16 @@ def status(home: Home) -> list[ServiceStatus]:
         info = (state.get("services") or {}).get(name, {}) if running else {}
         pid = info.get("pid")
         started = info.get("started_at")
-        ready, why_not = readiness(settings, name, timeout=2.5) if running else (False, None)
+        answer = ask_readyz(settings, name, timeout=2.5) if running else Readyz(False, None)
         rows.append(ServiceStatus(
             name=name,
             pid=pid,
             port=settings.port_of(name),
-            ready=ready,
-            not_ready_because=why_not,
+            ready=answer.ready,
+            not_ready_because=answer.why_not,
             uptime_s=(time.time() - started) if (pid and started) else None,
             uss_bytes=tree_uss(pid) if pid else None,
             restarts=int(info.get("restarts", 0)),
-            sandbox=sandbox_in_force(settings) if running and name == "openclaw" else {},
+            sandbox=answer.sandbox() if name == "openclaw" else {},
         ))
     return rows
