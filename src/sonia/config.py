@@ -60,6 +60,10 @@ class GatewaySettings(_Section):
     agent_tools: bool = Field(True, description="offer Sonia's tools to the model in /v1/chat")
     agent_max_steps: int = Field(6, ge=1, le=64, description="model steps per chat turn")
     agent_max_tool_calls: int = Field(8, ge=1, le=64, description="tool calls per chat turn")
+    agent_turn_retention_days: float = Field(
+        30.0, gt=0, le=36_500,
+        description="turn records are deleted this long after their last change (a paused "
+                    "turn: this long after its approval's deadline)")
 
 
 class RouterSettings(_Section):

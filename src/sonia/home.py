@@ -25,9 +25,12 @@ import os
 import secrets
 import stat
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+import tomlkit
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
@@ -216,6 +219,29 @@ class Home:
         if not self.config_file.exists():
             raise ConfigError(f"{self.config_file} does not exist: run `sonia init`", key="home")
         return load_settings(self.config_file)
+
+    def configure(self, values: Mapping[str, Mapping[str, Any]]) -> Settings:
+        """Set keys of sonia.toml, `{table: {key: value}}` (None removes a key), keeping
+        its comments and everything else; the validated settings. The file is put back
+        as it was when the result does not validate (ConfigError)."""
+        before = self.config_file.read_text()
+        mode = stat.S_IMODE(self.config_file.stat().st_mode)
+        document = tomlkit.parse(before)
+        for name, keys in values.items():
+            table = document.setdefault(name, tomlkit.table())
+            if not isinstance(table, dict):
+                raise ConfigError(f"{name} in {self.config_file} is not a table", key=name)
+            for key, value in keys.items():
+                if value is None:
+                    table.pop(key, None)
+                else:
+                    table[key] = value
+        files.write_atomic(self.config_file, tomlkit.dumps(document).encode(), mode=mode)
+        try:
+            return self.check()
+        except ConfigError:
+            files.write_atomic(self.config_file, before.encode(), mode=mode)
+            raise
 
     def check(self) -> Settings:
         """Validate configuration and secrets; the first problem raises ConfigError."""

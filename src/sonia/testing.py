@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from types import TracebackType
@@ -50,17 +50,17 @@ def in_process(service: str, home: Home) -> Iterator[TestClient]:
 
 class FreshStack:
     def __init__(self, root: Path | None = None, *, keep: bool = True,
-                 config_extra: str = "") -> None:
+                 config: Mapping[str, Mapping[str, Any]] | None = None) -> None:
+        """A new home under `root` (a temporary folder when None) on free ports, with a
+        user and an approver key; `config` sets keys of its sonia.toml, {table: {key:
+        value}}, through `Home.configure`."""
         self._tmp = None if root is not None else tempfile.mkdtemp(prefix="sonia-stack-")
         self.root = Path(root) if root is not None else Path(self._tmp or "")
         self.keep = keep
         self.home = Home.at(self.root)
         self.base_port = free_base_port()
         self.home.init(base_port=self.base_port)
-        if config_extra:
-            with open(self.home.config_file, "a") as f:
-                f.write("\n" + config_extra)
-        self.settings: Settings = self.home.check()
+        self.settings: Settings = self.home.configure(config or {})
         self.user_key = self.home.create_api_key("user")
         self.approver_key = self.home.create_api_key("approver")
         self.running = False

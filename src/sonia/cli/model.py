@@ -13,13 +13,11 @@ import asyncio
 from pathlib import Path
 from typing import Annotated
 
-import tomlkit
 import typer
 from rich.console import Console
 
 from sonia.cli.options import HomeOption, resolve_home
 from sonia.errors import ApiError, ConfigError, SoniaError
-from sonia.home import Home
 from sonia.services.router.providers import GenerationRequest, OpenAIProvider
 
 console = Console(highlight=False)
@@ -53,29 +51,6 @@ async def probe(url: str, model: str, api_key: str | None,
         await provider.aclose()
 
 
-def write_router_settings(home: Home, values: dict[str, str | None]) -> None:
-    """Set (or, for None, remove) `[router]` keys in sonia.toml, keeping comments and
-    everything else; the file is put back as it was if the result does not validate."""
-    path = home.config_file
-    before = path.read_text()
-    document = tomlkit.parse(before)
-    if "router" not in document:
-        document["router"] = tomlkit.table()
-    section = document["router"]
-    assert isinstance(section, dict)
-    for key, value in values.items():
-        if value is None:
-            section.pop(key, None)
-        else:
-            section[key] = value
-    path.write_text(tomlkit.dumps(document))
-    try:
-        home.check()
-    except ConfigError:
-        path.write_text(before)
-        raise
-
-
 def register(app: typer.Typer) -> None:
     model_app = typer.Typer(help="Choose the model the assistant speaks with.",
                             no_args_is_help=True)
@@ -101,10 +76,10 @@ def register(app: typer.Typer) -> None:
                 raise ConfigError(f"cannot read {api_key_file}: {exc.strerror}",
                                   key="api-key-file") from exc
         models, reply = asyncio.run(probe(url, model, api_key))
-        write_router_settings(h, {
+        h.configure({"router": {
             "openai_base_url": url, "openai_model": model,
             "openai_api_key_file": str(api_key_file.expanduser().resolve())
-            if api_key_file else None})
+            if api_key_file else None}})
         console.print(f"model {model!r} at {url} answers ({len(models)} models there; "
                       f"it said {reply.strip()[:40]!r}).")
         console.print("It is the default now, with no fallback to the builtin model. "
@@ -115,5 +90,5 @@ def register(app: typer.Typer) -> None:
         """Forget the model server: the offline builtin model answers again."""
         h = resolve_home(home)
         h.check()
-        write_router_settings(h, dict.fromkeys(ROUTER_KEYS))
+        h.configure({"router": dict.fromkeys(ROUTER_KEYS)})
         console.print("The builtin model answers now. Restart the stack: sonia down && sonia up")

@@ -60,8 +60,8 @@ def script(request: dict[str, Any]) -> dict[str, Any]:
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FreshStack]:
     with ScriptedModelServer(script) as model:
-        config = f'[router]\nopenai_base_url = "{model.url}"\nopenai_model = "scripted"\n'
-        with FreshStack(tmp_path_factory.mktemp("bounds-home"), config_extra=config) as s:
+        config = {"router": {"openai_base_url": model.url, "openai_model": "scripted"}}
+        with FreshStack(tmp_path_factory.mktemp("bounds-home"), config=config) as s:
             text = s.home.config_file.read_text()
             s.home.config_file.write_text(text.replace("[gateway]\n", GATEWAY, 1))
             s.up()

@@ -47,8 +47,8 @@ def upstream() -> Iterator[ScriptedModelServer]:
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory,
           upstream: ScriptedModelServer) -> Iterator[FreshStack]:
-    config = f'[router]\nopenai_base_url = "{upstream.url}"\nopenai_model = "scripted"\n'
-    with FreshStack(tmp_path_factory.mktemp("tools-home"), config_extra=config) as s:
+    config = {"router": {"openai_base_url": upstream.url, "openai_model": "scripted"}}
+    with FreshStack(tmp_path_factory.mktemp("tools-home"), config=config) as s:
         s.up()
         yield s
 

@@ -20,8 +20,8 @@ def slow_model() -> Iterator[SlowModelServer]:
 def slow_stack(tmp_path_factory: pytest.TempPathFactory,
                slow_model: SlowModelServer) -> Iterator[FreshStack]:
     """A stack whose default profile asks the slow model server first, then builtin."""
-    config = (f'[router]\nopenai_base_url = "{slow_model.url}"\nopenai_model = "slow"\n'
-              'profiles = { default = ["openai", "builtin"] }\n')
-    with FreshStack(tmp_path_factory.mktemp("slow-home"), config_extra=config) as s:
+    config = {"router": {"openai_base_url": slow_model.url, "openai_model": "slow",
+                         "profiles": {"default": ["openai", "builtin"]}}}
+    with FreshStack(tmp_path_factory.mktemp("slow-home"), config=config) as s:
         s.up()
         yield s

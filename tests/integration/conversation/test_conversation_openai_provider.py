@@ -43,11 +43,11 @@ def test_the_openai_provider_answers_then_falls_back_and_probes_back(tmp_path: P
         key_file = tmp_path / "b-key"
         key_file.write_text(b.user_key + "\n")
         key_file.chmod(0o600)
-        config = (f'[router]\nopenai_base_url = "{b.url()}/v1"\nopenai_model = "sonia"\n'
-                  f'openai_api_key_file = "{key_file}"\n'
-                  f"quarantine_seconds = {QUARANTINE_SECONDS}\n"
-                  'profiles = { default = ["openai", "builtin"] }\n')
-        with FreshStack(tmp_path / "a", config_extra=config) as a:
+        config = {"router": {"openai_base_url": f"{b.url()}/v1", "openai_model": "sonia",
+                             "openai_api_key_file": str(key_file),
+                             "quarantine_seconds": QUARANTINE_SECONDS,
+                             "profiles": {"default": ["openai", "builtin"]}}}
+        with FreshStack(tmp_path / "a", config=config) as a:
             a.up()
             told = chat(a, "My kite is red.")
             assert told["provider"] == "openai" and told["model"] == "sonia-builtin"

@@ -111,3 +111,25 @@ def test_a_lost_key_is_reissued_under_its_old_id(tmp_path: Path) -> None:
     for bad in (old_id, "XYZ", "0123456789ABCDEF"):
         with pytest.raises(ConfigError):
             other.create_api_key("user", bad)
+
+
+def test_configure_sets_and_removes_keys_and_keeps_the_rest_of_the_file(tmp_path: Path) -> None:
+    home = Home.at(tmp_path / "home")
+    home.init(base_port=47200)
+    before = home.config_file.read_text()
+    settings = home.configure({"gateway": {"max_sessions": 9},
+                               "router": {"openai_base_url": "http://127.0.0.1:1/v1"}})
+    assert settings.gateway.max_sessions == 9
+    assert settings.router.openai_base_url == "http://127.0.0.1:1/v1"
+    comments = [line for line in before.splitlines() if line.startswith("#")]
+    assert all(line in home.config_file.read_text() for line in comments)
+    assert home.configure({"router": {"openai_base_url": None}}).router.openai_base_url is None
+
+
+def test_configure_puts_the_file_back_when_the_result_is_invalid(tmp_path: Path) -> None:
+    home = Home.at(tmp_path / "home")
+    home.init(base_port=47200)
+    before = home.config_file.read_bytes()
+    with pytest.raises(ConfigError, match="max_sessions"):
+        home.configure({"gateway": {"max_sessions": -1}})
+    assert home.config_file.read_bytes() == before

@@ -591,7 +591,7 @@ def run(run_dir: Path, profile: ChaosProfile, progress: GateProgress) -> Verdict
     try:
         with TcpProxy() as proxy, FreshStack(
                 run_dir / "stack-home",
-                config_extra=f'[upstreams]\nmemory = "{proxy.url}"\n') as stack:
+                config={"upstreams": {"memory": proxy.url}}) as stack:
             proxy.set_target(stack.settings.port_of("memory"))
             ready = stack.up()
             chaos = Chaos(stack, proxy, profile, progress)

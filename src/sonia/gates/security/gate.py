@@ -31,7 +31,6 @@ from typing import Any
 
 import httpx
 
-from sonia.errors import GateError
 from sonia.gates.common.evidence import Verdict, capture_environment, write_json
 from sonia.gates.common.progress import GateProgress
 from sonia.gates.security import injection
@@ -70,8 +69,8 @@ class SecurityProfile:
     """Schemathesis examples per operation and mode (valid and invalid input)."""
 
 
-STACK_CONFIG = ("[gateway]\ninvalid_proposals_per_minute = 1000000\n"
-                "max_pending_actions_per_key = 100000\n")
+STACK_CONFIG = {"gateway": {"invalid_proposals_per_minute": 1_000_000,
+                            "max_pending_actions_per_key": 100_000}}
 """The corpus sends every payload (28,640 at release, 32 at a time) from one key,
 and each must reach the real refusal (EVA's policy, OpenClaw's sandbox). The
 per-key limits on refused proposals and on proposals in flight would answer 429
@@ -136,13 +135,7 @@ def run(run_dir: Path, profile: SecurityProfile, progress: GateProgress) -> Verd
     sandbox: dict[str, Any] = {}
     corpus_effects: dict[str, Any] = {}
     timings: dict[str, float] = {}
-    with FreshStack(run_dir / "stack-home") as stack:
-        config = stack.home.config_file.read_text()
-        if "[gateway]\n" not in config:
-            raise GateError("the fresh home's configuration has no [gateway] table to raise "
-                            "the refused-proposal limit in")
-        stack.home.config_file.write_text(config.replace("[gateway]\n", STACK_CONFIG, 1))
-        stack.settings = stack.home.check()
+    with FreshStack(run_dir / "stack-home", config=STACK_CONFIG) as stack:
         mark = time.monotonic()
         stack.up()
         timings["stack_start_s"] = round(time.monotonic() - mark, 2)

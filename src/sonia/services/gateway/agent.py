@@ -28,14 +28,17 @@ gateway approves only for an approver key).
 
 Bounded: at most `gateway.agent_max_steps` model steps and
 `gateway.agent_max_tool_calls` tool calls per turn; past either the turn ends
-with a reply that says so. Every step is in the turn record (`turns`).
+with a reply that says so. Every step is in the turn record (`turns`), kept
+`gateway.agent_turn_retention_days` (pruned at start-up and then hourly).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
+import sqlite3
 import time
 from typing import Any
 
@@ -51,6 +54,7 @@ from sonia.services.gateway.state import Gateway
 log = logging.getLogger("sonia.gateway.agent")
 
 MEMORY_SEARCH = "memory_search"
+PRUNE_EVERY_SECONDS = 3600.0
 MAX_RESULT_CHARS = 16_000
 """The longest tool result the model is shown (longer ones are cut, and say so)."""
 
@@ -108,7 +112,41 @@ class Agent:
         settings = gw.ctx.settings.gateway
         self.max_steps = settings.agent_max_steps
         self.max_tool_calls = settings.agent_max_tool_calls
+        self.retention_seconds = settings.agent_turn_retention_days * 86_400
+        self.action_ttl_seconds = settings.action_ttl_seconds
         self._locks: dict[str, asyncio.Lock] = {}
+        self._pruner: asyncio.Task[None] | None = None
+
+    # ------------------------------------------------------------------ retention
+
+    async def prune(self, now: float | None = None) -> int:
+        """Delete the turn records past retention; how many."""
+        now = time.time() if now is None else now
+        ended_before = now - self.retention_seconds
+        deleted = await self.gw.db.write(lambda c: turns.prune(
+            c, ended_before, ended_before - self.action_ttl_seconds))
+        if deleted:
+            log.info("pruned %d turn records", deleted)
+        return deleted
+
+    async def _prune_loop(self) -> None:
+        while True:
+            try:
+                await self.prune()
+            except sqlite3.ProgrammingError:
+                return  # the database was closed: the gateway is shutting down
+            except Exception:  # one failed prune (database busy) must not end the loop
+                log.exception("turn pruning failed")
+            await asyncio.sleep(PRUNE_EVERY_SECONDS)
+
+    def start(self) -> None:
+        self._pruner = asyncio.create_task(self._prune_loop(), name="turn-pruner")
+
+    async def stop(self) -> None:
+        if self._pruner is not None:
+            self._pruner.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._pruner
 
     # ------------------------------------------------------------------ entry points
 

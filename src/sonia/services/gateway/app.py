@@ -24,6 +24,8 @@ def create(ctx: ServiceContext) -> FastAPI:
     assistant, actions = Assistant(gw.ctx), Actions(gw)
     agent = Agent(gw, assistant, actions)
     actions.on_decided.append(agent.decided)  # an approval resumes the turn waiting on it
+    gw.on_startup.append(agent.start)
+    gw.on_shutdown.append(agent.stop)
     whoami_routes = APIRouter(prefix="/v1", tags=["identity"])
 
     @whoami_routes.get("/whoami")

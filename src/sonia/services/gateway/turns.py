@@ -13,6 +13,10 @@ Status moves forward only:
 
 `claim` is one conditional UPDATE, so of an approval and an expiry noticed at
 the same moment exactly one resumes the turn.
+
+Records are kept for `gateway.agent_turn_retention_days` after their last
+change (`prune`); a turn still paused is kept that long after its approval's
+deadline too, so nothing an approver could still act on is removed.
 """
 
 from __future__ import annotations
@@ -26,7 +30,8 @@ from typing import Any
 
 from sonia.errors import NotFound
 
-__all__ = ["MIGRATIONS", "TurnRecord", "claim", "find_pending", "load", "new_turn_id", "save"]
+__all__ = ["MIGRATIONS", "TurnRecord", "claim", "find_pending", "load", "new_turn_id", "prune",
+           "save"]
 
 MIGRATIONS: list[str] = [
     """
@@ -123,3 +128,12 @@ def claim(conn: sqlite3.Connection, turn_id: str, action_id: str) -> bool:
         " AND status = 'pending_approval' AND pending_action_id = ?",
         (time.time(), turn_id, action_id)).rowcount
     return changed == 1
+
+
+def prune(conn: sqlite3.Connection, ended_before: float, paused_before: float) -> int:
+    """Delete turns that ended before `ended_before`, and paused turns untouched since
+    `paused_before` (their approval long expired); the number deleted."""
+    return conn.execute(
+        "DELETE FROM agent_turns WHERE (status IN ('completed', 'failed') AND updated_at < ?)"
+        " OR (status IN ('running', 'pending_approval') AND updated_at < ?)",
+        (ended_before, paused_before)).rowcount
