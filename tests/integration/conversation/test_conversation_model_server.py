@@ -15,6 +15,7 @@ import sys
 import tomllib
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import openai
@@ -90,8 +91,9 @@ def test_models_are_the_servers_own_and_the_sdk_can_use_them(slow_stack: FreshSt
 
 def test_a_dead_model_server_is_said_by_up_readyz_status_and_chat(tmp_path: Path,
                                                                   dead_url: str) -> None:
-    config = {"router": {"openai_base_url": dead_url, "openai_model": "any"},
-              "supervisor": {"ready_timeout_seconds": 10}}
+    config: dict[str, dict[str, Any]] = {
+        "router": {"openai_base_url": dead_url, "openai_model": "any"},
+        "supervisor": {"ready_timeout_seconds": 10}}
     with FreshStack(tmp_path / "home", config=config) as stack:
         with pytest.raises(SupervisorError, match=r"router: providers: .*openai does not answer"):
             stack.up()
