@@ -121,6 +121,12 @@ class TerminalChat:
                 self._write(" [interrupted]\n" if event.get("interrupted") else f"{by}\n")
                 if event.get("interrupted") or not interrupted:
                     return
+            elif kind == "response.pending_approval":
+                self._write(f"[waiting for an approver: {event.get('tool')} "
+                            f"{json.dumps(event.get('args'))} (action {event.get('action_id')})] ")
+            elif kind == "turn.resumed":
+                self._write(f"[an earlier turn went on after it was {event.get('decision')}: "
+                            f"{event.get('reply')}]\nsonia> ")
             elif kind == "error":
                 self._write(f"\n[{event.get('code')}] {event.get('detail')}\n")
                 return

@@ -104,6 +104,10 @@ class UserKeys:
             raise Unauthenticated("unknown API key")
         return key
 
+    def by_id(self, key_id: str) -> ApiKey | None:
+        """The key with id `key_id` as the key file says now (None once it is gone)."""
+        return next((key for _, key in self._fresh_table() if key.id == key_id), None)
+
     def dependency(self, role: str | None = None) -> Callable[[Request], Awaitable[ApiKey]]:
         """A FastAPI dependency: any valid key, or one with `role` (approver)."""
 

@@ -136,6 +136,11 @@ class ServiceClient:
         await self._http.aclose()
 
 
+def sse_data(payload: Any) -> str:
+    """One SSE event carrying `payload` as compact JSON (what `parse_sse_data` reads)."""
+    return f"data: {json.dumps(payload, separators=(',', ':'))}\n\n"
+
+
 def parse_sse_data(line: str) -> Any | None:
     """The JSON payload of one `data:` line of an SSE stream (None for others and [DONE])."""
     if not line.startswith("data:"):

@@ -83,23 +83,27 @@ def test_the_sdk_gets_tool_calls_and_sends_the_result_back(stack: FreshStack,
     assert seen[-1] == {"role": "tool", "tool_call_id": "call_w1", "content": '{"sky": "sunny"}'}
 
 
-def test_a_streamed_tool_call_arrives_as_delta_chunks(stack: FreshStack) -> None:
+def test_a_streamed_tool_call_arrives_as_delta_chunks(stack: FreshStack,
+                                                     upstream: ScriptedModelServer) -> None:
     sdk = client(stack, stack.user_key)
     stream = sdk.chat.completions.create(
         model="scripted", tools=[WEATHER], stream=True,  # type: ignore[list-item]
         messages=[{"role": "user", "content": "weather in Paris?"}])
-    names, arguments, finish = [], "", None
+    names, pieces, finish = [], [], None
     for chunk in stream:
         for choice in chunk.choices:  # type: ignore[union-attr]
             for call in choice.delta.tool_calls or []:
                 if call.function and call.function.name:
                     names.append(call.function.name)
                 if call.function and call.function.arguments:
-                    arguments += call.function.arguments
+                    pieces.append(call.function.arguments)
             finish = choice.finish_reason or finish
     assert names == ["get_weather"]
-    assert json.loads(arguments) == {"city": "Paris"}
+    assert json.loads("".join(pieces)) == {"city": "Paris"}
     assert finish == "tool_calls"
+    # streamed end to end: the model server was asked to stream, and its pieces came through
+    assert upstream.requests[-1]["stream"] is True
+    assert len(pieces) >= 2, pieces
 
 
 def test_malformed_tools_are_refused_with_400(stack: FreshStack) -> None:

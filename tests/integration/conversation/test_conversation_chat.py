@@ -229,7 +229,7 @@ def test_the_correlation_id_of_a_chat_reaches_gateway_memory_and_router_logs(
     expected = {
         "gateway": {"/v1/chat"},
         "memory": {"/v1/sessions/{session_id}/context", "/v1/sessions/{session_id}/exchanges"},
-        "router": {"/v1/generate/tools"},  # Sonia's tools are offered (agent)
+        "router": {"/v1/generate/tools/stream"},  # Sonia's tools are offered (agent)
     }
     for service, routes in expected.items():
         wait_until(lambda: routes <= routes_logged(service), timeout=10,  # noqa: B023

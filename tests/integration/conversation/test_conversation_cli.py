@@ -56,3 +56,13 @@ def test_sonia_chat_with_a_wrong_key_says_so(stack: FreshStack) -> None:
     result = sonia_chat(stack, "hello\n", key="sk-sonia-wrong")
     assert result.returncode == 1
     assert "UNAUTHENTICATED" in result.stderr
+
+
+def test_sonia_chat_on_the_stream_says_when_a_tool_call_waits_for_an_approver(
+        stack: FreshStack) -> None:
+    result = sonia_chat(stack, "write from the terminal to cli-note.txt\n/quit\n",
+                        key=stack.user_key)
+    assert result.returncode == 0, result.stderr
+    assert ('[waiting for an approver: file.write {"path": "cli-note.txt", '
+            '"content": "from the terminal"}') in result.stdout
+    assert not (stack.home.workspace / "cli-note.txt").exists()

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from sonia.gates import durability, registry
+from sonia.gates import registry
 
 # A whole gate run: `make run` runs it, so `make test` leaves it out (marker `gate`).
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.gate]
@@ -20,7 +20,7 @@ def test_the_quick_drill_is_go_and_measures_rpo_against_the_backup_interval(
     run = registry.run_gate("durability", "quick", tmp_path, {}, show_progress=False)
 
     assert run.verdict.status == "GO", [c.to_dict() for c in run.verdict.failures]
-    assert durability.judge(run.run_dir).to_dict() == run.verdict.to_dict()
+    assert registry.judge("durability", run.run_dir).to_dict() == run.verdict.to_dict()
     drill = json.loads((run.run_dir / "restore-drill.json").read_text())
     interval = drill["backups"]["interval_s"]
     backup_at = drill["backups"]["restored"]["created_at"]

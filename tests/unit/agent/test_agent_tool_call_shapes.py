@@ -69,11 +69,27 @@ def test_a_step_with_calls_is_a_completion_that_finishes_with_tool_calls() -> No
     assert choice["message"]["tool_calls"] == [CALL]
 
 
-def test_a_streamed_step_carries_each_call_in_a_delta_then_the_finish() -> None:
-    chunks = list(tool_calls.chunks(STEP, "chatcmpl-1", 0, include_usage=True))
+def test_a_streamed_step_passes_each_piece_on_then_the_finish() -> None:
+    """The router's events become OpenAI chunks one for one: text, tool call deltas (the
+    arguments in the pieces the model server sent), then the finish and the usage."""
+    events: list[dict[str, Any]] = [
+        {"type": "delta", "text": "Let me look."},
+        {"type": "tool_calls", "tool_calls": [{"index": 0, "id": "call_1", "type": "function",
+                                               "function": {"name": "get_weather"}}]},
+        {"type": "tool_calls", "tool_calls": [{"index": 0,
+                                               "function": {"arguments": '{"city": '}}]},
+        {"type": "tool_calls", "tool_calls": [{"index": 0,
+                                               "function": {"arguments": '"Paris"}'}}]},
+        {"type": "end", **STEP},
+    ]
+    streamed = tool_calls.StreamedChunks("chatcmpl-1", 0, "m")
+    chunks = [streamed.first()] + [c for e in events for c in streamed.of(e, True)]
     deltas = [c["choices"][0]["delta"] for c in chunks if c["choices"]]
     assert deltas[0] == {"role": "assistant", "content": ""}
-    assert deltas[1]["tool_calls"][0] == {"index": 0, "id": "call_1", "type": "function",
-                                          "function": CALL["function"]}
+    assert deltas[1] == {"content": "Let me look."}
+    assert deltas[2]["tool_calls"][0]["id"] == "call_1"
+    pieces = "".join(d["tool_calls"][0]["function"].get("arguments", "")
+                     for d in deltas[2:5])
+    assert pieces == '{"city": "Paris"}'
     assert chunks[-2]["choices"][0]["finish_reason"] == "tool_calls"
     assert chunks[-1]["usage"]["total_tokens"] == 2 and chunks[-1]["choices"] == []

@@ -48,8 +48,8 @@ def test_every_service_route_refuses_missing_wrong_and_unlisted_tokens(
     app, _ = build_app(service, home)
     table: dict[str, frozenset[str]] = dict(app.state.callers)
     if service == "gateway":
-        assert table == {}, "the gateway has no internal routes"
-        return
+        assert table == {"/internal/v1/turns": frozenset({"voice"})}, (
+            "the gateway's one internal route: the voice service's agent turns")
     assert table, f"{service} has no authenticated route"
     with in_process(service, home) as client:
         for path, allowed in table.items():

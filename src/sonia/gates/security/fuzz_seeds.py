@@ -92,6 +92,8 @@ def seeds_for(stack: FreshStack, headers: Callable[[str, str], dict[str, str]]
         "gateway GET /v1/sessions/{session_id}": {"path": {"session_id": sessions[0]}},
         "gateway GET /v1/turns/{turn_id}": {"path": {"turn_id": turn}},
         "gateway POST /v1/sessions/{session_id}/stop": {"path": {"session_id": sessions[1]}},
+        "gateway POST /internal/v1/turns": {"body": {"session_id": sessions[0],
+                                                     "text": "hello"}},
         "gateway POST /v1/chat/completions": {"body": {
             "model": str(models[0].get("id")), "messages": [{"role": "user",
                                                               "content": "hello"}]}},

@@ -2,7 +2,8 @@
 
 `ScriptedModelServer(script)` listens on a free loopback port and answers
 `GET /v1/models` and `POST /v1/chat/completions` (non-streaming; a streaming
-request gets the same step as one chunk stream). Each completion's reply is
+request gets the same step as chunks, tool calls streamed as OpenAI does: id and
+name first, the arguments in pieces). Each completion's reply is
 `script(request)`: the assistant message to send, e.g. `{"content": "hi"}` or
 `{"tool_calls": [...]}`, or `{"http_status": 400, "error": "..."}` to refuse it.
 Every request is kept in `requests`, so a test or a gate can see exactly what
@@ -30,6 +31,22 @@ def tool_call(call_id: str, name: str, arguments: dict[str, Any]) -> dict[str, A
     """One OpenAI tool call, as a model server sends it."""
     return {"id": call_id, "type": "function",
             "function": {"name": name, "arguments": json.dumps(arguments)}}
+
+
+def _streamed_calls(calls: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Tool calls as OpenAI streams them: a first delta with the index, id and name, then
+    the arguments in two pieces (so a reader must put them back together)."""
+    deltas: list[dict[str, Any]] = []
+    for index, call in enumerate(calls):
+        function = call.get("function") or {}
+        arguments = str(function.get("arguments") or "")
+        half = len(arguments) // 2
+        deltas.append({"tool_calls": [{"index": index, "id": call.get("id"), "type": "function",
+                                       "function": {"name": function.get("name"),
+                                                    "arguments": ""}}]})
+        for piece in (arguments[:half], arguments[half:]):
+            deltas.append({"tool_calls": [{"index": index, "function": {"arguments": piece}}]})
+    return deltas
 
 
 class ScriptedModelServer:
@@ -91,7 +108,8 @@ class ScriptedModelServer:
                                                   "message": message}],
                                      "usage": {"prompt_tokens": 1, "completion_tokens": 1}})
                     return
-                chunks = [{"role": "assistant", "content": message["content"] or ""}, {}]
+                chunks = [{"role": "assistant", "content": message["content"] or ""},
+                          *_streamed_calls(reply.get("tool_calls") or []), {}]
                 body = "".join(
                     "data: " + json.dumps({
                         "id": "scripted-1", "object": "chat.completion.chunk",

@@ -26,6 +26,13 @@ EVA requires a person's approval whatever the tier. The model's words are only
 ever data here: they can propose, never approve, deny or reach OpenClaw (the
 gateway approves only for an approver key).
 
+Streamed: each model step is read as the router streams it
+(`/v1/generate/tools/stream`), so a watcher (`TurnLive`: a session's stream
+through the voice service) hears the model's words as they come. A watcher
+that leaves interrupts the turn: the model step in flight is closed (and with
+it the model server's stream), a tool call in flight finishes first, and the
+turn ends with what was said, stored as interrupted. `/v1/chat` has no watcher.
+
 Bounded: at most `gateway.agent_max_steps` model steps and
 `gateway.agent_max_tool_calls` tool calls per turn; past either the turn ends
 with a reply that says so. Every step is in the turn record (`turns`), kept
@@ -40,10 +47,12 @@ import json
 import logging
 import sqlite3
 import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 from sonia.actions.tools import TOOL_SPECS
-from sonia.errors import ApiError, NotFound
+from sonia.errors import ApiError, NotFound, Unavailable
 from sonia.home import ApiKey
 from sonia.kit import correlation
 from sonia.services.gateway import actions, turns
@@ -102,6 +111,20 @@ def source_of(tool: str, args: dict[str, Any]) -> str:
     return f"tool:{tool}:{str(where)[:200]}"
 
 
+@dataclass
+class TurnLive:
+    """Someone watching a turn as it happens: told each piece of the model's words, and
+    able to interrupt it."""
+
+    on_delta: Callable[[str], Awaitable[None]] | None = None
+    interrupt: asyncio.Event = field(default_factory=asyncio.Event)
+    said: str = ""
+
+
+class _Interrupted(Exception):
+    """The watcher left: the turn ends with what was said."""
+
+
 class Agent:
     """Runs chat turns in which the model may call Sonia's tools."""
 
@@ -151,8 +174,9 @@ class Agent:
     # ------------------------------------------------------------------ entry points
 
     async def turn(self, key: ApiKey, session_id: str, message: str,
-                   profile: str | None) -> dict[str, Any]:
-        """A new chat turn; the answer of `POST /v1/chat`."""
+                   profile: str | None, live: TurnLive | None = None) -> dict[str, Any]:
+        """A new chat turn; the answer of `POST /v1/chat` (and of a session's stream,
+        which watches it `live`)."""
         recalled, stored_turns = await self.assistant.context_turns(session_id, message,
                                                                       owner=key.id)
         history = [{"role": t["role"], "content": t["content"]} for t in stored_turns]
@@ -167,7 +191,7 @@ class Agent:
             if earlier.get("role") == "assistant" and \
                     (earlier.get("metadata") or {}).get("untrusted_sources"):
                 record.taint(f"history:{earlier['id']}")
-        await self._advance(record)  # saved when it pauses, completes or fails
+        await self._advance(record, live)  # saved when it pauses, completes or fails
         return self.answer(record, recalled)
 
     async def show(self, key: ApiKey, turn_id: str) -> dict[str, Any]:
@@ -219,16 +243,26 @@ class Agent:
         except Exception:  # the action already ran: its approval must not fail with the turn
             log.exception("turn %s could not resume after %s was %s", turn_id, action_id,
                           status)
+        event = {"type": "turn.resumed", "decision": status,
+                 **{k: v for k, v in self.answer(record, []).items() if k != "memory"}}
+        for listener in self.gw.on_turn_resumed:
+            try:
+                await listener(record.session_id, event)
+            except Exception:  # a stream that went away must not fail the approval
+                log.exception("could not tell the streams of %s", record.session_id)
         return turn_id
 
     # ------------------------------------------------------------------ the loop
 
-    async def _advance(self, record: turns.TurnRecord) -> None:
+    async def _advance(self, record: turns.TurnRecord, live: TurnLive | None = None) -> None:
         """Run the turn until it completes, pauses for approval or fails (saved each step)."""
         lock = self._locks.setdefault(record.id, asyncio.Lock())
         async with lock:
             try:
-                await self._run(record)
+                await self._run(record, live)
+            except _Interrupted:
+                record.interrupted = True
+                await self._finish(record, live.said if live is not None else "")
             except Exception as exc:
                 record.status = "failed"
                 record.error = ({"code": exc.code, "detail": exc.detail}
@@ -240,7 +274,7 @@ class Agent:
                 if record.status != "running":
                     self._locks.pop(record.id, None)
 
-    async def _run(self, record: turns.TurnRecord) -> None:
+    async def _run(self, record: turns.TurnRecord, live: TurnLive | None) -> None:
         while True:
             while record.queue:
                 call = record.queue.pop(0)
@@ -251,7 +285,9 @@ class Agent:
                 await self._finish(record, f"I stopped: this turn reached its limit of "
                                            f"{self.max_steps} model steps.")
                 return
-            step = await self.assistant.tool_step(self._request(record))
+            if live is not None and live.interrupt.is_set():
+                raise _Interrupted
+            step = await self._model_step(record, live)
             record.model_steps += 1
             for name in ("prompt_tokens", "completion_tokens", "total_tokens"):
                 record.usage[name] += int(step["usage"].get(name, 0))
@@ -269,6 +305,42 @@ class Agent:
                                     "tool_calls": calls})
             record.queue = list(calls)  # a copy: the queue is consumed, the history is not
             await self._save(record)
+
+    async def _model_step(self, record: turns.TurnRecord,
+                          live: TurnLive | None) -> dict[str, Any]:
+        """One model step, read as it streams; its `end` event (the whole step)."""
+        ended: dict[str, Any] = {}
+
+        async def read() -> None:
+            async for event in self.assistant.tool_step_events(self._request(record)):
+                kind = event.get("type")
+                if kind == "delta" and live is not None:
+                    live.said += str(event.get("text", ""))
+                    if live.on_delta is not None:
+                        await live.on_delta(str(event.get("text", "")))
+                elif kind == "end":
+                    ended.update(event)
+
+        if live is None:
+            await read()
+        else:
+            reading = asyncio.ensure_future(read())
+            waiting = asyncio.ensure_future(live.interrupt.wait())
+            try:
+                await asyncio.wait({reading, waiting}, return_when=asyncio.FIRST_COMPLETED)
+            except BaseException:
+                reading.cancel()
+                waiting.cancel()
+                raise
+            waiting.cancel()
+            if not reading.done():  # interrupted: close the stream, and the model's with it
+                reading.cancel()
+                await asyncio.wait({reading})
+                raise _Interrupted
+            reading.result()
+        if not ended:
+            raise Unavailable("the model's step ended without its last event")
+        return ended
 
     def _request(self, record: turns.TurnRecord) -> dict[str, Any]:
         body: dict[str, Any] = {"messages": record.messages, "tools": FUNCTIONS,
@@ -368,7 +440,8 @@ class Agent:
         stored = await self.assistant.store_exchange(
             record.session_id, record.message, reply or None,
             {"model": record.model, "provider": record.provider, "agent_turn_id": record.id,
-             "untrusted_sources": record.untrusted, "correlation_id": correlation.current()},
+             "untrusted_sources": record.untrusted, "correlation_id": correlation.current(),
+             **({"interrupted": True} if record.interrupted else {})},
             owner=record.key_id)
         record.memory_turn_id = str(stored["turns"][-1]["id"])
         record.stored = list(stored["memories"])
@@ -408,4 +481,5 @@ class Agent:
         return answer
 
 
-__all__ = ["FUNCTIONS", "MEMORY_SEARCH", "TOOL_OF", "Agent", "function_name", "source_of"]
+__all__ = ["FUNCTIONS", "MEMORY_SEARCH", "TOOL_OF", "Agent", "TurnLive", "function_name",
+           "source_of"]

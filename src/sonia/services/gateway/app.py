@@ -10,7 +10,7 @@ from fastapi import APIRouter, Depends, FastAPI
 
 from sonia.home import ApiKey
 from sonia.kit.app import ServiceContext, ServiceParts, create_app, run_sync
-from sonia.services.gateway import actions_api, conversation, sessions_api
+from sonia.services.gateway import actions_api, conversation, sessions_api, voice_turns
 from sonia.services.gateway.actions_api import Actions
 from sonia.services.gateway.agent import Agent
 from sonia.services.gateway.assistant import Assistant
@@ -39,6 +39,8 @@ def create(ctx: ServiceContext) -> FastAPI:
 
     checks = {"database": database} | {name: ctx.dependency_check(name) for name in DOWNSTREAM}
     return create_app(ctx, ServiceParts(
+        service_routers=[voice_turns.router(gw, agent)],
+        callers=voice_turns.CALLERS,
         user_routers=[whoami_routes, *conversation.routers(gw, assistant, agent),
                       *sessions_api.routers(gw), *actions_api.routers(gw, actions)],
         checks=checks,

@@ -131,6 +131,22 @@ class Assistant:
             "POST", "/v1/generate/tools", json_body=body, timeout=generation_budget(self.ctx))
         return step
 
+    async def tool_step_events(self, body: dict[str, Any]
+                               ) -> AsyncGenerator[dict[str, Any], None]:
+        """One tool-calling step as it streams (router `POST /v1/generate/tools/stream`):
+        start, delta and tool_calls events, then `end` with the whole step; an `error`
+        event is raised. A problem before the stream (no provider) raises at once."""
+        async with self.router.stream_lines("POST", "/v1/generate/tools/stream",
+                                            json_body=body,
+                                            timeout=generation_budget(self.ctx)) as lines:
+            async for line in lines:
+                event = parse_sse_data(line)
+                if not isinstance(event, dict):
+                    continue
+                if event.get("type") == "error":
+                    raise api_error_for(str(event.get("code")), str(event.get("detail", "")))
+                yield event
+
     async def models(self) -> dict[str, Any]:
         """The router's profiles and providers (cached for a few seconds)."""
         now = time.monotonic()

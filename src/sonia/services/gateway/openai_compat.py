@@ -216,16 +216,31 @@ def router(gw: Gateway, assistant: Assistant) -> APIRouter:
                             ("temperature", body.temperature)):
             if value is not None:
                 request[name] = value
-        step = await assistant.tool_step(request)
         completion_id, created = "chatcmpl-" + uuid.uuid4().hex, int(time.time())
         if not body.stream:
+            step = await assistant.tool_step(request)
             return tool_calls.completion(step, completion_id, created)
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
+        events = assistant.tool_step_events(request)
+        try:
+            start = await anext(events)  # a refusal (400) or no provider (503) is a problem
+        except StopAsyncIteration:
+            raise Unavailable("the router ended the stream before it started") from None
+        chunks = tool_calls.StreamedChunks(completion_id, created,
+                                           str(start.get("model") or DEFAULT_MODEL))
 
         async def stream() -> AsyncIterator[str]:
-            for chunk in tool_calls.chunks(step, completion_id, created, include_usage):
-                yield _sse(chunk)
-            yield _sse("[DONE]")
+            try:
+                yield _sse(chunks.first())
+                async for event in events:
+                    for chunk in chunks.of(event, include_usage):
+                        yield _sse(chunk)
+                yield _sse("[DONE]")
+            except ApiError as exc:
+                yield _sse({"error": {"message": exc.detail, "type": exc.code.lower(),
+                                      "code": exc.code}})
+            finally:
+                await events.aclose()
 
         return StreamingResponse(stream(), media_type="text/event-stream",
                                  headers={"cache-control": "no-store"})

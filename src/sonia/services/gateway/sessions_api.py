@@ -108,6 +108,11 @@ def routers(gw: Gateway) -> list[APIRouter]:
     sweeper = Sweeper(gw, live)
     gw.on_startup.append(sweeper.start)
     gw.on_shutdown.append(sweeper.stop)
+
+    async def tell_streams(session_id: str, event: dict[str, Any]) -> None:
+        await live.tell(session_id, event)
+
+    gw.on_turn_resumed.append(tell_streams)
     voice_ws = gw.ctx.settings.upstream_of("voice").replace("http://", "ws://", 1)
     touch_every = max(0.5, min(policy.idle_seconds / 4, 10.0))
     User = Annotated[ApiKey, Depends(gw.user)]

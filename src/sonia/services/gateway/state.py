@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from fastapi import Request
 
@@ -26,6 +27,10 @@ class Gateway:
     session_policy: sessions.SessionPolicy
     on_startup: list[Hook] = field(default_factory=list)
     on_shutdown: list[Hook] = field(default_factory=list)
+    on_turn_resumed: list[Callable[[str, dict[str, Any]], Awaitable[None]]] = field(
+        default_factory=list)
+    """Told (session id, event) when a paused chat turn went on after an approver's
+    decision or its expiry: the session's open streams show it (`sessions_api`)."""
 
     @classmethod
     def build(cls, ctx: ServiceContext) -> Gateway:

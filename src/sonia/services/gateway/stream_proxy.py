@@ -13,7 +13,9 @@ someone else's, closed or expired, 503 when the voice service cannot be reached.
 `LiveStreams` knows every relay by session, so stopping a session (or its idle
 expiry) ends its stream at once: the client gets `session.ended` and a normal
 close, the voice session is torn down (its reply cancelled). Frames in either
-direction count as activity and keep the session from expiring.
+direction count as activity and keep the session from expiring. The gateway
+adds one event of its own to a session's streams: `turn.resumed`, when a chat
+turn of the session that waited for an approver went on (`LiveStreams.tell`).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import contextlib
 import json
 import logging
 from collections.abc import Awaitable, Callable
+from typing import Any
 from urllib.parse import urlencode
 
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
@@ -122,6 +125,11 @@ class Relay:
             return CLOSE_NORMAL
         return code if 3000 <= code < 5000 else CLOSE_SERVER_ERROR
 
+    async def tell(self, event: dict[str, Any]) -> None:
+        """Send the client a gateway event of its own (not from the voice service)."""
+        if self.client.application_state == WebSocketState.CONNECTED and self._ending is None:
+            await self.client.send_text(json.dumps(event))
+
     def end(self, reason: str) -> None:
         """Stop relaying (the session was stopped or expired); `run` closes both sides."""
         self._ending = reason
@@ -173,6 +181,15 @@ class LiveStreams:
             relays.discard(relay)
             if not relays:
                 del self._relays[relay.session_id]
+
+    async def tell(self, session_id: str, event: dict[str, Any]) -> int:
+        """Send `event` to every open stream of `session_id`; how many got it."""
+        told = 0
+        for relay in list(self._relays.get(session_id, ())):
+            with contextlib.suppress(Exception):  # a socket closing meanwhile
+                await relay.tell(event)
+                told += 1
+        return told
 
     def end(self, session_id: str, reason: str) -> int:
         relays = list(self._relays.get(session_id, ()))

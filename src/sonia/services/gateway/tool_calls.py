@@ -6,11 +6,11 @@ A request takes this path when it carries `tools`, or a history with tool turns
 gateway checks the shapes (400 INVALID_ARGUMENT naming the message or tool),
 asks the router for one step (`POST /v1/generate/tools`) and answers a
 `chat.completion` whose message carries the model's `tool_calls` and whose
-`finish_reason` is `tool_calls`. With `stream: true` the same step is sent as
-chunks: the role, any text, one chunk per tool call (its index, id and name
-with the whole `arguments`), then the finish reason. The model server is asked
-without streaming and its step is replayed, so a client sees OpenAI's chunk
-shapes whatever the server does with streamed tool calls.
+`finish_reason` is `tool_calls`. With `stream: true` the step streams as the
+model makes it (router `POST /v1/generate/tools/stream`): the role, then each
+piece of text and each tool call delta (index, id and name first, then the
+`arguments` in the pieces the model server sent) as `chat.completion.chunk`s,
+then the finish reason (and the usage when `stream_options.include_usage`).
 
 Sonia runs none of these tools: they are the client's. A model that cannot call
 tools (the builtin) makes the router answer 400 saying so, never a reply that
@@ -90,31 +90,41 @@ def completion(step: dict[str, Any], completion_id: str, created: int) -> dict[s
             "usage": step["usage"]}
 
 
-def chunks(step: dict[str, Any], completion_id: str, created: int,
-           include_usage: bool) -> Iterator[dict[str, Any]]:
-    """The router's step as the `chat.completion.chunk` events of a stream."""
-    def chunk(delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
-        return {"id": completion_id, "object": "chat.completion.chunk", "created": created,
-                "model": step["model"],
+class StreamedChunks:
+    """The router's streamed step (delta, tool_calls, end events) as the
+    `chat.completion.chunk`s of an OpenAI stream."""
+
+    def __init__(self, completion_id: str, created: int, model: str) -> None:
+        self.completion_id = completion_id
+        self.created = created
+        self.model = model
+
+    def _chunk(self, delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
+        return {"id": self.completion_id, "object": "chat.completion.chunk",
+                "created": self.created, "model": self.model,
                 "choices": [{"index": 0, "delta": delta, "finish_reason": finish,
                              "logprobs": None}]}
 
-    yield chunk({"role": "assistant", "content": ""})
-    content = step["message"].get("content")
-    if content:
-        yield chunk({"content": content})
-    calls = step["message"].get("tool_calls") or []
-    for index, call in enumerate(calls):
-        yield chunk({"tool_calls": [{"index": index, "id": call.get("id"), "type": "function",
-                                     "function": call.get("function")}]})
-    yield chunk({}, "tool_calls" if calls else step["finish_reason"])
-    if include_usage:
-        yield {"id": completion_id, "object": "chat.completion.chunk", "created": created,
-               "model": step["model"], "choices": [], "usage": step["usage"]}
+    def first(self) -> dict[str, Any]:
+        return self._chunk({"role": "assistant", "content": ""})
+
+    def of(self, event: dict[str, Any], include_usage: bool) -> Iterator[dict[str, Any]]:
+        kind = event.get("type")
+        if kind == "delta" and event.get("text"):
+            yield self._chunk({"content": event["text"]})
+        elif kind == "tool_calls" and event.get("tool_calls"):
+            yield self._chunk({"tool_calls": event["tool_calls"]})
+        elif kind == "end":
+            calls = (event.get("message") or {}).get("tool_calls") or []
+            yield self._chunk({}, "tool_calls" if calls else str(event.get("finish_reason")))
+            if include_usage:
+                yield {"id": self.completion_id, "object": "chat.completion.chunk",
+                       "created": self.created, "model": self.model, "choices": [],
+                       "usage": event.get("usage")}
 
 
 def dumps(payload: dict[str, Any]) -> str:
     return json.dumps(payload, separators=(",", ":"))
 
 
-__all__ = ["check_tool_calls", "check_tools", "chunks", "completion", "dumps"]
+__all__ = ["StreamedChunks", "check_tool_calls", "check_tools", "completion", "dumps"]

@@ -75,6 +75,8 @@ class TurnRecord:
     model_steps: int = 0
     tool_calls: int = 0
     reply: str | None = None
+    interrupted: bool = False
+    """Its watcher left mid-turn: the reply is what was said by then."""
     model: str | None = None
     provider: str | None = None
     memory_turn_id: str | None = None

@@ -11,6 +11,7 @@ Internal routes (service token; callers in `CALLERS`):
                                after its first words (before them it falls back, and when
                                nothing can answer the route answers a problem, not a stream)
     POST /v1/generate/tools    one tool-calling step (see `router.tools`)
+    POST /v1/generate/tools/stream  the same step as it streams (see `router.tools`)
     GET  /v1/providers         provider states, profiles, the default profile
     GET  /v1/models            {models: [{id, provider}]}: what each provider serves
                                (a model server's own list); 503 naming a provider
@@ -25,7 +26,6 @@ A request whose client goes away is cancelled, and with it the provider call.
 from __future__ import annotations
 
 import asyncio
-import json
 from collections.abc import AsyncIterator, Awaitable
 from typing import Annotated, Any, Literal, TypeVar
 
@@ -35,6 +35,7 @@ from starlette.responses import StreamingResponse
 
 from sonia.errors import ApiError, Unavailable
 from sonia.kit.app import ServiceContext, ServiceParts, create_app
+from sonia.kit.client import sse_data
 from sonia.services.router import tools
 from sonia.services.router.assembly import build_router
 from sonia.services.router.providers import GenerationRequest, count_words
@@ -46,6 +47,7 @@ CALLERS: dict[str, frozenset[str]] = {
     "/v1/generate": frozenset({"gateway", "voice"}),
     "/v1/generate/stream": frozenset({"gateway", "voice"}),
     "/v1/generate/tools": frozenset({"gateway"}),
+    "/v1/generate/tools/stream": frozenset({"gateway"}),
     "/v1/providers": frozenset({"gateway", "voice"}),
     "/v1/models": frozenset({"gateway"}),
 }
@@ -101,10 +103,6 @@ async def unless_client_leaves(request: Request, work: Awaitable[T]) -> T:
     return task.result()
 
 
-def _event(payload: dict[str, Any]) -> str:
-    return f"data: {json.dumps(payload, separators=(',', ':'))}\n\n"
-
-
 def routes(router: Router) -> APIRouter:
     api = APIRouter(prefix="/v1")
 
@@ -127,18 +125,18 @@ def routes(router: Router) -> APIRouter:
         async def events() -> AsyncIterator[str]:
             text = ""
             try:
-                yield _event({"type": "start", "provider": routed.provider,
+                yield sse_data({"type": "start", "provider": routed.provider,
                               "model": routed.model})
                 async for delta in routed:
                     text += delta
-                    yield _event({"type": "delta", "text": delta})
+                    yield sse_data({"type": "delta", "text": delta})
                 completion = count_words(text)
-                yield _event({"type": "end", "finish_reason": "stop",
+                yield sse_data({"type": "end", "finish_reason": "stop",
                               "usage": {"prompt_tokens": prompt_tokens,
                                         "completion_tokens": completion,
                                         "total_tokens": prompt_tokens + completion}})
             except ApiError as exc:
-                yield _event({"type": "error", "status": exc.status, "code": exc.code,
+                yield sse_data({"type": "error", "status": exc.status, "code": exc.code,
                               "detail": exc.detail})
             finally:
                 await routed.aclose()

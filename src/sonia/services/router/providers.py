@@ -362,6 +362,34 @@ def chunk_delta(data: str) -> str:
     return content if isinstance(content, str) else ""
 
 
+def parse_chunk(data: str) -> dict[str, Any]:
+    """One streamed `chat.completion.chunk`, checked to hold a choice with a delta."""
+    try:
+        chunk = json.loads(data)
+        if not isinstance(chunk["choices"][0]["delta"], dict):
+            raise TypeError("delta is not an object")
+    except (ValueError, KeyError, IndexError, TypeError) as exc:
+        raise Unavailable(f"malformed stream chunk from model server: {data[:200]!r}") from exc
+    return dict(chunk)
+
+
+def completion_as_chunk(body: Any) -> dict[str, Any]:
+    """A whole `chat.completion` as the one chunk that says the same (tool calls get the
+    `index` a streamed delta carries)."""
+    choice = body["choices"][0]
+    message = choice["message"]
+    if not isinstance(message, dict):
+        raise TypeError("message is not an object")
+    delta: dict[str, Any] = {"role": "assistant", "content": message.get("content")}
+    calls = message.get("tool_calls")
+    if isinstance(calls, list) and calls:
+        delta["tool_calls"] = [{**call, "index": index} for index, call in enumerate(calls)
+                               if isinstance(call, dict)]
+    return {"model": body.get("model"), "usage": body.get("usage"),
+            "choices": [{"index": 0, "delta": delta,
+                         "finish_reason": choice.get("finish_reason")}]}
+
+
 def system_with_memories(recalled: Sequence[str]) -> list[dict[str, str]]:
     if not recalled:
         return []
@@ -452,6 +480,37 @@ class OpenAIProvider:
         except (ValueError, KeyError, IndexError, TypeError) as exc:
             raise Unavailable(f"model server {self.name} answered a malformed body") from exc
         return dict(body)
+
+    async def complete_stream(self, payload: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
+        """`POST /chat/completions` with `stream: true`: each `chat.completion.chunk` as
+        the server sends it (tool call deltas and all); used by `router.tools`. A server
+        that ignores `stream` answers one completion, which comes out as one chunk. A
+        400 or 422 is InvalidArgument before any chunk, as in `complete`."""
+        decoder = SSEDecoder()
+        try:
+            async with self._client.stream("POST", "/chat/completions",
+                                           json={**payload, "stream": True}) as response:
+                if response.status_code in (400, 422):
+                    text = (await response.aread()).decode(errors="replace")
+                    raise InvalidArgument(f"model server {self.name} refused the request: "
+                                          f"{text[:300]}")
+                if response.status_code >= 300:
+                    self._check(response, (await response.aread()).decode(errors="replace"))
+                if response.headers.get("content-type", "").startswith("application/json"):
+                    yield completion_as_chunk(json.loads(await response.aread()))
+                    return
+                async for raw in response.aiter_bytes():
+                    for data in decoder.feed(raw):
+                        if data.strip() == "[DONE]":
+                            return
+                        yield parse_chunk(data)
+                for data in decoder.close():
+                    if data.strip() != "[DONE]":
+                        yield parse_chunk(data)
+        except httpx.HTTPError as exc:
+            raise self._failure(exc) from exc
+        except (ValueError, KeyError, IndexError, TypeError) as exc:
+            raise Unavailable(f"model server {self.name} answered a malformed body") from exc
 
     async def stream(self, request: GenerationRequest) -> AsyncIterator[str]:
         decoder = SSEDecoder()

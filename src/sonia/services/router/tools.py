@@ -25,19 +25,36 @@ Which providers can call tools:
 
 Fallback follows the profile like `/v1/generate`: a provider that fails is
 quarantined and the next is asked; one that cannot call tools is skipped.
+
+    POST /v1/generate/tools/stream   same body -> text/event-stream of `data: {json}`:
+         {type: start, provider, model}, then as the model makes them
+         {type: delta, text} and {type: tool_calls, tool_calls: [OpenAI deltas:
+         {index, id?, type?, function: {name?, arguments?}}]}, then
+         {type: end, message, finish_reason, model, provider, usage, tools_refused}
+         (the whole step, as `/v1/generate/tools` answers it), or
+         {type: error, status, code, detail} when the provider fails mid-step.
+
+The streamed step asks a model server with `stream: true` and passes its chunks
+on as they come (a server that ignores `stream` answers one completion, passed
+on as one chunk); the builtin's step comes word by word. Fallback happens only
+until the first chunk; a stream whose client leaves is closed, and with it the
+model server's.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+import contextlib
+from collections.abc import AsyncIterator, Awaitable
 from dataclasses import dataclass, field
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, Protocol, TypeVar
 
 from fastapi import APIRouter, Request
 from pydantic import BaseModel, ConfigDict, Field, StrictStr
+from starlette.responses import StreamingResponse
 
-from sonia.errors import InvalidArgument
+from sonia.errors import ApiError, InvalidArgument
+from sonia.kit.client import sse_data
 from sonia.services.router import builtin_tools
 from sonia.services.router.providers import (
     BuiltinProvider,
@@ -45,6 +62,7 @@ from sonia.services.router.providers import (
     OpenAIProvider,
     Provider,
     system_with_memories,
+    word_deltas,
 )
 from sonia.services.router.routing import Router, _describe
 
@@ -196,8 +214,195 @@ async def complete(router: Router, body: ToolsBody) -> ToolStep:
     raise router._exhausted(body.profile, attempts) from last
 
 
-Guard = Callable[[Request, Awaitable[ToolStep]], Awaitable[ToolStep]]
-"""How the app cancels a step whose client went away (`app.unless_client_leaves`)."""
+# --------------------------------------------------------------------------- streamed steps
+
+REFUSED = "sonia_tools_refused"
+"""Marks the chunks of a plain reply that stands in for a step whose tools were refused."""
+
+
+class StepBuilder:
+    """Puts a step together from its streamed chunks (OpenAI's deltas: text pieces, and
+    tool calls whose `arguments` arrive in pieces under their `index`), and says what
+    each chunk added."""
+
+    def __init__(self) -> None:
+        self.content = ""
+        self.calls: dict[int, dict[str, Any]] = {}
+        self.finish_reason: str | None = None
+        self.usage: dict[str, int] = {}
+        self.model: str | None = None
+        self.tools_refused = False
+
+    def add(self, chunk: dict[str, Any]) -> list[dict[str, Any]]:
+        """Take one chunk; the stream events it makes (delta, tool_calls)."""
+        events: list[dict[str, Any]] = []
+        if chunk.get("model"):
+            self.model = str(chunk["model"])
+        if isinstance(chunk.get("usage"), dict):
+            self.usage = _usage(chunk["usage"])
+        self.tools_refused = self.tools_refused or bool(chunk.get(REFUSED))
+        for choice in chunk.get("choices") or []:
+            delta = choice.get("delta") if isinstance(choice, dict) else None
+            if not isinstance(delta, dict):
+                continue
+            text = delta.get("content")
+            if isinstance(text, str) and text:
+                self.content += text
+                events.append({"type": "delta", "text": text})
+            calls = delta.get("tool_calls")
+            if isinstance(calls, list):
+                shown = [self._call_delta(call) for call in calls if isinstance(call, dict)]
+                if shown:
+                    events.append({"type": "tool_calls", "tool_calls": shown})
+            if choice.get("finish_reason"):
+                self.finish_reason = str(choice["finish_reason"])
+        return events
+
+    def _call_delta(self, call: dict[str, Any]) -> dict[str, Any]:
+        index = call.get("index")
+        if not isinstance(index, int) or isinstance(index, bool) or not 0 <= index < MAX_TOOLS:
+            index = len(self.calls)
+        entry = self.calls.setdefault(index, {"id": f"call_{index + 1}", "type": "function",
+                                              "function": {"name": "", "arguments": ""}})
+        raw = call.get("function")
+        function: dict[str, Any] = raw if isinstance(raw, dict) else {}
+        shown: dict[str, Any] = {"index": index, "function": {}}
+        if isinstance(call.get("id"), str) and call["id"]:
+            entry["id"] = shown["id"] = call["id"]
+            shown["type"] = "function"
+        name = function.get("name")
+        if isinstance(name, str) and name and name != entry["function"]["name"]:
+            entry["function"]["name"] += name
+            shown["function"]["name"] = name
+        arguments = function.get("arguments")
+        if isinstance(arguments, str) and arguments:
+            entry["function"]["arguments"] += arguments
+            shown["function"]["arguments"] = arguments
+        return shown
+
+    def step(self, provider: Provider, body: ToolsBody) -> ToolStep:
+        calls = [self.calls[i] for i in sorted(self.calls)]
+        return ToolStep(content=self.content or None, tool_calls=calls,
+                        finish_reason=self.finish_reason or ("tool_calls" if calls else "stop"),
+                        model=self.model or body.model or str(getattr(provider, "model", "")),
+                        provider=provider.name, usage=self.usage or _usage({}),
+                        tools_refused=self.tools_refused)
+
+
+def _chunks_of(step: ToolStep) -> list[dict[str, Any]]:
+    """A whole step as the chunks a model server would have streamed: word by word."""
+    chunks: list[dict[str, Any]] = [{"choices": [{"index": 0, "delta": {"content": word}}]}
+                                    for word in word_deltas(step.content or "")]
+    if step.tool_calls:
+        chunks.append({"choices": [{"index": 0, "delta": {"tool_calls": [
+            {**call, "index": index} for index, call in enumerate(step.tool_calls)]}}]})
+    chunks.append({"model": step.model, "usage": step.usage, REFUSED: step.tools_refused,
+                   "choices": [{"index": 0, "delta": {}, "finish_reason": step.finish_reason}]})
+    return chunks
+
+
+async def _stream(provider: Provider, body: ToolsBody) -> AsyncIterator[dict[str, Any]]:
+    """The provider's step as chunks (only tool-capable providers get here)."""
+    if isinstance(provider, OpenAIProvider):
+        try:
+            async for chunk in provider.complete_stream(_payload(body, provider.model)):
+                yield chunk
+            return
+        except InvalidArgument:  # raised before any chunk: the server refused the tools
+            if not body.sonia_tools:
+                raise
+        whole: ToolStep | None = await _without_tools(provider, body)
+    else:
+        whole = await _ask(provider, body)  # the builtin: deterministic, whole at once
+    assert whole is not None
+    for chunk in _chunks_of(whole):
+        yield chunk
+
+
+@dataclass
+class OpenedStep:
+    """A streamed step whose provider answered its first chunk (no fallback after this)."""
+
+    provider: Provider
+    first: dict[str, Any] | None
+    rest: AsyncIterator[dict[str, Any]]
+
+    async def aclose(self) -> None:
+        aclose = getattr(self.rest, "aclose", None)
+        if aclose is not None:
+            with contextlib.suppress(Exception):
+                await aclose()
+
+
+async def open_step(router: Router, body: ToolsBody) -> OpenedStep:
+    """The streamed step of the first tool-capable provider that answers a first chunk;
+    the fallbacks and refusals of `complete`."""
+    attempts: list[dict[str, str]] = []
+    unable: list[str] = []
+    last: BaseException | None = None
+    for name in router._chain(body.profile):
+        provider = router.providers[name]
+        if not isinstance(provider, OpenAIProvider) and not (
+                isinstance(provider, BuiltinProvider) and body.sonia_tools):
+            unable.append(str(getattr(provider, "model", name)))
+            continue
+        if not await router._admit(name):
+            attempts.append({"provider": name, "error": "quarantined"})
+            continue
+        chunks = _stream(provider, body)
+        opened = OpenedStep(provider, None, chunks)
+        try:
+            async with asyncio.timeout(router.timeout):
+                opened.first = await anext(chunks)
+        except StopAsyncIteration:
+            opened.first = None
+        except InvalidArgument:
+            await opened.aclose()
+            raise  # the server answered, and refused the request: no fallback
+        except Exception as exc:  # CancelledError is not an Exception: it propagates
+            await opened.aclose()
+            router._failed(provider, exc)
+            attempts.append({"provider": name, "error": _describe(exc)})
+            last = exc
+            continue
+        except BaseException:
+            await opened.aclose()
+            raise
+        router._succeeded(provider)
+        return opened
+    if not attempts:
+        raise InvalidArgument(
+            f"the model {', '.join(unable)} cannot call tools; configure a model server "
+            "that can (sonia model use URL --model NAME) or send the request without tools",
+            extra={"models": unable})
+    raise router._exhausted(body.profile, attempts) from last
+
+
+async def step_events(opened: OpenedStep, body: ToolsBody) -> AsyncIterator[dict[str, Any]]:
+    """The stream's events (module doc) from an opened step; closes it at the end."""
+    builder = StepBuilder()
+    try:
+        yield {"type": "start", "provider": opened.provider.name,
+               "model": body.model or str(getattr(opened.provider, "model", ""))}
+        chunk = opened.first
+        while chunk is not None:
+            for event in builder.add(chunk):
+                yield event
+            chunk = await anext(opened.rest, None)
+        yield {"type": "end", **builder.step(opened.provider, body).to_dict()}
+    except ApiError as exc:
+        yield {"type": "error", "status": exc.status, "code": exc.code, "detail": exc.detail}
+    finally:
+        await opened.aclose()
+
+
+T = TypeVar("T")
+
+
+class Guard(Protocol):
+    """How the app cancels work whose client went away (`app.unless_client_leaves`)."""
+
+    def __call__(self, request: Request, work: Awaitable[T]) -> Awaitable[T]: ...
 
 
 def routes(router: Router, guard: Guard) -> APIRouter:
@@ -208,7 +413,19 @@ def routes(router: Router, guard: Guard) -> APIRouter:
         step = await guard(request, complete(router, body))
         return step.to_dict()
 
+    @api.post("/generate/tools/stream")
+    async def generate_tools_stream(body: ToolsBody, request: Request) -> StreamingResponse:
+        opened = await guard(request, open_step(router, body))
+
+        async def events() -> AsyncIterator[str]:
+            async for event in step_events(opened, body):
+                yield sse_data(event)
+
+        return StreamingResponse(events(), media_type="text/event-stream",
+                                 headers={"cache-control": "no-store"})
+
     return api
 
 
-__all__ = ["ToolStep", "ToolsBody", "complete", "routes"]
+__all__ = ["OpenedStep", "StepBuilder", "ToolStep", "ToolsBody", "complete", "open_step",
+           "routes", "step_events"]

@@ -15,6 +15,17 @@ An interrupted or failed reply is still part of the conversation: the user's
 turn and whatever was said are stored by a background task (the reply's own
 task is being cancelled), marked `interrupted` or `failed`. Closing the
 generator early closes the router stream, which cancels the provider call.
+
+With Sonia's tools offered to the model (`gateway.agent_tools`, the default)
+the reply is the gateway's agent turn instead (`POST /internal/v1/turns`):
+the voice service may not reach EVA or OpenClaw, and the gateway runs every
+tool call as a proposal to EVA, with taint and approvals, exactly as in
+`/v1/chat`, and stores the exchange itself. The model's words stream as it says
+them (a turn may run several model steps and tools between them); at the end
+an `Attribution` carries the provider, the turn's id, its status and any
+pending approval. Closing the generator early closes the gateway's stream,
+which interrupts the turn (its model step in flight, and the model server's
+stream with it); the gateway stores the interrupted exchange.
 """
 
 from __future__ import annotations
@@ -41,6 +52,8 @@ class Dialogue:
         self.ctx = ctx
         self.memory = ctx.client("memory")
         self.router = ctx.client("router")
+        self.gateway = ctx.client("gateway")
+        self.tools = ctx.settings.gateway.agent_tools
         self._background: set[asyncio.Task[None]] = set()
 
     def for_session(self, session_id: str, owner: str) -> GenerateStream:
@@ -82,6 +95,10 @@ class Dialogue:
     async def reply(self, session_id: str, text: str,
                     owner: str) -> AsyncGenerator[str, None]:
         """The reply's text deltas, after one `Attribution` saying who answers."""
+        if self.tools:
+            async for delta in self._agent_reply(session_id, text):
+                yield delta
+            return
         recalled, history = await self._context(session_id, text, owner)
         body = {"messages": [*history, {"role": "user", "content": text}],
                 "recalled": recalled}
@@ -114,6 +131,32 @@ class Dialogue:
         finally:
             if outcome.get("interrupted"):
                 self._store_later(session_id, owner, text, said, outcome)
+
+    async def _agent_reply(self, session_id: str, text: str) -> AsyncGenerator[str, None]:
+        settings = self.ctx.settings
+        budget = settings.router.timeout_seconds * (settings.gateway.agent_max_steps + 1) + 10.0
+        said = False
+        async with self.gateway.stream_lines(
+                "POST", "/internal/v1/turns", timeout=budget,
+                json_body={"session_id": session_id, "text": text}) as lines:
+            async for line in lines:
+                event = parse_sse_data(line)
+                if not isinstance(event, dict):
+                    continue
+                kind = event.get("type")
+                if kind == "delta" and event.get("text"):
+                    said = True
+                    yield str(event["text"])
+                elif kind == "final":
+                    answer = event.get("answer") or {}
+                    turn = {k: answer[k] for k in ("agent_turn_id", "status", "pending_approval")
+                            if answer.get(k) is not None}
+                    yield Attribution(str(answer.get("provider")), str(answer.get("model")),
+                                      turn)
+                    if not said and answer.get("reply"):
+                        yield str(answer["reply"])  # e.g. "waiting for an approver"
+                elif kind == "error":
+                    raise api_error_for(str(event.get("code")), str(event.get("detail")))
 
     async def drain(self) -> None:
         """Wait for the background stores (at shutdown)."""

@@ -23,10 +23,14 @@ Client events (JSON objects with a `type`), and what they do:
                          flight stops, `session.ended` is sent and `closed` is set
 
 Server events: session.ready, state {state, previous, reason}, transcript {role,
-text, final, source}, response.delta {text}, response.final {text, interrupted},
-response.audio {encoding, sample_rate, channels} (before the reply's first audio
-frame), error {status, code, detail}, session.ended. A bad event answers an
-`error` and the session carries on; it never takes the session down.
+text, final, source}, response.delta {text}, response.final {text, interrupted,
+provider, model; with Sonia's tools also agent_turn_id, status, pending_approval?},
+response.pending_approval {agent_turn_id, action_id, tool, args, tier, plan_hash,
+reason, expires_at, untrusted_sources} (before the final of a reply whose tool
+call waits for an approver), response.audio {encoding, sample_rate, channels}
+(before the reply's first audio frame), error {status, code, detail},
+session.ended. A bad event answers an `error` and the session carries on; it
+never takes the session down.
 """
 
 from __future__ import annotations
@@ -65,11 +69,17 @@ class Attribution(str):
 
     provider: str
     model: str
+    turn: dict[str, Any]
+    """For a reply made by the gateway's agent (Sonia's tools offered): its
+    `agent_turn_id`, `status` and, when a tool call waits for an approver,
+    `pending_approval`; empty for a plain reply."""
 
-    def __new__(cls, provider: str, model: str) -> Attribution:
+    def __new__(cls, provider: str, model: str,
+                turn: dict[str, Any] | None = None) -> Attribution:
         note = super().__new__(cls, "")
         note.provider = provider
         note.model = model
+        note.turn = dict(turn or {})
         return note
 
 
@@ -232,11 +242,17 @@ class RealtimeSession:
                 if not text:
                     await self._state(TurnState.IDLE, "nothing heard")
                     return
-            answered_by: dict[str, str] = {}
+            answered_by: dict[str, Any] = {}
             async with _closing(self._generate(text)) as deltas:
                 async for delta in deltas:
                     if isinstance(delta, Attribution):
-                        answered_by = {"provider": delta.provider, "model": delta.model}
+                        answered_by = {"provider": delta.provider, "model": delta.model,
+                                       **delta.turn}
+                        if delta.turn.get("pending_approval") and number == self._reply_no:
+                            await self._send({
+                                "type": "response.pending_approval",
+                                "agent_turn_id": delta.turn.get("agent_turn_id"),
+                                **delta.turn["pending_approval"]})
                         continue
                     if not delta:
                         continue
