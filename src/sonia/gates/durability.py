@@ -9,7 +9,9 @@ for the drill so that it finishes; the product default is judged separately):
 2. a canary writer stores sequenced records through the public API
    (`POST /v1/memory {"content": "canary <seq>"}`), one after the other at a
    fixed rate, remembering each acknowledged record's id and wall time;
-3. after `backups_before_kill` scheduled backups have completed, a kill moment is
+3. once the first canary is acknowledged, and `backups_before_kill` scheduled
+   backups that began after it have completed (earlier ones, taken while a
+   loaded machine was still setting up, hold nothing to look for), a kill moment is
    drawn at random (seeded, the seed is in the evidence) between the end of the
    latest backup and the start of the next one; at that moment the whole stack
    (supervisor first, then every service) is SIGKILLed: a power cut;
@@ -198,15 +200,30 @@ def _tier0_actions(stack: FreshStack, count: int) -> list[dict[str, Any]]:
     return errors
 
 
+def _wait_for_first_canary(writer: CanaryWriter, timeout: float = 60.0) -> float:
+    """When the first canary was acknowledged (waiting for it, within `timeout`)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with writer._lock:
+            if writer.written:
+                return writer.written[0][2]
+        writer.keep_writing(0.02)
+    raise ConfigError(f"no canary was acknowledged within {timeout:.0f} s", key="durability")
+
+
 def _wait_for_backups(stack: FreshStack, profile: DurabilityProfile,
-                      writer: CanaryWriter) -> list[dict[str, Any]]:
-    """Poll until `backups_before_kill` scheduled backups are complete; each with the time
-    it was first seen complete (an upper bound on when it finished)."""
+                      writer: CanaryWriter, after: float) -> list[dict[str, Any]]:
+    """Poll until `backups_before_kill` scheduled backups that began after `after` (the
+    drill's data in place: audit records and a first canary) are complete; each with the
+    time it was first seen complete (an upper bound on when it finished). Backups the
+    schedule made earlier, while a loaded machine was still setting up, do not count:
+    they hold nothing the drill could look for."""
     seen: dict[str, dict[str, Any]] = {}
     deadline = time.monotonic() + profile.backups_before_kill * profile.backup_interval_s + 120
     while time.monotonic() < deadline:
         for backup in _completed_backups(stack.home):
-            seen.setdefault(backup["name"], backup | {"seen_at": time.time()})
+            if backup["created_at"] > after:
+                seen.setdefault(backup["name"], backup | {"seen_at": time.time()})
         if len(seen) >= profile.backups_before_kill:
             return sorted(seen.values(), key=lambda b: b["name"])
         writer.keep_writing(0.05)
@@ -298,7 +315,8 @@ def run(run_dir: Path, profile: DurabilityProfile, progress: GateProgress) -> Ve
             writer = CanaryWriter(stack.url(), stack.user_headers(), profile.canary_per_s)
             writer.start()
             try:
-                backups = _wait_for_backups(stack, profile, writer)
+                backups = _wait_for_backups(stack, profile, writer,
+                                            after=_wait_for_first_canary(writer))
                 latest = backups[-1]
                 low = max(time.time(), latest["seen_at"])
                 high = latest["created_at"] + 0.9 * profile.backup_interval_s

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import sqlite3
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -143,3 +144,24 @@ def test_a_real_backup_that_leaves_a_database_out_is_caught(tmp_path: Path) -> N
     status, failed = verdict_of(run_dir, real_listing)
     assert status == "NO-GO"
     assert failed["every database in the backup"].observed["missing"] == ["plugins.sqlite"]
+
+
+def test_the_drill_counts_only_backups_that_began_after_its_data_was_in_place(
+        tmp_path: Path) -> None:
+    """On a loaded machine the schedule may finish backups before the first canary is
+    acknowledged; such a backup holds nothing the drill looks for, so it must not be the
+    one restored (a run restoring it was INVALID: no canary before the backup)."""
+    from types import SimpleNamespace
+
+    from sonia.gates.durability import CanaryWriter, _wait_for_backups
+
+    backups = tmp_path / "backups"
+    for name, created in (("b1", "2026-11-29T21:00:00Z"), ("b2", "2026-11-29T21:00:04Z"),
+                          ("b3", "2026-11-29T21:00:08Z")):
+        (backups / name).mkdir(parents=True)
+        (backups / name / "manifest.json").write_text(json.dumps({"created_at": created}))
+    stack = SimpleNamespace(home=SimpleNamespace(backups=backups))
+    first_canary = datetime(2026, 11, 29, 21, 0, 2, tzinfo=UTC).timestamp()
+    chosen = _wait_for_backups(stack, PROFILES["quick"],  # type: ignore[arg-type]
+                               CanaryWriter("http://127.0.0.1:9", {}, 1.0), after=first_canary)
+    assert [b["name"] for b in chosen] == ["b2", "b3"]
