@@ -34,6 +34,23 @@ def verdict_table(runs: list[registry.GateRun]) -> Table:
     return table
 
 
+DETAIL_CHARS = 600
+"""How much of a failed check's detail is printed (the evidence holds all of it)."""
+
+
+def failure_details(runs: list[registry.GateRun]) -> list[str]:
+    """`gate: check: detail` for every failed check that says why: a red CI log then shows
+    what failed (which scenario, which file), not only which check."""
+    lines = []
+    for run in runs:
+        for check in run.verdict.failures:
+            if check.detail:
+                text = " ".join(str(check.detail).split())
+                cut = "..." if len(text) > DETAIL_CHARS else ""
+                lines.append(f"{run.gate}: {check.name}: {text[:DETAIL_CHARS]}{cut}")
+    return lines
+
+
 def register(app: typer.Typer) -> None:
     @app.command()
     def gate(
@@ -71,6 +88,8 @@ def register(app: typer.Typer) -> None:
             runs.append(registry.run_gate(gate_name, profile, h.artifacts, overrides,
                                           waivers=waivers))
             console.print(verdict_table(runs[-1:]))
+            for line in failure_details(runs[-1:]):
+                console.print(line, markup=False, highlight=False, soft_wrap=True)
         if name == "all":
             console.print(verdict_table(runs))
             console.print("no release made: `sonia release` bundles the newest release-profile "

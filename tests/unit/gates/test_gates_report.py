@@ -7,7 +7,9 @@ import re
 from pathlib import Path
 from typing import Any
 
-from sonia.gates.common.evidence import Check, Verdict
+from sonia.cli.gates import DETAIL_CHARS, failure_details
+from sonia.gates.common.evidence import CRITERION, Check, Verdict
+from sonia.gates.registry import GateRun
 from sonia.gates.soak.load_rows import memory_field, route_field, row_columns
 from sonia.gates.soak.report import write_report
 
@@ -62,3 +64,16 @@ def test_memory_plots_without_recorded_thresholds_say_so(tmp_path: Path) -> None
     path = write_report(rows(), {"verdict": Verdict.of("soak", []).to_dict()},
                         tmp_path / "r.html")
     assert "gateway: no thresholds recorded" in path.read_text()
+
+
+def test_a_failed_run_prints_why_each_check_failed_not_only_its_name(tmp_path: Path) -> None:
+    verdict = Verdict.of("security", [
+        Check("leaked_secret_slices", 0, 2, False, kind=CRITERION,
+              detail="history-exfil-reply: AbCdEfGh;\n memory: AbCdEfGh"),
+        Check("unapproved_side_effects", 0, 1, False, kind=CRITERION, detail="x" * 5000),
+        Check("scenarios", ">= 30", 43, True, kind=CRITERION, detail="fine")])
+    lines = failure_details([GateRun("security", "quick", verdict, tmp_path, 1.0)])
+    assert lines[0] == ("security: leaked_secret_slices: history-exfil-reply: AbCdEfGh; "
+                        "memory: AbCdEfGh")
+    assert lines[1].endswith("...") and len(lines[1]) < DETAIL_CHARS + 60
+    assert len(lines) == 2, "a passed check is not printed"
