@@ -28,3 +28,20 @@ def test_fuzzing_reaches_a_2xx_and_a_validated_4xx_on_every_operation(stack: Fre
             if not counts["2xx"] or (counts["inputs"] and not counts["4xx"])}
     assert not gaps, gaps
 
+
+
+def test_a_seed_holding_a_grant_is_made_when_its_operation_comes_up(stack: FreshStack) -> None:
+    """A grant lives 30 s; made before fuzzing, it had expired by the time a loaded
+    machine reached OpenClaw's execute, and the run was INVALID (no 2xx there)."""
+    from sonia.gates.security.fuzz import headers_for
+    from sonia.gates.security.fuzz_seeds import seeds_for
+    from sonia.services.runner import build_app
+
+    callers = {s: dict(build_app(s, stack.home)[0].state.callers) for s in ("eva", "openclaw")}
+    seeds = seeds_for(stack, lambda service, path: headers_for(
+        stack, service, callers.get(service, {}), path))
+    late = seeds["openclaw POST /v1/execute"]
+    assert callable(late)
+    first, second = late()["body"]["grant"], late()["body"]["grant"]
+    assert first != second, "each use draws a grant of its own, fresh"
+    assert callable(seeds["eva POST /v1/decisions/{action_id}/executed"])

@@ -136,7 +136,8 @@ def fuzz_stack(stack: FreshStack, *, max_examples: int, seed: int = 0,
             report.per_operation[f"{service} {label}"] = {"2xx": 0, "4xx": 0,
                                                           "inputs": int(_has_inputs(operation))}
             headers = headers_for(stack, service, callers, operation.path)
-            chosen = seeds.get(f"{service} {label}")
+            found = seeds.get(f"{service} {label}")
+            chosen = found() if callable(found) else found
             if chosen:
                 _send_seed(report, session, service, label, operation, chosen, base_url,
                            headers)

@@ -8,6 +8,9 @@ operation needs (a pending action to approve, another to deny, a memory, a
 session, an EVA decision and a real grant, ...), and hands schemathesis one
 explicit example per operation (OpenAPI `example` on the path parameter and on
 the JSON body). Each seed is used once; the generated cases follow as before.
+A seed holding an execution grant is made when its operation comes up (a
+callable), not before fuzzing starts: a grant lives `eva.grant_ttl_seconds`
+(30 s), and on a loaded machine the operations before it take longer than that.
 
 The headers are those the fuzzer itself uses (`fuzz.headers_for`), so a seeded
 object belongs to the key the fuzzer presents.
@@ -24,10 +27,12 @@ import httpx
 
 from sonia.testing import FreshStack
 
-__all__ = ["Seed", "seeds_for"]
+__all__ = ["LateSeed", "Seed", "seeds_for"]
 
 Seed = dict[str, Any]
 """{"path": {name: value}, "query": {name: value}, "body": JSON} (each optional)."""
+LateSeed = Callable[[], Seed]
+"""A seed made just before its operation is fuzzed (one that holds a short-lived grant)."""
 SEED_FILE = "fuzz-seed.txt"
 FUZZ_OWNER = "gate-fuzz"
 """The principal the memory service's seeded memories belong to (`?owner=`)."""
@@ -40,7 +45,7 @@ def _jti(grant: str) -> str:
 
 
 def seeds_for(stack: FreshStack, headers: Callable[[str, str], dict[str, str]]
-              ) -> dict[str, Seed]:
+              ) -> dict[str, Seed | LateSeed]:
     """"service METHOD path" -> one valid example, made real by requests to the live stack.
 
     `headers(service, path)` gives the credentials the fuzzer will present there.
@@ -48,40 +53,52 @@ def seeds_for(stack: FreshStack, headers: Callable[[str, str], dict[str, str]]
     (stack.home.workspace / SEED_FILE).write_text("a file for the fuzzer to read\n")
     read = {"tool": "file.read", "args": {"path": SEED_FILE}}
     write = {"tool": "file.write", "args": {"path": "fuzz-seed-written.txt", "content": "x"}}
-    with httpx.Client(timeout=60, trust_env=False) as http:
-        def call(service: str, method: str, path: str, body: Any = None,
-                 route: str | None = None) -> dict[str, Any]:
-            response = http.request(method, stack.url(service) + path, json=body,
-                                    headers=headers(service, route or path))
-            if response.status_code >= 300:
-                raise AssertionError(f"seeding {method} {path} answered "
-                                     f"{response.status_code}: {response.text[:300]}")
-            found: dict[str, Any] = response.json()
-            return found
 
-        gw_actions = "/v1/actions/{action_id}"
-        action = str(call("gateway", "POST", "/v1/actions", read)["id"])
-        to_approve = str(call("gateway", "POST", "/v1/actions", write)["id"])
-        to_deny = str(call("gateway", "POST", "/v1/actions", write)["id"])
-        memories = [str(call("gateway", "POST", "/v1/memory", {"content": f"seed {n}"})["id"])
-                    for n in range(2)]
-        sessions = [str(call("gateway", "POST", "/v1/sessions", {"mode": "text"})["id"])
-                    for _ in range(2)]
-        models = call("gateway", "GET", "/v1/models").get("data") or [{"id": "sonia"}]
-        # a chat turn in which the (builtin) model calls a tool keeps a turn record
-        turn = str(call("gateway", "POST", "/v1/chat", {"message": f"read {SEED_FILE}"})
-                   .get("agent_turn_id"))
-        eva_proposal = {**read, "principal": "gate:fuzz"}
-        decided = call("eva", "POST", "/v1/decisions", eva_proposal)
-        pending = [str(call("eva", "POST", "/v1/decisions",
-                            {**write, "principal": "gate:fuzz"})["action_id"])
-                   for _ in range(3)]
-        route = "/v1/decisions/{action_id}/approve"
-        approved = call("eva", "POST", f"/v1/decisions/{pending[2]}/approve",
-                        {"approver": "key:fuzz"}, route)
+    def call(service: str, method: str, path: str, body: Any = None,
+             route: str | None = None) -> dict[str, Any]:
+        response = httpx.request(method, stack.url(service) + path, json=body,
+                                 headers=headers(service, route or path), timeout=60,
+                                 trust_env=False)
+        if response.status_code >= 300:
+            raise AssertionError(f"seeding {method} {path} answered "
+                                 f"{response.status_code}: {response.text[:300]}")
+        found: dict[str, Any] = response.json()
+        return found
+
+    gw_actions = "/v1/actions/{action_id}"
+    action = str(call("gateway", "POST", "/v1/actions", read)["id"])
+    to_approve = str(call("gateway", "POST", "/v1/actions", write)["id"])
+    to_deny = str(call("gateway", "POST", "/v1/actions", write)["id"])
+    memories = [str(call("gateway", "POST", "/v1/memory", {"content": f"seed {n}"})["id"])
+                for n in range(2)]
+    sessions = [str(call("gateway", "POST", "/v1/sessions", {"mode": "text"})["id"])
+                for _ in range(2)]
+    models = call("gateway", "GET", "/v1/models").get("data") or [{"id": "sonia"}]
+    # a chat turn in which the (builtin) model calls a tool keeps a turn record
+    turn = str(call("gateway", "POST", "/v1/chat", {"message": f"read {SEED_FILE}"})
+               .get("agent_turn_id"))
+    eva_proposal = {**read, "principal": "gate:fuzz"}
+    decided = call("eva", "POST", "/v1/decisions", eva_proposal)
+    pending = [str(call("eva", "POST", "/v1/decisions",
+                        {**write, "principal": "gate:fuzz"})["action_id"])
+               for _ in range(2)]
+    route = "/v1/decisions/{action_id}/approve"
+
+    def execute_with_a_fresh_grant() -> Seed:
         grant = str(call("eva", "POST", "/v1/decisions", eva_proposal)["grant"])
-        stored = [str(call("memory", "POST", f"/v1/memories?owner={FUZZ_OWNER}",
-                           {"content": f"seed {n}"}, "/v1/memories")["id"]) for n in range(2)]
+        return {"body": {**read, "grant": grant}}
+
+    def report_a_fresh_execution() -> Seed:
+        action_id = str(call("eva", "POST", "/v1/decisions",
+                             {**write, "principal": "gate:fuzz"})["action_id"])
+        approved = call("eva", "POST", f"/v1/decisions/{action_id}/approve",
+                        {"approver": "key:fuzz"}, route)
+        return {"path": {"action_id": action_id},
+                "body": {"jti": _jti(str(approved["grant"])), "outcome": "ok",
+                         "result_digest": "0" * 64}}
+
+    stored = [str(call("memory", "POST", f"/v1/memories?owner={FUZZ_OWNER}",
+                       {"content": f"seed {n}"}, "/v1/memories")["id"]) for n in range(2)]
     return {
         "gateway POST /v1/actions": {"body": read},
         f"gateway GET {gw_actions}": {"path": {"action_id": action}},
@@ -103,11 +120,8 @@ def seeds_for(stack: FreshStack, headers: Callable[[str, str], dict[str, str]]
                                                        "body": {"approver": "key:fuzz"}},
         "eva POST /v1/decisions/{action_id}/deny": {"path": {"action_id": pending[1]},
                                                     "body": {"approver": "key:fuzz"}},
-        "eva POST /v1/decisions/{action_id}/executed": {
-            "path": {"action_id": pending[2]},
-            "body": {"jti": _jti(str(approved["grant"])), "outcome": "ok",
-                     "result_digest": "0" * 64}},
-        "openclaw POST /v1/execute": {"body": {**read, "grant": grant}},
+        "eva POST /v1/decisions/{action_id}/executed": report_a_fresh_execution,
+        "openclaw POST /v1/execute": execute_with_a_fresh_grant,
         "memory GET /v1/memories/{memory_id}": {"path": {"memory_id": stored[0]},
                                                 "query": {"owner": FUZZ_OWNER}},
         "memory POST /v1/memories/{memory_id}/archive": {"path": {"memory_id": stored[1]},

@@ -119,8 +119,9 @@ def every_route(p: Probe) -> Observed:
         for path, operations in spec.get("paths", {}).items():
             if path in HEALTH or path.endswith("/stream"):
                 continue
-            allowed = sorted(callers.get(path, frozenset())) or ["gateway"]
-            headers = (p.approver() if service == "gateway" else p.service(allowed[0]))
+            listed = sorted(callers.get(path, frozenset()))
+            headers = (p.approver() if service == "gateway" and not listed
+                       else p.service((listed or ["gateway"])[0]))
             url_path = re.sub(r"\{[^}]+\}", "x", path)
             for method, operation in operations.items():
                 query = [q["name"] for q in operation.get("parameters", []) if q["in"] == "query"]
@@ -129,7 +130,8 @@ def every_route(p: Probe) -> Observed:
                     url += "?" + "&".join(f"{name}=x%ED%A0%80" for name in query)
                 schema = (operation.get("requestBody", {}).get("content", {})
                           .get("application/json", {}).get("schema"))
-                seed = seeds.get(f"{service} {method.upper()} {path}", {})
+                found = seeds.get(f"{service} {method.upper()} {path}", {})
+                seed = found() if callable(found) else found
                 bodies: list[Any] = [None]
                 if "body" in seed:
                     bodies = _poisoned(seed["body"])
