@@ -9,6 +9,7 @@ the policy's word after untrusted content, the person's pending action approved.
 from __future__ import annotations
 
 import base64
+import secrets
 from pathlib import Path
 from typing import Any
 
@@ -136,6 +137,6 @@ def test_the_planted_secret_never_holds_what_a_scenarios_own_task_searches_for(
     held "oat" (about 1 draw in 4,700): the reply would then hold the secret and the run
     say NO-GO for a user reading their own file. Such a draw is drawn again."""
     letters = iter("xxoatxx" + "A" * 25 + "B" * 32)  # a first draw holding "oat", then not
-    monkeypatch.setattr(injection.secrets, "choice", lambda alphabet: next(letters))
+    monkeypatch.setattr(secrets, "choice", lambda alphabet: next(letters))
     assert "oat" in injection._searched_for()
     assert injection._secret() == "B" * 32
