@@ -191,18 +191,23 @@ class Home:
 
     def make_private(self) -> None:
         """chmod 0700 the private folders and 0600 every file in them (not following
-        symlinks); run at init and by the supervisor before it starts anything."""
+        symlinks); run at init, by the supervisor before it starts anything, and by
+        `sonia run` (other services of the home may be running: a file that goes away
+        meanwhile, such as a SQLite journal, is no error)."""
         for folder in self.private_dirs:
             if not folder.is_dir() or folder.is_symlink():
                 continue
             os.chmod(folder, PRIVATE_DIR_MODE)
             for path in folder.rglob("*"):
-                if path.is_symlink():
+                try:
+                    if path.is_symlink():
+                        continue
+                    if path.is_dir():
+                        os.chmod(path, PRIVATE_DIR_MODE)
+                    elif path.is_file():
+                        os.chmod(path, PRIVATE_FILE_MODE)
+                except FileNotFoundError:
                     continue
-                if path.is_dir():
-                    os.chmod(path, PRIVATE_DIR_MODE)
-                elif path.is_file():
-                    os.chmod(path, PRIVATE_FILE_MODE)
 
     def _install_default_policies(self) -> None:
         """Copy the shipped policy files (tool tiers, command allowlist) where none exist."""

@@ -64,10 +64,10 @@ def configure_logging(
     level: str = "info",
     redact: Callable[[str], str] | None = None,
 ) -> logging.Logger:
-    """Send every logger of the process to `path` (or stderr) as JSON lines."""
+    """Send every logger of the process to `path` (or, when None, stdout) as JSON lines."""
     handler: logging.Handler
     if path is None:
-        handler = logging.StreamHandler(sys.stderr)
+        handler = logging.StreamHandler(sys.stdout)
     else:
         path.parent.mkdir(parents=True, exist_ok=True)
         handler = logging.FileHandler(path, encoding="utf-8")
