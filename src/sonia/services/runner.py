@@ -34,6 +34,7 @@ from sonia.home import PRIVATE_UMASK, Home
 from sonia.kit.app import ServiceContext
 from sonia.kit.logs import configure_logging
 from sonia.kit.sdnotify import Notifier
+from sonia.kit.tls import server_options
 from sonia.redact import Redactor
 
 EXIT_CONFIG = 2
@@ -159,7 +160,7 @@ def serve(name: str, home_root: str, *, foreground: bool = False,
     redactor = Redactor(ctx.tokens.values())
     log = configure_logging(name, None if foreground else home.log_file(name),
                             level=ctx.settings.log_level, redact=redactor.redact)
-    host, port = ctx.settings.bind, ctx.settings.port_of(name)
+    host, port = ctx.settings.bind_of(name), ctx.settings.port_of(name)
     config = uvicorn.Config(
         app,
         host=host,
@@ -172,9 +173,10 @@ def serve(name: str, home_root: str, *, foreground: bool = False,
         # always closes first: a request can never race the server closing its connection.
         timeout_keep_alive=KEEP_ALIVE_S,
         ws="websockets-sansio",
+        **server_options(home, ctx.settings),
     )
     server = DrainingServer(config, app, notifier)
-    log.info("starting on %s:%d", host, port)
+    log.info("starting on %s:%d (%s)", host, port, ctx.settings.scheme)
     if foreground:
         # uvicorn raises the stop signal again once it has drained, under the handler
         # it found; in the foreground that is this one, so a drained stop exits 0.
