@@ -179,6 +179,15 @@ class TlsSettings(_Section):
         return self.cert_file is not None and self.key_file is not None
 
 
+class LogSettings(_Section):
+    max_bytes: int = Field(
+        67_108_864, ge=4096, le=1 << 40,
+        description="a file log (logs/<service>.log, supervisor.log) rolls over past this size")
+    keep: int = Field(
+        5, ge=1, le=10_000,
+        description="rolled-over files kept per log (<name>.log.1 newest ... .N oldest)")
+
+
 class SupervisorSettings(_Section):
     ready_timeout_seconds: float = Field(60.0, gt=0, description="`sonia up` waits this long")
     stop_grace_seconds: float = Field(10.0, gt=0, description="SIGTERM to SIGKILL escalation")
@@ -223,6 +232,7 @@ class Settings(BaseSettings):
     supervisor: SupervisorSettings = SupervisorSettings()  # type: ignore[call-arg]
     backup: BackupSettings = BackupSettings()  # type: ignore[call-arg]
     tls: TlsSettings = TlsSettings()  # type: ignore[call-arg]
+    logs: LogSettings = LogSettings()  # type: ignore[call-arg]
 
     @field_validator("bind")
     @classmethod

@@ -159,7 +159,8 @@ def serve(name: str, home_root: str, *, foreground: bool = False,
         return EXIT_CONFIG
     redactor = Redactor(ctx.tokens.values())
     log = configure_logging(name, None if foreground else home.log_file(name),
-                            level=ctx.settings.log_level, redact=redactor.redact)
+                            level=ctx.settings.log_level, redact=redactor.redact,
+                            rotation=ctx.settings.logs)
     host, port = ctx.settings.bind_of(name), ctx.settings.port_of(name)
     config = uvicorn.Config(
         app,

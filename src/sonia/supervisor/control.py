@@ -26,7 +26,7 @@ from sonia.config import Settings
 from sonia.errors import SupervisorError
 from sonia.home import Home
 from sonia.kit.tls import client_context
-from sonia.supervisor.process import RUN_MARKER_ENV
+from sonia.supervisor.process import RUN_MARKER_ENV, roll_over_when_full
 from sonia.supervisor.state import read_json, state_file, stop_report_file, supervisor_pid_file
 
 _spawned: dict[Path, subprocess.Popen[bytes]] = {}
@@ -179,6 +179,7 @@ def up(home: Home, *, wait: bool = True) -> dict[str, float]:
         raise SupervisorError(f"ports already in use: {busy}; is another stack on this base port?")
     stop_report_file(home).unlink(missing_ok=True)
     home.logs.mkdir(mode=0o700, exist_ok=True)
+    roll_over_when_full(home.logs / "supervisor.out", settings.logs)
     out_fd = os.open(home.logs / "supervisor.out", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
     with open(out_fd, "ab") as out:
         _spawned[home.root] = subprocess.Popen(

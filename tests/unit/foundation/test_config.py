@@ -132,3 +132,12 @@ def test_an_upstream_on_another_host_in_clear_is_refused(tmp_path: Path, url: st
         load_settings(write(tmp_path, f"[upstreams]\nmemory = '{url}'\n"))
     assert caught.value.key == "upstreams"
 
+
+@pytest.mark.parametrize(("text", "key"), [
+    ("[logs]\nmax_bytes = 100\n", "logs.max_bytes"),
+    ("[logs]\nkeep = 0\n", "logs.keep"),
+])
+def test_log_rotation_settings_are_bounded(tmp_path: Path, text: str, key: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_settings(write(tmp_path, text))
+    assert caught.value.key == key
