@@ -4,6 +4,11 @@ Every section forbids unknown keys and every value is typed, so a typo or an
 unsafe value stops start-up with a `ConfigError` that names the key; the CLI
 turns it into exit code 2. Environment variables use `__` between a section and
 its key: `SONIA_GATEWAY__MAX_SESSIONS=8`.
+
+Services listen on loopback unless told otherwise, and a service told to listen
+anywhere else must serve TLS (`[tls] cert_file` and `key_file`): service tokens
+and conversations never cross a network in clear text. Callers reach another
+host only through an `https://` upstream, checked against `[tls] ca_file`.
 """
 
 from __future__ import annotations
@@ -36,6 +41,15 @@ PORT_OFFSETS: dict[str, int] = {
 
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class KeyedValueError(ValueError):
+    """A failure of a check that spans several settings, naming the one key to fix (a
+    model validator's error has no location of its own)."""
+
+    def __init__(self, key: str, message: str) -> None:
+        super().__init__(message)
+        self.key = key
 
 
 class GatewaySettings(_Section):
@@ -139,6 +153,41 @@ class EvaSettings(_Section):
                                      description="execution grants expire after")
 
 
+class TlsSettings(_Section):
+    cert_file: str | None = Field(
+        None, description="PEM certificate (chain) every service of this home serves HTTPS "
+                          "with; relative to the home; needs key_file")
+    key_file: str | None = Field(
+        None, description="its PEM private key, relative to the home; no access for others")
+    ca_file: str | None = Field(
+        None, description="PEM CA bundle that callers trust for https:// services (this "
+                          "home's own and https upstreams); unset: the system's store")
+
+    @model_validator(mode="after")
+    def _pair(self) -> TlsSettings:
+        """A certificate without its key (or the reverse) cannot serve anything."""
+        if bool(self.cert_file) != bool(self.key_file):
+            missing = "key_file" if self.cert_file else "cert_file"
+            raise KeyedValueError(f"tls.{missing}",
+                                  f"set tls.cert_file and tls.key_file together; "
+                                  f"tls.{missing} is missing")
+        return self
+
+    @property
+    def enabled(self) -> bool:
+        """Whether this home's services serve HTTPS."""
+        return self.cert_file is not None and self.key_file is not None
+
+
+class LogSettings(_Section):
+    max_bytes: int = Field(
+        67_108_864, ge=4096, le=1 << 40,
+        description="a file log (logs/<service>.log, supervisor.log) rolls over past this size")
+    keep: int = Field(
+        5, ge=1, le=10_000,
+        description="rolled-over files kept per log (<name>.log.1 newest ... .N oldest)")
+
+
 class SupervisorSettings(_Section):
     ready_timeout_seconds: float = Field(60.0, gt=0, description="`sonia up` waits this long")
     stop_grace_seconds: float = Field(10.0, gt=0, description="SIGTERM to SIGKILL escalation")
@@ -161,13 +210,19 @@ class Settings(BaseSettings):
         frozen=True,
     )
 
-    bind: str = Field("127.0.0.1", description="address every service listens on (loopback only)")
+    bind: str = Field(
+        "127.0.0.1",
+        description="address every service listens on; other than loopback only with [tls]")
+    binds: dict[str, str] = Field(
+        default_factory=dict,
+        description="per-service listen addresses, overriding bind (other than loopback only "
+                    "with [tls]): service -> IP address")
     base_port: int = Field(7000, ge=1024, le=65_000, description="gateway port; others at offsets")
     ports: dict[str, int] = Field(default_factory=dict, description="per-service port overrides")
     upstreams: dict[str, str] = Field(
         default_factory=dict,
-        description="where callers reach a service, when not at its own port (e.g. through "
-                    "a loopback proxy): service -> http://127.0.0.1:PORT")
+        description="where callers reach a service when not at its own address: service -> "
+                    "http://<loopback>:PORT (e.g. a proxy) or https://HOST:PORT (another host)")
     log_level: str = Field("info", description="debug, info, warning or error")
     gateway: GatewaySettings = GatewaySettings()  # type: ignore[call-arg]
     router: RouterSettings = RouterSettings()  # type: ignore[call-arg]
@@ -176,16 +231,21 @@ class Settings(BaseSettings):
     eva: EvaSettings = EvaSettings()  # type: ignore[call-arg]
     supervisor: SupervisorSettings = SupervisorSettings()  # type: ignore[call-arg]
     backup: BackupSettings = BackupSettings()  # type: ignore[call-arg]
+    tls: TlsSettings = TlsSettings()  # type: ignore[call-arg]
+    logs: LogSettings = LogSettings()  # type: ignore[call-arg]
 
     @field_validator("bind")
     @classmethod
-    def _loopback_only(cls, v: str) -> str:
-        try:
-            addr = ipaddress.ip_address(v)
-        except ValueError:
-            raise ValueError(f"{v!r} is not an IP address; use 127.0.0.1") from None
-        if not addr.is_loopback:
-            raise ValueError(f"{v} is not a loopback address; Sonia listens on loopback only")
+    def _an_address(cls, v: str) -> str:
+        return _ip_address(v)
+
+    @field_validator("binds")
+    @classmethod
+    def _service_addresses(cls, v: dict[str, str]) -> dict[str, str]:
+        for name, address in v.items():
+            if name not in SERVICES:
+                raise ValueError(f"unknown service {name!r}; services are {', '.join(SERVICES)}")
+            _ip_address(address)
         return v
 
     @field_validator("log_level")
@@ -207,15 +267,34 @@ class Settings(BaseSettings):
 
     @field_validator("upstreams")
     @classmethod
-    def _loopback_upstreams(cls, v: dict[str, str]) -> dict[str, str]:
+    def _upstreams_in_clear_only_on_loopback(cls, v: dict[str, str]) -> dict[str, str]:
         for name, url in v.items():
             if name not in SERVICES:
                 raise ValueError(f"unknown service {name!r}; services are {', '.join(SERVICES)}")
-            match = re.fullmatch(r"http://(127\.\d+\.\d+\.\d+|\[::1\]):(\d{4,5})", url)
-            if match is None:
-                raise ValueError(
-                    f"upstream of {name} must be http://<loopback>:<port>, not {url!r}")
+            if re.fullmatch(r"http://(127\.\d+\.\d+\.\d+|\[::1\]):(\d{4,5})", url):
+                continue
+            if re.fullmatch(r"https://([A-Za-z0-9]([A-Za-z0-9.-]{0,251}[A-Za-z0-9])?"
+                            r"|\[[0-9A-Fa-f:.]+\]):(\d{1,5})", url):
+                continue
+            raise ValueError(f"upstream of {name} must be http://<loopback>:<port> or "
+                             f"https://<host>:<port> (another host only over TLS), not {url!r}")
         return v
+
+    @model_validator(mode="after")
+    def _beyond_loopback_only_with_tls(self) -> Settings:
+        """A service that listens beyond loopback serves TLS: tokens and conversations
+        never cross a network in clear text."""
+        if self.tls.enabled:
+            return self
+        for name in SERVICES:
+            address = self.bind_of(name)
+            if not ipaddress.ip_address(address).is_loopback:
+                key = f"binds.{name}" if name in self.binds else "bind"
+                raise KeyedValueError(
+                    key, f"{name} would listen on {address}, which is not a loopback address: "
+                         f"a service reachable from other hosts must serve TLS; set "
+                         f"tls.cert_file and tls.key_file, or listen on 127.0.0.1")
+        return self
 
     @model_validator(mode="after")
     def _distinct_ports(self) -> Settings:
@@ -230,9 +309,23 @@ class Settings(BaseSettings):
     def port_of(self, service: str) -> int:
         return self.ports.get(service, self.base_port + PORT_OFFSETS[service])
 
+    def bind_of(self, service: str) -> str:
+        """The address `service` listens on."""
+        return self.binds.get(service, self.bind)
+
+    @property
+    def scheme(self) -> str:
+        """`https` when this home's services serve TLS, else `http`."""
+        return "https" if self.tls.enabled else "http"
+
     def url_of(self, service: str) -> str:
-        """Where a service listens (health checks, the supervisor, gates)."""
-        return f"http://{self.bind}:{self.port_of(service)}"
+        """Where this host reaches a service of its own home (health checks, the
+        supervisor, gates): its listen address, or loopback for a wildcard one."""
+        address = ipaddress.ip_address(self.bind_of(service))
+        if address.is_unspecified:
+            address = ipaddress.ip_address("::1" if address.version == 6 else "127.0.0.1")
+        host = f"[{address}]" if address.version == 6 else str(address)
+        return f"{self.scheme}://{host}:{self.port_of(service)}"
 
     def upstream_of(self, service: str) -> str:
         """Where other services call it: its own address unless an upstream is configured."""
@@ -255,6 +348,14 @@ class Settings(BaseSettings):
         return tuple(sources)
 
 
+def _ip_address(value: str) -> str:
+    try:
+        ipaddress.ip_address(value)
+    except ValueError:
+        raise ValueError(f"{value!r} is not an IP address; use 127.0.0.1") from None
+    return value
+
+
 class _TomlPath:
     """Which file the next `load_settings` call reads (pydantic-settings asks a class hook)."""
 
@@ -274,6 +375,9 @@ _TOML_FILE = _TomlPath()
 def _first_error(exc: ValidationError) -> ConfigError:
     err = exc.errors()[0]
     key = ".".join(str(p) for p in err["loc"]) or "(root)"
+    cause = (err.get("ctx") or {}).get("error")
+    if isinstance(cause, KeyedValueError):  # its key is the whole dotted name
+        return ConfigError(f"setting {cause.key!r} is invalid: {cause}", key=cause.key)
     if err["type"] == "extra_forbidden":
         msg = f"unknown setting {key!r}: remove it or check its spelling"
     else:

@@ -7,7 +7,8 @@
     run/         pid files, state       artifacts/ gate evidence, release bundles
 
 `Home.init()` creates it; `Home.check()` refuses a home whose secrets are readable
-by others, whose tokens are missing, short or shared.
+by others, whose tokens are missing, short or shared, or whose TLS files (when
+configured) are missing, open to others, or do not make a certificate and its key.
 
 `data/` and `logs/` hold conversations, memories and request traces: they are 0700
 and every file in them 0600. Service processes and the supervisor run under
@@ -23,6 +24,7 @@ import hmac
 import json
 import os
 import secrets
+import ssl
 import stat
 import time
 from collections.abc import Mapping
@@ -35,7 +37,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from sonia import SERVICES, files
-from sonia.config import Settings, load_settings
+from sonia.config import Settings, TlsSettings, load_settings
 from sonia.errors import ConfigError
 
 TOKEN_BYTES = 32
@@ -139,6 +141,11 @@ class Home:
     def backups(self) -> Path:
         return self.root / "backups"
 
+    def resolve(self, name: str) -> Path:
+        """A file the configuration names: absolute, or relative to the home."""
+        path = Path(name).expanduser()
+        return path if path.is_absolute() else self.root / path
+
     def db_path(self, service: str) -> Path:
         return self.data / f"{service}.db"
 
@@ -191,18 +198,23 @@ class Home:
 
     def make_private(self) -> None:
         """chmod 0700 the private folders and 0600 every file in them (not following
-        symlinks); run at init and by the supervisor before it starts anything."""
+        symlinks); run at init, by the supervisor before it starts anything, and by
+        `sonia run` (other services of the home may be running: a file that goes away
+        meanwhile, such as a SQLite journal, is no error)."""
         for folder in self.private_dirs:
             if not folder.is_dir() or folder.is_symlink():
                 continue
             os.chmod(folder, PRIVATE_DIR_MODE)
             for path in folder.rglob("*"):
-                if path.is_symlink():
+                try:
+                    if path.is_symlink():
+                        continue
+                    if path.is_dir():
+                        os.chmod(path, PRIVATE_DIR_MODE)
+                    elif path.is_file():
+                        os.chmod(path, PRIVATE_FILE_MODE)
+                except FileNotFoundError:
                     continue
-                if path.is_dir():
-                    os.chmod(path, PRIVATE_DIR_MODE)
-                elif path.is_file():
-                    os.chmod(path, PRIVATE_FILE_MODE)
 
     def _install_default_policies(self) -> None:
         """Copy the shipped policy files (tool tiers, command allowlist) where none exist."""
@@ -261,7 +273,44 @@ class Home:
         for path in (self.grant_key_file, self.api_keys_file):
             if path.exists():
                 self._check_private_file(path, f"secrets/{path.name}")
+        self._check_tls(settings.tls)
         return settings
+
+    def _check_tls(self, tls: TlsSettings) -> None:
+        """The certificate and key load as a pair, the key is its owner's (and perhaps a
+        group's, such as ssl-cert) alone, and the CA bundle loads: so a service with a
+        broken TLS setup refuses to start (exit 2) instead of failing its first caller."""
+        if tls.ca_file is not None:
+            ca = self._readable(self.resolve(tls.ca_file), "tls.ca_file")
+            try:
+                ssl.create_default_context(cafile=str(ca))
+            except (ssl.SSLError, ValueError) as exc:
+                raise ConfigError(f"{ca} holds no usable PEM CA certificate: {exc}",
+                                  key="tls.ca_file") from exc
+        if tls.cert_file is None or tls.key_file is None:
+            return
+        cert = self._readable(self.resolve(tls.cert_file), "tls.cert_file")
+        key = self._readable(self.resolve(tls.key_file), "tls.key_file")
+        mode = stat.S_IMODE(key.stat().st_mode)
+        if mode & 0o027:
+            raise ConfigError(f"the TLS key {key} has mode {mode:o}: others may read it (or "
+                              f"its group write it); run `chmod 600 {key}`", key="tls.key_file")
+        try:
+            # A password callback, so an encrypted key fails here instead of prompting.
+            ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(
+                cert, key, password=lambda: b"")
+        except ssl.SSLError as exc:
+            raise ConfigError(f"{cert} and {key} are not a PEM certificate and its "
+                              f"unencrypted private key: {exc.reason or exc}",
+                              key="tls.key_file") from exc
+
+    @staticmethod
+    def _readable(path: Path, key: str) -> Path:
+        try:
+            with open(path, "rb"):
+                return path
+        except OSError as exc:
+            raise ConfigError(f"cannot read {path}: {exc.strerror}", key=key) from exc
 
     def _check_private_dir(self, path: Path, key: str) -> None:
         if not path.is_dir():

@@ -22,9 +22,10 @@ app = typer.Typer(
 
 
 def _register() -> None:
-    from sonia.cli import actions, chat, data, gates, model, release, stack
+    from sonia.cli import actions, chat, data, gates, model, release, service, stack
 
     stack.register(app)
+    service.register(app)
     chat.register(app)
     model.register(app)
     gates.register(app)

@@ -17,7 +17,7 @@ import typer
 from rich.console import Console
 
 from sonia.actions import audit
-from sonia.cli.options import HomeOption, resolve_home
+from sonia.cli.options import HomeOption, gateway_of, resolve_home
 from sonia.errors import ConfigError
 
 console = Console()
@@ -34,11 +34,11 @@ def _decide(verb: str, action_id: str, home: HomeOption, key: str | None,
     api_key = key or os.environ.get("SONIA_API_KEY")
     if not api_key:
         raise ConfigError("give an approver key with --key or SONIA_API_KEY", key="key")
-    base = url or resolve_home(home).settings().url_of("gateway")
+    base, verify = gateway_of(home, url)
     try:
         response = httpx.post(f"{base.rstrip('/')}/v1/actions/{action_id}/{verb}",
                               headers={"Authorization": f"Bearer {api_key}"}, timeout=60,
-                              trust_env=False)
+                              trust_env=False, verify=verify)
     except httpx.HTTPError as exc:
         err_console.print(f"[red]cannot reach the gateway at {base}:[/red] {exc}")
         raise typer.Exit(1) from exc

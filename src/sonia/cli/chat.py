@@ -16,6 +16,7 @@ With `--tools` the model may use Sonia's tools: messages go through
 from __future__ import annotations
 
 import json
+import ssl
 import sys
 import time
 from collections.abc import Iterator
@@ -28,7 +29,7 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import ClientConnection, connect
 
 from sonia.cli.chat_actions import ActingChat, problem_of
-from sonia.cli.options import HomeOption, resolve_home
+from sonia.cli.options import HomeOption, gateway_of
 from sonia.errors import ConfigError
 
 QUIT = {"/quit", "/exit", "/bye"}
@@ -42,12 +43,14 @@ class ChatError(Exception):
 
 
 class TerminalChat:
-    def __init__(self, url: str, key: str, out: TextIO = sys.stdout) -> None:
+    def __init__(self, url: str, key: str, out: TextIO = sys.stdout,
+                 verify: ssl.SSLContext | bool = True) -> None:
         self.url = url.rstrip("/")
         self.headers = {"Authorization": f"Bearer {key}"}
         self.out = out
+        self.verify = verify
         self.http = httpx.Client(base_url=self.url, headers=self.headers, timeout=30,
-                                 trust_env=False)
+                                 trust_env=False, verify=verify)
 
     def start_session(self) -> str:
         try:
@@ -68,8 +71,10 @@ class TerminalChat:
     def open_stream(self, session_id: str) -> Iterator[ClientConnection]:
         ws_url = self.url.replace("http://", "ws://", 1).replace("https://", "wss://", 1)
         try:
+            tls = self.verify if isinstance(self.verify, ssl.SSLContext) else None
             ws = connect(f"{ws_url}/v1/sessions/{session_id}/stream",
-                         additional_headers=self.headers, proxy=None, open_timeout=10)
+                         additional_headers=self.headers, proxy=None, open_timeout=10,
+                         ssl=tls if ws_url.startswith("wss://") else None)
         except InvalidStatus as exc:
             body = exc.response.body or b""
             try:
@@ -223,10 +228,10 @@ def register(app: typer.Typer) -> None:
         if not key:
             raise ConfigError("no API key: pass --key or set SONIA_API_KEY "
                               "(create one with `sonia keys create`)", key="key")
-        if url is None:
-            url = resolve_home(home).settings().url_of("gateway")
+        url, verify = gateway_of(home, url)
         try:
-            TerminalChat(url, key).run(session, tools=tools, approver_key=approver_key)
+            TerminalChat(url, key, verify=verify).run(session, tools=tools,
+                                                      approver_key=approver_key)
         except ChatError as exc:
             print(f"error: {exc}", file=sys.stderr)
             raise typer.Exit(1) from exc

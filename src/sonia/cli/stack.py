@@ -14,6 +14,8 @@ from rich.table import Table
 from sonia import SERVICES
 from sonia.cli.options import HomeOption, resolve_home
 from sonia.errors import ConfigError
+from sonia.kit import logfiles
+from sonia.kit.logfiles import Follower
 from sonia.supervisor import control
 
 console = Console()
@@ -103,30 +105,23 @@ def register(app: typer.Typer) -> None:
              home: HomeOption = None,
              follow: Annotated[bool, typer.Option("-f", "--follow")] = False,
              lines: Annotated[int, typer.Option("-n", "--lines")] = 50) -> None:
-        """Show the JSON log lines of one service or of all of them."""
+        """Show the JSON log lines of one service or of all of them (across roll-overs)."""
         h = resolve_home(home)
         if service is not None and service not in SERVICES:
             raise ConfigError(f"unknown service {service!r}; services are {', '.join(SERVICES)}",
                               key="service")
         names = [service] if service else list(SERVICES)
         files = {n: h.log_file(n) for n in names}
+        followers = {n: Follower(p) for n, p in files.items()} if follow else {}
         for name, path in files.items():
-            if path.exists():
-                for line in path.read_text(errors="replace").splitlines()[-lines:]:
-                    print(line if service else f"{name}: {line}")
+            for line in logfiles.tail(path, lines):
+                print(line if service else f"{name}: {line}")
         if not follow:
             return
-        offsets = {n: p.stat().st_size if p.exists() else 0 for n, p in files.items()}
         try:
             while True:
-                for name, path in files.items():
-                    if not path.exists():
-                        continue
-                    with open(path, errors="replace") as f:
-                        f.seek(offsets[name])
-                        chunk = f.read()
-                        offsets[name] = f.tell()
-                    for line in chunk.splitlines():
+                for name, follower in followers.items():
+                    for line in follower.poll():
                         print(line if service else f"{name}: {line}", flush=True)
                 time.sleep(0.25)
         except KeyboardInterrupt:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -38,6 +39,7 @@ from sonia.kit.correlation import CorrelationMiddleware
 from sonia.kit.encoding import EncodingGuardMiddleware
 from sonia.kit.health import Check, Readiness, health_router
 from sonia.kit.problems import install_handlers
+from sonia.kit.tls import client_context
 
 Hook = Callable[[], Awaitable[None] | None]
 
@@ -52,16 +54,25 @@ class ServiceContext:
     tokens: Mapping[str, str]
     registry: CollectorRegistry = field(default_factory=CollectorRegistry)
     _clients: dict[str, ServiceClient] = field(default_factory=dict)
+    _tls: ssl.SSLContext | None = None
 
     @property
     def token(self) -> str:
         return self.tokens[self.name]
 
+    @property
+    def tls(self) -> ssl.SSLContext:
+        """How this service verifies the https:// services it calls (one per process)."""
+        if self._tls is None:
+            self._tls = client_context(self.home, self.settings)
+        return self._tls
+
     def client(self, target: str) -> ServiceClient:
         """The (shared) internal client for calls from this service to `target`."""
         if target not in self._clients:
             self._clients[target] = ServiceClient(self.token, target,
-                                                  self.settings.upstream_of(target))
+                                                  self.settings.upstream_of(target),
+                                                  verify=self.tls)
         return self._clients[target]
 
     def dependency_check(self, target: str) -> Check:

@@ -9,6 +9,7 @@ UNAVAILABLE, a call that runs out of time is TIMEOUT.
 from __future__ import annotations
 
 import json
+import ssl
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -49,12 +50,14 @@ class ServiceClient:
     """
 
     def __init__(self, caller_token: str, target: str, base_url: str,
-                 timeout: httpx.Timeout = DEFAULT_TIMEOUT) -> None:
+                 timeout: httpx.Timeout = DEFAULT_TIMEOUT,
+                 verify: ssl.SSLContext | bool = True) -> None:
+        """`verify` checks an https:// target's certificate (kit/tls.py: the home's CA)."""
         self.target = target
         self.base_url = base_url
         self.breaker = CircuitBreaker(target)
         self._token = caller_token
-        self._http = httpx.AsyncClient(base_url=base_url, timeout=timeout,
+        self._http = httpx.AsyncClient(base_url=base_url, timeout=timeout, verify=verify,
                                        limits=httpx.Limits(max_connections=200,
                                                            keepalive_expiry=KEEPALIVE_S))
 
@@ -127,6 +130,10 @@ class ServiceClient:
         try:
             response = await self._http.get("/readyz", timeout=2.0)
         except httpx.HTTPError as exc:
+            untrusted = _certificate_refusal(exc)
+            if untrusted is not None:
+                raise Unavailable(f"{self.target}'s TLS certificate is not trusted: "
+                                  f"{untrusted} (check tls.ca_file)") from exc
             raise Unavailable(f"{self.target} is unreachable: {type(exc).__name__}") from exc
         if response.status_code != 200:
             raise Unavailable(f"{self.target} is not ready ({response.status_code})")
@@ -139,6 +146,16 @@ class ServiceClient:
 def sse_data(payload: Any) -> str:
     """One SSE event carrying `payload` as compact JSON (what `parse_sse_data` reads)."""
     return f"data: {json.dumps(payload, separators=(',', ':'))}\n\n"
+
+
+def _certificate_refusal(exc: BaseException) -> str | None:
+    """Why the target's certificate was refused, when that is why the call failed."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, ssl.SSLCertVerificationError):
+            return str(seen.verify_message or seen.reason or "verification failed")
+        seen = seen.__cause__ or seen.__context__
+    return None
 
 
 def parse_sse_data(line: str) -> Any | None:

@@ -1,16 +1,26 @@
 """Running one service process: load the home, configure logs, serve with uvicorn.
 
-`python -m sonia.services NAME --home HOME` ends here. A bad home or bad
+`python -m sonia.services NAME --home HOME` (what the supervisor of `sonia up`
+starts, logging to `logs/NAME.log`) and `sonia run NAME` (the foreground form a
+service manager starts, logging to stdout) both end here. A bad home or bad
 configuration exits 2 with a message that says what to fix. On SIGTERM the
 service first reports not-ready (so a balancer or the supervisor stops sending
 work), then drains its connections and runs its shutdown hooks, which
 checkpoint and close its databases.
+
+Given a service manager's notify socket (kit/sdnotify.py), the service says
+READY=1 once its own /readyz would answer 200 (it is listening and every check,
+its dependencies included, passes), with STATUS= naming what it waits for until
+then, and STOPPING=1 the moment it is told to stop.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import os
+import signal
 import sys
 from collections.abc import Callable
 from typing import Any
@@ -23,22 +33,62 @@ from sonia.errors import ConfigError
 from sonia.home import PRIVATE_UMASK, Home
 from sonia.kit.app import ServiceContext
 from sonia.kit.logs import configure_logging
+from sonia.kit.sdnotify import Notifier
+from sonia.kit.tls import server_options
 from sonia.redact import Redactor
 
 EXIT_CONFIG = 2
 KEEP_ALIVE_S = 75
+READY_POLL_S = 0.25
+"""How often a service waiting to tell its manager READY=1 asks its own readiness."""
+
+log = logging.getLogger("sonia.runner")
 
 
 class DrainingServer(uvicorn.Server):
-    """uvicorn that flips readiness to 503 the moment it is told to stop."""
+    """uvicorn that flips readiness to 503 the moment it is told to stop, and tells a
+    service manager (if any) when it is ready and when it is stopping."""
 
-    def __init__(self, config: uvicorn.Config, app: FastAPI) -> None:
+    def __init__(self, config: uvicorn.Config, app: FastAPI,
+                 notifier: Notifier | None = None) -> None:
         super().__init__(config)
         self._app = app
+        self._notifier = notifier or Notifier(None)
+        self._announcer: asyncio.Task[None] | None = None
 
     def handle_exit(self, sig: int, frame: Any) -> None:
         self._app.state.readiness.draining = True
+        self._notifier.stopping()
         super().handle_exit(sig, frame)
+
+    async def startup(self, sockets: Any = None) -> None:
+        await super().startup(sockets)
+        if self.started and self._notifier.enabled:
+            self._announcer = asyncio.create_task(self._announce_ready())
+
+    async def shutdown(self, sockets: Any = None) -> None:
+        if self._announcer is not None:
+            self._announcer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._announcer
+        await super().shutdown(sockets)
+
+    async def _announce_ready(self) -> None:
+        """READY=1 once the checks of /readyz pass; until then STATUS= says which fail."""
+        readiness = self._app.state.readiness
+        waiting_for: str | None = None
+        while not self.should_exit:
+            ok, body = await readiness.report()
+            if ok:
+                self._notifier.ready(f"ready on {self.config.host}:{self.config.port}")
+                log.info("ready; told the service manager")
+                return
+            failing = ", ".join(sorted(name for name, check in body["checks"].items()
+                                       if check.get("status") != "pass")) or "draining"
+            if failing != waiting_for:
+                waiting_for = failing
+                self._notifier.status(f"waiting for {failing}")
+            await asyncio.sleep(READY_POLL_S)
 
 
 def _eva(ctx: ServiceContext) -> FastAPI:
@@ -79,6 +129,11 @@ APPS: dict[str, Callable[[ServiceContext], FastAPI]] = {
 imports are inside the functions), so no service pays for the others' imports."""
 
 
+def _stopped(signum: int, frame: Any) -> None:
+    """The signal handler uvicorn hands a stop signal back to after draining: nothing
+    is left to do, the process returns from `serve` and exits 0."""
+
+
 def build_app(name: str, home: Home) -> tuple[FastAPI, ServiceContext]:
     settings = home.check()
     tokens = home.all_tokens()
@@ -86,24 +141,31 @@ def build_app(name: str, home: Home) -> tuple[FastAPI, ServiceContext]:
     return APPS[name](ctx), ctx
 
 
-def serve(name: str, home_root: str) -> int:
+def serve(name: str, home_root: str, *, foreground: bool = False,
+          notifier: Notifier | None = None) -> int:
+    """Run service `name` of the home until SIGTERM; its exit code. `foreground` logs to
+    stdout instead of `logs/NAME.log`; `notifier` talks to a service manager."""
     if name not in SERVICES:
         print(f"unknown service {name!r}; services are {', '.join(SERVICES)}", file=sys.stderr)
         return EXIT_CONFIG
     os.umask(PRIVATE_UMASK)  # databases (+ -wal, -shm) and logs are created 0600
     home = Home.at(home_root)
     try:
+        if foreground:
+            home.make_private()  # the supervisor does this for `sonia up`
         app, ctx = build_app(name, home)
     except ConfigError as exc:
         print(f"sonia-{name}: configuration error: {exc}", file=sys.stderr)
         return EXIT_CONFIG
     redactor = Redactor(ctx.tokens.values())
-    log = configure_logging(name, home.log_file(name), level=ctx.settings.log_level,
-                            redact=redactor.redact)
+    log = configure_logging(name, None if foreground else home.log_file(name),
+                            level=ctx.settings.log_level, redact=redactor.redact,
+                            rotation=ctx.settings.logs)
+    host, port = ctx.settings.bind_of(name), ctx.settings.port_of(name)
     config = uvicorn.Config(
         app,
-        host=ctx.settings.bind,
-        port=ctx.settings.port_of(name),
+        host=host,
+        port=port,
         log_config=None,
         access_log=False,
         lifespan="on",
@@ -112,9 +174,15 @@ def serve(name: str, home_root: str) -> int:
         # always closes first: a request can never race the server closing its connection.
         timeout_keep_alive=KEEP_ALIVE_S,
         ws="websockets-sansio",
+        **server_options(home, ctx.settings),
     )
-    server = DrainingServer(config, app)
-    log.info("starting on %s:%d", ctx.settings.bind, ctx.settings.port_of(name))
+    server = DrainingServer(config, app, notifier)
+    log.info("starting on %s:%d (%s)", host, port, ctx.settings.scheme)
+    if foreground:
+        # uvicorn raises the stop signal again once it has drained, under the handler
+        # it found; in the foreground that is this one, so a drained stop exits 0.
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, _stopped)
     server.run()
     log.info("stopped")
     logging.shutdown()

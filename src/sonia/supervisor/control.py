@@ -25,7 +25,8 @@ from sonia import SERVICES
 from sonia.config import Settings
 from sonia.errors import SupervisorError
 from sonia.home import Home
-from sonia.supervisor.process import RUN_MARKER_ENV
+from sonia.kit.tls import client_context
+from sonia.supervisor.process import RUN_MARKER_ENV, roll_over_when_full
 from sonia.supervisor.state import read_json, state_file, stop_report_file, supervisor_pid_file
 
 _spawned: dict[Path, subprocess.Popen[bytes]] = {}
@@ -77,8 +78,9 @@ def supervisor_pid(home: Home) -> int | None:
     return pid
 
 
-def is_ready(settings: Settings, service: str, timeout: float = 1.0) -> bool:
-    return readiness(settings, service, timeout)[0]
+def is_ready(settings: Settings, service: str, timeout: float = 1.0,
+             home: Home | None = None) -> bool:
+    return readiness(settings, service, timeout, home)[0]
 
 
 @dataclass(frozen=True)
@@ -98,12 +100,18 @@ class Readyz:
                 if key in ("level", "network", "runs_as_uid", "reason")}
 
 
-def ask_readyz(settings: Settings, service: str, timeout: float = 1.0) -> Readyz:
-    """Ask `service`'s /readyz once; the reason is its first failing check."""
+def ask_readyz(settings: Settings, service: str, timeout: float = 1.0,
+               home: Home | None = None) -> Readyz:
+    """Ask `service`'s /readyz once; the reason is its first failing check. Over TLS the
+    certificate is verified as the services verify it (the CA of `home`'s settings)."""
+    verify: Any = True
+    if settings.tls.enabled and home is not None:
+        verify = client_context(home, settings)
     try:
-        r = httpx.get(settings.url_of(service) + "/readyz", timeout=timeout)
+        r = httpx.get(settings.url_of(service) + "/readyz", timeout=timeout, verify=verify)
     except httpx.HTTPError as exc:
-        return Readyz(False, f"/readyz did not answer ({type(exc).__name__})")
+        return Readyz(False, f"/readyz did not answer ({type(exc).__name__}: "
+                             f"{str(exc)[:200]})")
     try:
         body = r.json()
         checks = dict(body.get("checks") or {}) if isinstance(body, dict) else {}
@@ -117,9 +125,10 @@ def ask_readyz(settings: Settings, service: str, timeout: float = 1.0) -> Readyz
                   checks)
 
 
-def readiness(settings: Settings, service: str, timeout: float = 1.0) -> tuple[bool, str | None]:
+def readiness(settings: Settings, service: str, timeout: float = 1.0,
+              home: Home | None = None) -> tuple[bool, str | None]:
     """(ready, why not) of `service` (see `ask_readyz`)."""
-    answer = ask_readyz(settings, service, timeout)
+    answer = ask_readyz(settings, service, timeout, home)
     return answer.ready, answer.why_not
 
 
@@ -133,7 +142,7 @@ def wait_ready(home: Home, settings: Settings, deadline_s: float,
     while time.monotonic() < deadline:
         for name in services:
             if name not in ready_after:
-                ready, why_not[name] = readiness(settings, name, timeout=2.5)
+                ready, why_not[name] = readiness(settings, name, timeout=2.5, home=home)
                 if ready:
                     ready_after[name] = time.monotonic() - start
         if len(ready_after) == len(services):
@@ -164,12 +173,13 @@ def up(home: Home, *, wait: bool = True) -> dict[str, float]:
     check_policies(home)
     if supervisor_pid(home) is not None:
         return wait_ready(home, settings, settings.supervisor.ready_timeout_seconds) if wait else {}
-    busy = [port for port in (settings.port_of(s) for s in SERVICES)
-            if not port_free(settings.bind, port)]
+    busy = [settings.port_of(s) for s in SERVICES
+            if not port_free(settings.bind_of(s), settings.port_of(s))]
     if busy:
         raise SupervisorError(f"ports already in use: {busy}; is another stack on this base port?")
     stop_report_file(home).unlink(missing_ok=True)
     home.logs.mkdir(mode=0o700, exist_ok=True)
+    roll_over_when_full(home.logs / "supervisor.out", settings.logs)
     out_fd = os.open(home.logs / "supervisor.out", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
     with open(out_fd, "ab") as out:
         _spawned[home.root] = subprocess.Popen(
@@ -198,7 +208,8 @@ def check_policies(home: Home) -> None:
 
 def port_free(host: str, port: int) -> bool:
     """True when nothing listens on host:port (bound the way uvicorn binds: SO_REUSEADDR)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind((host, port))
@@ -259,10 +270,10 @@ def down(home: Home, *, timeout: float | None = None) -> DownReport:
                 report.leftovers_killed.append(proc.pid)
             except psutil.Error:
                 pass
-    ports = [settings.port_of(s) for s in SERVICES]
     deadline = time.monotonic() + 10
     while True:
-        report.ports_bound = [p for p in ports if not port_free(settings.bind, p)]
+        report.ports_bound = [settings.port_of(s) for s in SERVICES
+                              if not port_free(settings.bind_of(s), settings.port_of(s))]
         if not report.ports_bound or time.monotonic() > deadline:
             break
         time.sleep(0.05)
@@ -311,7 +322,8 @@ def status(home: Home) -> list[ServiceStatus]:
         info = (state.get("services") or {}).get(name, {}) if running else {}
         pid = info.get("pid")
         started = info.get("started_at")
-        answer = ask_readyz(settings, name, timeout=2.5) if running else Readyz(False, None)
+        answer = (ask_readyz(settings, name, timeout=2.5, home=home) if running
+                  else Readyz(False, None))
         rows.append(ServiceStatus(
             name=name,
             pid=pid,

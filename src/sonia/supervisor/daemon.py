@@ -125,7 +125,8 @@ class Supervisor:
         self.slots = {
             name: Slot(ManagedProcess(
                 name, service_argv(name, home.root), env=env,
-                log_path=home.logs / f"{name}.out", pid_path=home.run / f"{name}.pid"))
+                log_path=home.logs / f"{name}.out", pid_path=home.run / f"{name}.pid",
+                rotation=self.settings.logs))
             for name in SERVICES
         }
         self.stopping = False
@@ -236,7 +237,11 @@ def main(argv: list[str] | None = None) -> int:
     home = Home.at(args.home)
     os.umask(PRIVATE_UMASK)  # its files and its children's (services inherit it) are 0600
     home.make_private()
-    configure_logging("supervisor", home.logs / "supervisor.log")
+    try:
+        rotation = home.settings().logs
+    except ConfigError:
+        rotation = None  # the defaults; Supervisor() below reports the error
+    configure_logging("supervisor", home.logs / "supervisor.log", rotation=rotation)
     try:
         supervisor = Supervisor(home)
     except ConfigError as exc:

@@ -3,6 +3,10 @@
 Stopping follows the careful order: SIGTERM to the whole group, wait for the
 grace period, and only then SIGKILL, which is reported as an escalation rather
 than hidden. Deadlines use time.monotonic().
+
+The child's stdout and stderr go straight to `log_path` (`<service>.out`: what
+a crash prints before logging works). The child holds that file open, so it
+rolls over (kit/logfiles.py) when the process is started again, not while it runs.
 """
 
 from __future__ import annotations
@@ -18,6 +22,8 @@ from pathlib import Path
 import psutil
 
 from sonia import files
+from sonia.config import LogSettings
+from sonia.kit.logfiles import roll_over
 
 RUN_MARKER_ENV = "SONIA_RUN_MARKER"
 """Set on every process a supervisor starts, so leftovers can be found by it."""
@@ -34,12 +40,13 @@ class StopResult:
 
 class ManagedProcess:
     def __init__(self, name: str, argv: list[str], *, env: dict[str, str], log_path: Path,
-                 pid_path: Path) -> None:
+                 pid_path: Path, rotation: LogSettings | None = None) -> None:
         self.name = name
         self.argv = argv
         self.env = env
         self.log_path = log_path
         self.pid_path = pid_path
+        self.rotation = rotation or LogSettings()  # type: ignore[call-arg]
         self.popen: subprocess.Popen[bytes] | None = None
         self.started_at: float | None = None
 
@@ -49,6 +56,7 @@ class ManagedProcess:
 
     def start(self) -> None:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        roll_over_when_full(self.log_path, self.rotation)
         with open(self.log_path, "ab") as out:
             self.popen = subprocess.Popen(
                 self.argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
@@ -117,6 +125,16 @@ class ManagedProcess:
             self.pid_path.unlink()
         except FileNotFoundError:
             pass
+
+
+def roll_over_when_full(path: Path, rotation: LogSettings) -> None:
+    """Roll `path` over when it holds `rotation.max_bytes` or more."""
+    try:
+        full = path.stat().st_size >= rotation.max_bytes
+    except FileNotFoundError:
+        return
+    if full:
+        roll_over(path, rotation.keep)
 
 
 def service_argv(service: str, home: Path) -> list[str]:

@@ -4,7 +4,8 @@ Layers, lowest first; a module may import from its own layer's area or below,
 never above, and no two services import each other (they talk over HTTP):
 
     sonia, errors, files              the package root, the one exception tree, atomic files
-    config, redact, policies          settings, secret redaction, default policy files
+    config, redact, policies,         settings, secret redaction, default policy files,
+    systemd                           the shipped systemd units
     home                              the home directory, secrets, API keys
     kit                               what every service is built from
     actions                           tool specs, policy, plans, grants, ledger, audit
@@ -31,7 +32,7 @@ SRC = Path(__file__).resolve().parents[3] / "src"
 
 LAYERS: tuple[tuple[str, ...], ...] = (
     ("sonia", "errors", "files"),
-    ("config", "redact", "policies"),
+    ("config", "redact", "policies", "systemd"),
     ("home",),
     ("kit",),
     ("actions",),

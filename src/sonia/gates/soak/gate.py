@@ -77,6 +77,7 @@ from sonia.gates.soak.loadgen import (
     outcome_of,
 )
 from sonia.gates.soak.verdict import MIB, SoakProfile, evaluate_soak
+from sonia.kit.logfiles import read_lines
 from sonia.testing import FreshStack
 
 __all__ = [
@@ -93,6 +94,9 @@ METRICS = "soak-metrics.csv"
 SUMMARY = "soak-summary.json"
 REPORT = "soak-report.html"
 WRITE_SLOTS = 16
+STACK_CONFIG = {"logs": {"keep": 1000}}
+"""The correlation trace reads the gateway's whole log: a 48 h run rolls it over a few
+times, and every file it rolled over to must still be there at the end."""
 """Approved writes cycle over this many files, so a 48 h soak does not fill the workspace."""
 CHAT_MESSAGES = (
     "hello, how are you today?",
@@ -322,18 +326,17 @@ def count_stuck_sessions(stack: FreshStack, chat_sessions: set[str]) -> dict[str
 
 
 def trace_correlation_ids(log_file: Path, samples: list[dict[str, Any]]) -> dict[str, Any]:
-    """Which of the sampled successful requests' correlation IDs the gateway logged."""
+    """Which of the sampled successful requests' correlation IDs the gateway logged (in
+    the log and every file it rolled over to)."""
     wanted = {str(s["correlation_id"]) for s in samples if s.get("ok")}
     seen: set[str] = set()
-    if log_file.exists():
-        with open(log_file, encoding="utf-8", errors="replace") as handle:
-            for line in handle:
-                try:
-                    cid = json.loads(line).get("correlation_id")
-                except (ValueError, AttributeError):
-                    continue
-                if cid in wanted:
-                    seen.add(cid)
+    for line in read_lines(log_file):
+        try:
+            cid = json.loads(line).get("correlation_id")
+        except (ValueError, AttributeError):
+            continue
+        if cid in wanted:
+            seen.add(cid)
     missing = sorted(wanted - seen)
     return {"log": log_file.name, "sampled": len(wanted), "found": len(seen),
             "missing": missing[:20]}
@@ -446,7 +449,7 @@ def run(run_dir: Path, profile: SoakGateProfile, progress: GateProgress) -> Verd
     from sonia.gates.soak.report import write_report  # matplotlib: imported only when it draws
 
     csv_path = run_dir / METRICS
-    with FreshStack(run_dir / "stack-home") as stack:
+    with FreshStack(run_dir / "stack-home", config=STACK_CONFIG) as stack:
         (stack.home.workspace / "soak").mkdir(exist_ok=True)
         stack.up()
         traffic = SoakTraffic(user=stack.user_headers(), approver=stack.approver_headers())

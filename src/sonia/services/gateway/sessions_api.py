@@ -113,7 +113,7 @@ def routers(gw: Gateway) -> list[APIRouter]:
         await live.tell(session_id, event)
 
     gw.on_turn_resumed.append(tell_streams)
-    voice_ws = gw.ctx.settings.upstream_of("voice").replace("http://", "ws://", 1)
+    voice_ws = gw.ctx.settings.upstream_of("voice").replace("http", "ws", 1)  # https: wss
     touch_every = max(0.5, min(policy.idle_seconds / 4, 10.0))
     User = Annotated[ApiKey, Depends(gw.user)]
     api = APIRouter(prefix="/v1", tags=["sessions"])
@@ -158,7 +158,8 @@ def routers(gw: Gateway) -> list[APIRouter]:
             live.reserve(session_id)
             reserved = True
             upstream = await open_upstream(f"{voice_ws}/v1/sessions/{session_id}/stream",
-                                           gw.ctx.token, str(row["mode"]), key.id)
+                                           gw.ctx.token, str(row["mode"]), key.id,
+                                           tls=gw.ctx.tls)
         except ApiError as exc:
             if reserved:
                 live.release(session_id)

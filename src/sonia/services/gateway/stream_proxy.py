@@ -24,6 +24,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import ssl
 from collections.abc import Awaitable, Callable
 from typing import Any
 from urllib.parse import urlencode
@@ -202,13 +203,15 @@ class LiveStreams:
             self.end(session_id, reason)
 
 
-async def open_upstream(url: str, token: str, mode: str, owner: str) -> ClientConnection:
+async def open_upstream(url: str, token: str, mode: str, owner: str, *,
+                        tls: ssl.SSLContext | None = None) -> ClientConnection:
     """The voice service's socket for a session of `owner` (the key id whose memories
-    the session recalls and stores); Unavailable when it cannot be opened."""
+    the session recalls and stores); Unavailable when it cannot be opened. A wss://
+    url is verified with `tls` (the home's CA, kit/tls.py)."""
     try:
         return await connect(
             f"{url}?{urlencode({'mode': mode, 'owner': owner})}", proxy=None, open_timeout=5,
-            max_size=MAX_FRAME_BYTES,
+            max_size=MAX_FRAME_BYTES, ssl=tls if url.startswith("wss://") else None,
             additional_headers={SERVICE_TOKEN_HEADER: token,
                                 correlation.HEADER: correlation.current()})
     except InvalidHandshake as exc:
