@@ -167,6 +167,8 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=None,
                         help="folder for the flame graphs <path>.svg (none: no graphs)")
     parser.add_argument("--paths", default=",".join(PATHS))
+    parser.add_argument("--collapsed", action="store_true",
+                        help="also write <path>.collapsed (the merged stacks, for other tools)")
     args = parser.parse_args()
     paths = [p for p in args.paths.split(",") if p]
     spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
@@ -191,6 +193,9 @@ def main() -> None:
                     continue
                 stacks, done = sample(one, path, args.seconds, pids, Path(tmp), spy, 300_000)
                 samples = sum(n for _, n in stacks)
+                if args.collapsed:
+                    (args.out / f"{path}.collapsed").write_text(
+                        "".join(f"{';'.join(f)} {n}\n" for f, n in stacks))
                 (args.out / f"{path}.svg").write_text(render(
                     tree(stacks, root=path),
                     f"{path}: every service's samples, one root per service",

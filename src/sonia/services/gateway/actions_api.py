@@ -29,13 +29,13 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Annotated, Any
 
-import httpx
 from fastapi import APIRouter, Depends, Path
 from pydantic import BaseModel, ConfigDict, Field, StrictStr
 from starlette.responses import JSONResponse
 
 from sonia.errors import ApiError, NotFound, RateLimited, Unavailable
 from sonia.home import ApiKey
+from sonia.kit import http1
 from sonia.services.gateway import actions, limits
 from sonia.services.gateway.limits import RefusalBudget
 from sonia.services.gateway.state import Gateway
@@ -200,7 +200,7 @@ class Actions:
                 return await self.claw.request("POST", "/v1/execute", json_body=body,
                                                timeout=self.execute_timeout)
             except Unavailable as exc:
-                if attempt == 2 or not isinstance(exc.__cause__, httpx.TransportError):
+                if attempt == 2 or not isinstance(exc.__cause__, http1.HttpError):
                     raise
                 log.warning("execute call failed in transport (%s); sending it again",
                             type(exc.__cause__).__name__)
