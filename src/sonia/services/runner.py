@@ -9,6 +9,8 @@ checkpoint and close its databases.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import os
 import sys
@@ -27,18 +29,39 @@ from sonia.redact import Redactor
 
 EXIT_CONFIG = 2
 KEEP_ALIVE_S = 75
+TICK_S = 0.1
 
 
 class DrainingServer(uvicorn.Server):
-    """uvicorn that flips readiness to 503 the moment it is told to stop."""
+    """uvicorn that flips readiness to 503 the moment it is told to stop, and starts
+    stopping at once.
+
+    uvicorn's main loop looks at its exit flag every 0.1 s; a full stop goes through
+    three waves of services (supervisor STOP_WAVES), so that poll cost up to 0.3 s of
+    every stop. Here the signal also wakes the loop; the loop still ticks every 0.1 s
+    for uvicorn's periodic work (its Date header, request limits)."""
 
     def __init__(self, config: uvicorn.Config, app: FastAPI) -> None:
         super().__init__(config)
         self._app = app
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._wake: asyncio.Event | None = None
+
+    async def main_loop(self) -> None:
+        self._loop, self._wake = asyncio.get_running_loop(), asyncio.Event()
+        counter = 0
+        should_exit = await self.on_tick(counter)
+        while not should_exit:
+            counter = (counter + 1) % 864000
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), TICK_S)
+            should_exit = await self.on_tick(counter)
 
     def handle_exit(self, sig: int, frame: Any) -> None:
         self._app.state.readiness.draining = True
         super().handle_exit(sig, frame)
+        if self._loop is not None and self._wake is not None:
+            self._loop.call_soon_threadsafe(self._wake.set)
 
 
 def _eva(ctx: ServiceContext) -> FastAPI:
