@@ -15,10 +15,9 @@ from __future__ import annotations
 import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import quote, urlencode, urlsplit
-
-import httpx
 
 from sonia.errors import ApiError, Internal, Timeout, Unavailable, api_error_for
 from sonia.kit import correlation, http1
@@ -30,13 +29,33 @@ PATH_SAFE = "/:@!$&'()*+,;=-._~"
 included, is percent-encoded, so an id taken from a caller's path reaches the
 target service as exactly that id."""
 
-DEFAULT_TIMEOUT = httpx.Timeout(10.0, connect=2.0)
+if TYPE_CHECKING:
+    import httpx
+
+
+@dataclass(frozen=True)
+class Timeouts:
+    """Seconds for a whole call (`read`) and for making its connection (`connect`)."""
+
+    read: float
+    connect: float
+
+
+DEFAULT_TIMEOUT = Timeouts(read=10.0, connect=2.0)
 KEEPALIVE_S = 2.0
 """Idle connections are dropped well before uvicorn's 5 s keep-alive closes them, so a
 request is never sent on a connection the server is closing at that moment."""
 
 
-def error_from_response(target: str, response: httpx.Response | http1.Response) -> ApiError:
+class _Answer(Protocol):
+    @property
+    def status_code(self) -> int: ...
+
+    @property
+    def content(self) -> bytes: ...
+
+
+def error_from_response(target: str, response: _Answer) -> ApiError:
     """Rebuild the ApiError a service answered, or describe a non-problem answer."""
     try:
         body = json.loads(response.content)
@@ -59,7 +78,7 @@ class ServiceClient:
     """
 
     def __init__(self, caller_token: str, target: str, base_url: str,
-                 timeout: httpx.Timeout = DEFAULT_TIMEOUT) -> None:
+                 timeout: Timeouts = DEFAULT_TIMEOUT) -> None:
         self.target = target
         self.base_url = base_url
         self.breaker = CircuitBreaker(target)
@@ -74,10 +93,14 @@ class ServiceClient:
 
     @property
     def _http(self) -> httpx.AsyncClient:
-        """The httpx client for streamed answers, made on first use."""
+        """The httpx client for streamed answers, made (and httpx imported: 5 MiB and a
+        hundred modules) on first use, in the services that stream."""
+        import httpx
+
         if self._stream_http is None:
             self._stream_http = httpx.AsyncClient(
-                base_url=self.base_url, timeout=self._timeout,
+                base_url=self.base_url,
+                timeout=httpx.Timeout(self._timeout.read, connect=self._timeout.connect),
                 limits=httpx.Limits(max_connections=200, keepalive_expiry=KEEPALIVE_S))
         return self._stream_http
 
@@ -88,7 +111,12 @@ class ServiceClient:
                  path: str) -> ApiError:
         """Count a failure to reach the target and translate it into Sonia's error."""
         self.breaker.failed()
-        if isinstance(exc, httpx.TimeoutException | http1.ReadTimeout | http1.ConnectTimeout):
+        timed_out = isinstance(exc, http1.ReadTimeout | http1.ConnectTimeout)
+        if not isinstance(exc, http1.HttpError):
+            import httpx
+
+            timed_out = isinstance(exc, httpx.TimeoutException)
+        if timed_out:
             return Timeout(f"{self.target} did not answer {method} {path} in time")
         return Unavailable(f"{self.target} is unreachable: {type(exc).__name__}")
 
@@ -110,6 +138,8 @@ class ServiceClient:
         return self._pool.encode(method, target, headers, body)
 
     def _options(self, json_body: Any, timeout: float | None) -> dict[str, Any]:
+        import httpx
+
         kwargs: dict[str, Any] = {"headers": self._headers()}
         if json_body is not None:
             kwargs["json"] = json_body
@@ -122,8 +152,8 @@ class ServiceClient:
                       timeout: float | None = None) -> Any:
         """Send a request and return the decoded JSON body (None for an empty body)."""
         data = self._encode(method, path, json_body, params)
-        total = timeout if timeout is not None else float(self._timeout.read or 10.0)
-        connect = min(total, float(self._timeout.connect or 2.0))
+        total = timeout if timeout is not None else self._timeout.read
+        connect = min(total, self._timeout.connect)
         self.breaker.before_call()
         attempts = 2 if method == "GET" else 1
         try:
@@ -152,6 +182,8 @@ class ServiceClient:
     async def stream_lines(self, method: str, path: str, *, json_body: Any = None,
                            timeout: float | None = None) -> AsyncIterator[AsyncIterator[str]]:
         """Open a streaming request and yield an iterator over its lines."""
+        import httpx
+
         self.breaker.before_call()
         try:
             async with self._http.stream(method, path,
