@@ -3,7 +3,8 @@
     python bench/capacity.py [--seconds 5] [--routes whoami,chat,tier0] [--p99-ms 100]
 
 One fresh stack, builtin provider. For each route the rate doubles from 10 req/s
-until a trial fails, then is bisected to within 10 %. A trial *holds* when every
+until a trial fails (or halves, when 10 req/s already fails), then is bisected to
+within 10 %. A trial *holds* when every
 request succeeded, the p99 latency (from the scheduled send time: open loop, as
 bench/chat.py) stayed under `--p99-ms`, and the generator itself kept its
 schedule (completed at least 97 % of the rate). Routes:
@@ -108,8 +109,14 @@ async def ceiling(client: httpx.AsyncClient, route: str, seconds: float,
         else:
             high = rate
             break
+    while not low and high > 1.25:  # even 10/s failed (a loaded machine): halve down
+        rate = high / 2
+        if await run(rate):
+            low = rate
+        else:
+            high = rate
     while high and low and high / low > 1.1:
-        middle = round((low + high) / 2)
+        middle = round((low + high) / 2, 1)
         if await run(middle):
             low = middle
         else:
@@ -144,7 +151,7 @@ def main() -> None:
     base = found.get("whoami")
     for route, rate in found.items():
         ratio = f"{rate / base:6.2f} of whoami" if base else ""
-        print(f"  {route:7} {rate:7.0f} req/s  {ratio}")
+        print(f"  {route:7} {rate:7.1f} req/s  {ratio}")
     print(f"load average {os.getloadavg()[0]:.2f} at end")
 
 
