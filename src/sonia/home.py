@@ -30,11 +30,12 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import tomlkit
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from sonia import SERVICES, files
 from sonia.config import Settings, TlsSettings, load_settings
@@ -176,6 +177,11 @@ class Home:
             if not path.exists():
                 _write_private(path, secrets.token_urlsafe(TOKEN_BYTES).encode())
         if not self.grant_key_file.exists():
+            # Imported here: cryptography is 8 MiB of every process that imports it,
+            # and only EVA and OpenClaw (and `init`) need it.
+            from cryptography.hazmat.primitives import serialization
+            from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
             key = Ed25519PrivateKey.generate()
             pem = key.private_bytes(
                 serialization.Encoding.PEM,
@@ -351,6 +357,9 @@ class Home:
         return {service: self.read_token(service) for service in SERVICES}
 
     def grant_private_key(self) -> Ed25519PrivateKey:
+        from cryptography.hazmat.primitives import serialization
+        from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
         self._check_private_file(self.grant_key_file, "secrets/eva_grant_key.pem")
         key = serialization.load_pem_private_key(self.grant_key_file.read_bytes(), password=None)
         if not isinstance(key, Ed25519PrivateKey):

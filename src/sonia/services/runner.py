@@ -41,13 +41,20 @@ EXIT_CONFIG = 2
 KEEP_ALIVE_S = 75
 READY_POLL_S = 0.25
 """How often a service waiting to tell its manager READY=1 asks its own readiness."""
+TICK_S = 0.1
 
 log = logging.getLogger("sonia.runner")
 
 
 class DrainingServer(uvicorn.Server):
-    """uvicorn that flips readiness to 503 the moment it is told to stop, and tells a
-    service manager (if any) when it is ready and when it is stopping."""
+    """uvicorn that flips readiness to 503 the moment it is told to stop, starts
+    stopping at once, and tells a service manager (if any) when it is ready and when
+    it is stopping.
+
+    uvicorn's main loop looks at its exit flag every 0.1 s; a full stop goes through
+    three waves of services (supervisor STOP_WAVES), so that poll cost up to 0.3 s of
+    every stop. Here the signal also wakes the loop; the loop still ticks every 0.1 s
+    for uvicorn's periodic work (its Date header, request limits)."""
 
     def __init__(self, config: uvicorn.Config, app: FastAPI,
                  notifier: Notifier | None = None) -> None:
@@ -55,11 +62,25 @@ class DrainingServer(uvicorn.Server):
         self._app = app
         self._notifier = notifier or Notifier(None)
         self._announcer: asyncio.Task[None] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._wake: asyncio.Event | None = None
+
+    async def main_loop(self) -> None:
+        self._loop, self._wake = asyncio.get_running_loop(), asyncio.Event()
+        counter = 0
+        should_exit = await self.on_tick(counter)
+        while not should_exit:
+            counter = (counter + 1) % 864000
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), TICK_S)
+            should_exit = await self.on_tick(counter)
 
     def handle_exit(self, sig: int, frame: Any) -> None:
         self._app.state.readiness.draining = True
         self._notifier.stopping()
         super().handle_exit(sig, frame)
+        if self._loop is not None and self._wake is not None:
+            self._loop.call_soon_threadsafe(self._wake.set)
 
     async def startup(self, sockets: Any = None) -> None:
         await super().startup(sockets)

@@ -1,9 +1,10 @@
 """The background supervisor: owns the service processes of one home.
 
 It starts every service in its own process group, restarts one that dies (with
-exponential backoff, counting restarts), and on SIGTERM stops them in reverse
-start order (SIGTERM, grace, SIGKILL only when it must), writes a stop report
-naming every escalation, and exits. `python -m sonia.supervisor --home HOME`.
+exponential backoff, counting restarts), and on SIGTERM stops them in waves,
+callers before the services they call (STOP_WAVES; SIGTERM, grace, SIGKILL only
+when it must), writes a stop report naming every escalation, and exits.
+`python -m sonia.supervisor --home HOME`.
 
 While the stack is up it also takes scheduled backups (`[backup] interval_hours`,
 0 = off; the first one interval after start) in a worker thread, so a long
@@ -14,8 +15,10 @@ backup is logged and recorded in the state file; it never stops the supervisor.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
+import select
 import signal
 import sys
 import threading
@@ -36,6 +39,17 @@ from sonia.supervisor.state import (
     supervisor_pid_file,
     write_json_atomic,
 )
+
+STOP_WAVES: tuple[tuple[str, ...], ...] = (
+    ("gateway",),                    # the public edge: no new work enters after it
+    ("voice", "openclaw"),           # called by the gateway only
+    ("router", "memory", "eva"),     # called by the gateway, voice and OpenClaw
+)
+"""The order of a full stop. Every service of a wave is signalled at once and the wave
+is waited for as one, so a stop costs three service stops rather than six; a service
+is never stopped before a service that calls it (checked against the caller tables
+by tests/unit/foundation/test_supervisor_waves.py), so a request in flight finishes
+with every service it needs still up."""
 
 STABLE_AFTER_S = 30.0
 """A service that stayed up this long has its backoff reset."""
@@ -193,13 +207,15 @@ class Supervisor:
     def stop_all(self) -> dict[str, Any]:
         grace = self.settings.supervisor.stop_grace_seconds
         results = []
-        for name in reversed(SERVICES):
-            slot = self.slots[name]
-            slot.restart_at = None
-            result = slot.process.stop(grace)
-            if result.escalated:
-                log.error("%s did not stop within %.1fs: SIGKILL", name, grace)
-            results.append(result.__dict__)
+        for wave in STOP_WAVES:
+            for name in wave:
+                self.slots[name].restart_at = None
+                self.slots[name].process.signal_stop()
+            for name in wave:
+                result = self.slots[name].process.await_stop(grace)
+                if result.escalated:
+                    log.error("%s did not stop within %.1fs: SIGKILL", name, grace)
+                results.append(result.__dict__)
         report = {
             "stopped_at": time.time(),
             "services": results,
@@ -215,15 +231,26 @@ class Supervisor:
 
         signal.signal(signal.SIGTERM, on_signal)
         signal.signal(signal.SIGINT, on_signal)
-        self.start_all()
-        while not self.stopping:
-            self.watch_once()
-            now = time.monotonic()
-            if self.backups.due(now):
-                self.backups.start(now)
-            if self.backups.collect():
-                self.write_state()
-            time.sleep(POLL_S)
+        # A signal also writes a byte here, so the watch loop wakes at once to stop
+        # instead of finishing its poll interval first.
+        wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        previous = signal.set_wakeup_fd(wake_w)
+        try:
+            self.start_all()
+            while not self.stopping:
+                self.watch_once()
+                now = time.monotonic()
+                if self.backups.due(now):
+                    self.backups.start(now)
+                if self.backups.collect():
+                    self.write_state()
+                if select.select([wake_r], [], [], POLL_S)[0]:
+                    with contextlib.suppress(BlockingIOError):
+                        os.read(wake_r, 512)
+        finally:
+            signal.set_wakeup_fd(previous)
+            os.close(wake_r)
+            os.close(wake_w)
         self.backups.wait(timeout=60.0)
         self.stop_all()
         self.write_state()

@@ -49,6 +49,7 @@ class ManagedProcess:
         self.rotation = rotation or LogSettings()  # type: ignore[call-arg]
         self.popen: subprocess.Popen[bytes] | None = None
         self.started_at: float | None = None
+        self._stop_started: float | None = None
 
     @property
     def pid(self) -> int | None:
@@ -81,10 +82,21 @@ class ManagedProcess:
             pass
 
     def group_alive(self) -> bool:
-        """Whether any process of this child's process group is still alive (not a zombie)."""
+        """Whether any process of this child's process group is still alive (not a zombie).
+
+        `killpg(pgid, 0)` answers "no process at all" without a walk of every
+        process on the machine; only when some process remains is the group
+        walked, to tell a live one from a zombie that is about to be reaped.
+        """
         if self.popen is None:
             return False
         pgid = self.popen.pid
+        try:
+            os.killpg(pgid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            pass
         for proc in psutil.process_iter(["pid", "status"]):
             try:
                 if os.getpgid(proc.pid) == pgid and proc.info["status"] != psutil.STATUS_ZOMBIE:
@@ -94,11 +106,22 @@ class ManagedProcess:
         return False
 
     def stop(self, grace: float) -> StopResult:
-        start = time.monotonic()
+        """SIGTERM the group, wait up to `grace` seconds, SIGKILL only if it must."""
+        self.signal_stop()
+        return self.await_stop(grace)
+
+    def signal_stop(self) -> None:
+        """The first half of `stop`: SIGTERM to the whole group, now (so that several
+        processes can be asked together and waited for together)."""
+        self._stop_started = time.monotonic()
+        self._signal_group(signal.SIGTERM)
+
+    def await_stop(self, grace: float) -> StopResult:
+        """The second half of `stop`: wait for the group, escalating after `grace`."""
+        start = self._stop_started if self._stop_started is not None else time.monotonic()
         pid = self.pid
         if self.popen is None:
             return StopResult(self.name, None, None, 0.0, False)
-        self._signal_group(signal.SIGTERM)
         deadline = start + grace
         escalated = False
         code: int | None = None
@@ -106,11 +129,12 @@ class ManagedProcess:
             code = self.popen.poll()
             if code is not None and not self.group_alive():
                 break
-            time.sleep(0.02)
+            time.sleep(0.01)
         else:
             escalated = True
             self._signal_group(signal.SIGKILL)
             code = self.popen.wait(timeout=10)
+        self._stop_started = None
         self.remove_pid_file()
         return StopResult(self.name, pid, code, time.monotonic() - start, escalated)
 
