@@ -31,13 +31,15 @@ lock:
 	rm -rf .lock-venv
 
 # bubblewrap (the tool sandbox) and espeak-ng (speech out) are optional: Sonia
-# reports what is in force without them. Installed when we are root with apt.
+# reports what is in force without them. chromium is the headless browser of the
+# console's tests (driven by Playwright; they skip, naming it, without it).
+# Installed when we are root with apt.
 system-deps:
-	@if command -v bwrap >/dev/null && command -v espeak-ng >/dev/null; then :; \
+	@if command -v bwrap >/dev/null && command -v espeak-ng >/dev/null && command -v chromium >/dev/null; then :; \
 	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
-	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq bubblewrap espeak-ng) >/dev/null 2>&1 \
-	    || echo "note: could not install bubblewrap/espeak-ng; running without them"; \
-	else echo "note: bubblewrap/espeak-ng missing and cannot install (not root or no apt)"; fi
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq bubblewrap espeak-ng chromium) >/dev/null 2>&1 \
+	    || echo "note: could not install bubblewrap/espeak-ng/chromium; running without them"; \
+	else echo "note: bubblewrap/espeak-ng/chromium missing and cannot install (not root or no apt)"; fi
 
 run: venv system-deps
 	$(BIN)/sonia gate all --profile $(PROFILE) --home $(HOME_DIR)

@@ -56,6 +56,10 @@ function duration(seconds) {
   return `${(s / 3600).toFixed(1)} h`;
 }
 
+function jsonText(value) {
+  return el("code", { className: "json", text: JSON.stringify(value) });
+}
+
 function facts(dl, pairs) {
   dl.replaceChildren();
   for (const [term, value] of pairs) {
@@ -308,7 +312,7 @@ function chatEvent(event, reply, steps) {
 }
 
 function inlineApproval(pending, turnId, reply) {
-  const box = el("div", { className: "card pending inline-approval" });
+  const box = el("div", { className: "card pending inline-approval", attrs: { "data-action": pending.action_id } });
   box.append(el("p", { text: `Waiting for an approver: ${pending.tool} (tier ${pending.tier}), action ${pending.action_id}.` }));
   box.append(el("pre", { className: "plan", text: JSON.stringify(pending.args, null, 1) }));
   const actions = el("div", { className: "actions" });
@@ -471,7 +475,7 @@ async function loadPreview(action, node) {
 
 function diffBlock(diff) {
   const pre = el("pre", { className: "diff" });
-  for (const line of diff.split("\n")) {
+  for (const line of diff.replace(/\n$/, "").split("\n")) {
     let className = "";
     if (line.startsWith("+++") || line.startsWith("---")) className = "file";
     else if (line.startsWith("+")) className = "add";
@@ -630,7 +634,7 @@ async function loadSystem() {
 // ------------------------------------------------------------------ gates and releases
 
 async function loadGates() {
-  const [runs, releases] = await Promise.all([api("GET", "/v1/gates?limit=200"), api("GET", "/v1/releases")]);
+  const runs = await api("GET", "/v1/gates?limit=200");
   const body = $("runs").querySelector("tbody");
   body.replaceChildren();
   $("gates-empty").hidden = runs.runs.length > 0;
@@ -642,9 +646,16 @@ async function loadGates() {
     body.append(row([run.run_id, run.gate, status, run.profile, `${run.checks_failed} of ${run.checks}`, source, run.seconds, details]));
   }
   const list = $("releases");
-  list.replaceChildren();
-  $("releases-empty").hidden = releases.releases.length > 0;
-  for (const bundle of releases.releases) list.append(releaseCard(bundle));
+  list.replaceChildren(el("p", { className: "help", text: "Verifying release bundles (sonia verify)..." }));
+  list.setAttribute("aria-busy", "true");
+  try {
+    const releases = await api("GET", "/v1/releases");
+    list.replaceChildren();
+    $("releases-empty").hidden = releases.releases.length > 0;
+    for (const bundle of releases.releases) list.append(releaseCard(bundle));
+  } finally {
+    list.removeAttribute("aria-busy");
+  }
 }
 
 async function loadRun(runId) {
@@ -656,13 +667,13 @@ async function loadRun(runId) {
   facts($("run-facts"), [
     ["Gate", run.gate], ["Verdict", run.status], ["Profile", run.profile],
     ["Commit", run.source ? `${run.source.commit}${run.source.dirty ? " (dirty)" : ""}` : "-"],
-    ["Seconds", run.seconds], ["Parameters", JSON.stringify(run.parameters)], ["Waivers", waivers],
+    ["Seconds", run.seconds], ["Parameters", jsonText(run.parameters)], ["Waivers", waivers],
     ["Files", run.files.map((f) => `${f.name} (${f.bytes} bytes)`).join(", ")],
   ]);
   const body = $("run-checks").querySelector("tbody");
   body.replaceChildren();
   for (const check of run.verdict_checks) {
-    body.append(row([check.name, check.kind, check.passed ? "yes" : "NO", JSON.stringify(check.threshold), JSON.stringify(check.observed)]));
+    body.append(row([check.name, check.kind, check.passed ? "yes" : "NO", jsonText(check.threshold), jsonText(check.observed)]));
   }
   const plots = $("run-plots");
   plots.replaceChildren();
@@ -707,7 +718,7 @@ async function loadAudit(more) {
   const body = $("audit").querySelector("tbody");
   if (!more) body.replaceChildren();
   for (const record of page.records) {
-    body.append(row([record.seq, when(record.ts), record.kind, record.action_id, record.actor, JSON.stringify(record.detail)]));
+    body.append(row([record.seq, when(record.ts), record.kind, record.action_id, record.actor, jsonText(record.detail)]));
   }
   state.auditBefore = page.next_before;
   $("audit-more").hidden = !page.next_before;
