@@ -79,6 +79,9 @@ CALLERS: dict[str, frozenset[str]] = {
 
 Name = Annotated[StrictStr, Field(min_length=1, max_length=200)]
 Status = Literal["pending", "approved", "denied", "executed", "expired"]
+MAX_CURSOR = 2**62
+"""Paging cursors are SQLite rowids and sequence numbers: larger ones cannot exist (and
+would not fit SQLite's integer)."""
 ActionId = Annotated[str, Field(pattern=r"^act_[0-9a-f]{24}$")]
 
 
@@ -270,7 +273,7 @@ def routes(eva: Eva) -> APIRouter:
     async def listing(status: Status | None = None,
                       principal: Annotated[str, Query(min_length=1, max_length=200)] | None
                       = None,
-                      before: Annotated[int, Query(ge=1)] | None = None,
+                      before: Annotated[int, Query(ge=1, le=MAX_CURSOR)] | None = None,
                       limit: Annotated[int, Query(ge=1, le=200)] = 50) -> dict[str, Any]:
         def read(conn: sqlite3.Connection) -> dict[str, Any]:
             found = list_decisions(conn, status=status, principal=principal, before=before,
@@ -308,7 +311,7 @@ def routes(eva: Eva) -> APIRouter:
         return public_key
 
     @router.get("/audit")
-    async def audit_log(before: Annotated[int, Query(ge=1)] | None = None,
+    async def audit_log(before: Annotated[int, Query(ge=1, le=MAX_CURSOR)] | None = None,
                         limit: Annotated[int, Query(ge=1, le=500)] = 50) -> dict[str, Any]:
         return await eva.db.read(lambda c: audit_page(c, before, limit))
 

@@ -27,7 +27,8 @@ def routers(gw: Gateway) -> list[APIRouter]:
     api = APIRouter(prefix="/v1", tags=["audit"])
 
     @api.get("/audit")
-    async def audit_log(key: Approver, before: Annotated[int, Query(ge=1)] | None = None,
+    async def audit_log(key: Approver,
+                        before: Annotated[int, Query(ge=1, le=2**62)] | None = None,
                         limit: Annotated[int, Query(ge=1, le=200)] = 50) -> dict[str, Any]:
         params: dict[str, Any] = {"limit": limit}
         if before is not None:
