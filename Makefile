@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed
 HOME_DIR ?= .sonia-run
 PROFILE ?= quick
 
-.PHONY: venv system-deps run test check lint typecheck lock bench clean
+.PHONY: venv system-deps run console test check lint typecheck lock bench clean
 
 venv: $(STAMP)
 
@@ -43,6 +43,14 @@ system-deps:
 
 run: venv system-deps
 	$(BIN)/sonia gate all --profile $(PROFILE) --home $(HOME_DIR)
+
+# The web console on the home `make run` filled with gate evidence: starts its stack
+# and prints the address and a new approver key to sign in with.
+console: venv
+	$(BIN)/sonia up --home $(HOME_DIR)
+	@echo "console: $$($(BIN)/python -c 'import sys; from sonia.home import Home; print(Home.at(sys.argv[1]).settings().url_of("gateway"))' $(HOME_DIR))/"
+	@echo "approver key: $$($(BIN)/sonia keys create --role approver --home $(HOME_DIR))"
+	@echo "stop it with: $(BIN)/sonia down --home $(HOME_DIR)"
 
 # Whole-gate runs carry the `gate` marker: `make run` runs every gate, so CI runs each once.
 test: venv system-deps
