@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed
 HOME_DIR ?= .sonia-run
 PROFILE ?= quick
 
-.PHONY: venv system-deps run test check lint typecheck lock bench clean
+.PHONY: venv system-deps run console test check lint typecheck lock bench clean
 
 venv: $(STAMP)
 
@@ -31,16 +31,26 @@ lock:
 	rm -rf .lock-venv
 
 # bubblewrap (the tool sandbox) and espeak-ng (speech out) are optional: Sonia
-# reports what is in force without them. Installed when we are root with apt.
+# reports what is in force without them. chromium is the headless browser of the
+# console's tests (driven by Playwright; they skip, naming it, without it).
+# Installed when we are root with apt.
 system-deps:
-	@if command -v bwrap >/dev/null && command -v espeak-ng >/dev/null; then :; \
+	@if command -v bwrap >/dev/null && command -v espeak-ng >/dev/null && command -v chromium >/dev/null; then :; \
 	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
-	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq bubblewrap espeak-ng) >/dev/null 2>&1 \
-	    || echo "note: could not install bubblewrap/espeak-ng; running without them"; \
-	else echo "note: bubblewrap/espeak-ng missing and cannot install (not root or no apt)"; fi
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq bubblewrap espeak-ng chromium) >/dev/null 2>&1 \
+	    || echo "note: could not install bubblewrap/espeak-ng/chromium; running without them"; \
+	else echo "note: bubblewrap/espeak-ng/chromium missing and cannot install (not root or no apt)"; fi
 
 run: venv system-deps
 	$(BIN)/sonia gate all --profile $(PROFILE) --home $(HOME_DIR)
+
+# The web console on the home `make run` filled with gate evidence: starts its stack
+# and prints the address and a new approver key to sign in with.
+console: venv
+	$(BIN)/sonia up --home $(HOME_DIR)
+	@echo "console: $$($(BIN)/python -c 'import sys; from sonia.home import Home; print(Home.at(sys.argv[1]).settings().url_of("gateway"))' $(HOME_DIR))/"
+	@echo "approver key: $$($(BIN)/sonia keys create --role approver --home $(HOME_DIR))"
+	@echo "stop it with: $(BIN)/sonia down --home $(HOME_DIR)"
 
 # Whole-gate runs carry the `gate` marker: `make run` runs every gate, so CI runs each once.
 test: venv system-deps

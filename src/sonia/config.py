@@ -78,6 +78,9 @@ class GatewaySettings(_Section):
         30.0, gt=0, le=36_500,
         description="turn records are deleted this long after their last change (a paused "
                     "turn: this long after its approval's deadline)")
+    console_session_hours: float = Field(
+        12.0, gt=0, le=24 * 30,
+        description="a console sign-in (API key exchanged for a cookie) lasts this long")
 
 
 class RouterSettings(_Section):

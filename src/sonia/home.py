@@ -19,6 +19,8 @@ finding 8).
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import hmac
 import json
@@ -27,7 +29,7 @@ import secrets
 import ssl
 import stat
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -76,6 +78,21 @@ class ApiKey:
     id: str
     role: str
     created_at: float
+
+
+@dataclass(frozen=True)
+class KeyRecord:
+    """What may be shown of a key: never the key, nor its hash."""
+
+    id: str
+    role: str
+    created_at: float
+    revoked_at: float | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"id": self.id, "role": self.role, "created_at": self.created_at,
+                "revoked_at": self.revoked_at, "state": "revoked" if self.revoked_at
+                else "active"}
 
 
 @dataclass(frozen=True)
@@ -133,6 +150,12 @@ class Home:
     @property
     def run(self) -> Path:
         return self.root / "run"
+
+    @property
+    def supervisor_state_file(self) -> Path:
+        """What the supervisor says runs (pids, since when, restarts); written by it
+        (`supervisor.state`), read by the CLI, the gates and the gateway's system page."""
+        return self.run / "state.json"
 
     @property
     def artifacts(self) -> Path:
@@ -371,26 +394,69 @@ class Home:
         """Make a user key with `role`; only its SHA-256 is stored. Returns the key once.
 
         `key_id` re-issues a lost key under its old id: memories and sessions belong to
-        the key id (its principal), so the person keeps them with a new secret."""
+        the key id (its principal), so the person keeps them with a new secret. The id
+        must be free or revoked (revoke the lost key first, `sonia keys revoke`)."""
         if role not in ROLES:
             raise ConfigError(f"role must be one of {', '.join(ROLES)}, not {role!r}", key="role")
-        records = self._read_api_key_records()
-        if key_id is None:
-            key_id = secrets.token_hex(6)
-        elif len(key_id) != 12 or any(c not in "0123456789abcdef" for c in key_id):
-            raise ConfigError(f"a key id is 12 lower-case hex digits, not {key_id!r}", key="id")
-        elif any(r.get("id") == key_id for r in records):
-            raise ConfigError(f"key id {key_id} is in use; a re-issued id must be free",
-                              key="id")
-        key = f"sk-sonia-{key_id}-{secrets.token_urlsafe(TOKEN_BYTES)}"
-        records.append({
-            "id": key_id,
-            "role": role,
-            "sha256": hashlib.sha256(key.encode()).hexdigest(),
-            "created_at": time.time(),
-        })
-        _write_private(self.api_keys_file, (json.dumps(records, indent=1) + "\n").encode())
+        with self._api_keys_locked():
+            records = self._read_api_key_records()
+            if key_id is None:
+                key_id = secrets.token_hex(6)
+            elif len(key_id) != 12 or any(c not in "0123456789abcdef" for c in key_id):
+                raise ConfigError(f"a key id is 12 lower-case hex digits, not {key_id!r}",
+                                  key="id")
+            elif any(r.get("id") == key_id and not r.get("revoked_at") for r in records):
+                raise ConfigError(f"key id {key_id} is in use; a re-issued id must be free "
+                                  "or revoked", key="id")
+            key = f"sk-sonia-{key_id}-{secrets.token_urlsafe(TOKEN_BYTES)}"
+            records = [r for r in records if r.get("id") != key_id]
+            records.append({
+                "id": key_id,
+                "role": role,
+                "sha256": hashlib.sha256(key.encode()).hexdigest(),
+                "created_at": time.time(),
+            })
+            self._write_api_key_records(records)
         return key
+
+    def api_keys(self) -> list[KeyRecord]:
+        """Every key ever made here (revoked ones too, with when), oldest first; never a
+        secret nor its hash."""
+        return [KeyRecord(id=str(r["id"]), role=str(r["role"]),
+                          created_at=float(str(r["created_at"])),
+                          revoked_at=None if r.get("revoked_at") is None
+                          else float(str(r["revoked_at"])))
+                for r in self._read_api_key_records()]
+
+    def revoke_api_key(self, key_id: str) -> KeyRecord | None:
+        """Revoke the key `key_id` at once (the gateway re-reads the key file on every
+        request, and console sessions die with their key); None when no key has that id.
+        Revoking a revoked key changes nothing. The record stays, so the id keeps naming
+        its owner in audit records and can be re-issued (`create_api_key(key_id=...)`)."""
+        with self._api_keys_locked():
+            records = self._read_api_key_records()
+            found = next((r for r in records if r.get("id") == key_id), None)
+            if found is None:
+                return None
+            if not found.get("revoked_at"):
+                found["revoked_at"] = time.time()
+                self._write_api_key_records(records)
+        return next(k for k in self.api_keys() if k.id == key_id)
+
+    @contextlib.contextmanager
+    def _api_keys_locked(self) -> Iterator[None]:
+        """One writer of the key file at a time (the CLI and the gateway's revoke route
+        both read, change and write it)."""
+        self.secrets.mkdir(mode=0o700, parents=True, exist_ok=True)
+        fd = os.open(self.secrets / "api_keys.lock", os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)  # closing releases the lock
+
+    def _write_api_key_records(self, records: list[dict[str, object]]) -> None:
+        _write_private(self.api_keys_file, (json.dumps(records, indent=1) + "\n").encode())
 
     def _read_api_key_records(self) -> list[dict[str, object]]:
         if not self.api_keys_file.exists():
@@ -401,11 +467,11 @@ class Home:
         return records
 
     def api_key_table(self) -> list[tuple[bytes, ApiKey]]:
-        """(sha256 digest, key) for every stored user key."""
+        """(sha256 digest, key) for every user key in force (revoked ones are left out)."""
         return [
             (bytes.fromhex(str(r["sha256"])),
              ApiKey(id=str(r["id"]), role=str(r["role"]), created_at=float(str(r["created_at"]))))
-            for r in self._read_api_key_records()
+            for r in self._read_api_key_records() if not r.get("revoked_at")
         ]
 
 

@@ -43,6 +43,7 @@ __all__ = [
     "VerifyResult",
     "append",
     "head",
+    "latest_records",
     "read_records",
     "record_hash",
     "verify",
@@ -174,6 +175,16 @@ def read_records(
         params.append(action_id)
     sql += " ORDER BY seq LIMIT ?"
     params.append(limit)
+    return [AuditRecord(int(r[0]), r[1], r[2], r[3], r[4], json.loads(r[5]), r[6], r[7])
+            for r in conn.execute(sql, params)]
+
+
+def latest_records(conn: sqlite3.Connection, *, before_seq: int | None = None,
+                   limit: int = 50) -> list[AuditRecord]:
+    """Records newest first (those before `before_seq`), for paging back through the log."""
+    sql = ("SELECT seq, ts, kind, action_id, actor, detail, prev_hash, hash FROM audit_log"
+           + ("" if before_seq is None else " WHERE seq < ?") + " ORDER BY seq DESC LIMIT ?")
+    params = [limit] if before_seq is None else [before_seq, limit]
     return [AuditRecord(int(r[0]), r[1], r[2], r[3], r[4], json.loads(r[5]), r[6], r[7])
             for r in conn.execute(sql, params)]
 

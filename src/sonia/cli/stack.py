@@ -1,4 +1,4 @@
-"""Commands that run the stack: init, up, down, status, logs, keys."""
+"""Commands that run the stack: init, up, down, status, logs, keys (create, list, revoke)."""
 
 from __future__ import annotations
 
@@ -19,6 +19,10 @@ from sonia.kit.logfiles import Follower
 from sonia.supervisor import control
 
 console = Console()
+
+
+def _when(ts: float | None) -> str:
+    return "-" if ts is None else time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ts))
 
 
 def _mib(n: int | None) -> str:
@@ -138,3 +142,29 @@ def register(app: typer.Typer) -> None:
         if not h.exists:
             h.init()
         print(h.create_api_key(role, key_id))
+
+    @keys.command("list")
+    def keys_list(home: HomeOption = None,
+                  as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False
+                  ) -> None:
+        """List the home's API keys: id, role, created, revoked (never a key or its hash)."""
+        found = resolve_home(home).api_keys()
+        if as_json:
+            print(json.dumps([k.to_dict() for k in found], indent=1))
+            return
+        table = Table("id", "role", "created", "state")
+        for k in found:
+            table.add_row(k.id, k.role, _when(k.created_at),
+                          f"revoked {_when(k.revoked_at)}" if k.revoked_at else "active")
+        console.print(table)
+
+    @keys.command("revoke")
+    def keys_revoke(key_id: Annotated[str, typer.Argument(help="the key's id (12 hex digits)")],
+                    home: HomeOption = None) -> None:
+        """Revoke a key at once: the gateway refuses it from its next request, and the
+        console sessions made with it end. Its id can be re-issued (`keys create --id`)."""
+        revoked = resolve_home(home).revoke_api_key(key_id)
+        if revoked is None:
+            raise ConfigError(f"no key {key_id!r} in this home (see `sonia keys list`)",
+                              key="id")
+        console.print(f"key {revoked.id} ({revoked.role}) revoked at {_when(revoked.revoked_at)}")

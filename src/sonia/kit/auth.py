@@ -108,6 +108,16 @@ class UserKeys:
         """The key with id `key_id` as the key file says now (None once it is gone)."""
         return next((key for _, key in self._fresh_table() if key.id == key_id), None)
 
+    def in_force(self, key_id: str, digest: bytes) -> ApiKey | None:
+        """The key `key_id` if it is still in force with this very hash: None once it was
+        revoked, or re-issued under its id with a new secret (a console session made with
+        the old secret dies with it)."""
+        found: ApiKey | None = None
+        for stored, key in self._fresh_table():
+            if key.id == key_id and hmac.compare_digest(stored, digest):
+                found = key
+        return found
+
     def dependency(self, role: str | None = None) -> Callable[[Request], Awaitable[ApiKey]]:
         """A FastAPI dependency: any valid key, or one with `role` (approver)."""
 

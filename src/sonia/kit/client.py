@@ -139,6 +139,16 @@ class ServiceClient:
             raise Unavailable(f"{self.target} is not ready ({response.status_code})")
         return {"url": self.base_url}
 
+    async def readiness(self) -> tuple[bool, dict[str, Any]]:
+        """The target's /readyz as it answered, (ready, body), for a report that shows
+        every check; an unreachable target is (False, {"status": "fail", "output": why})."""
+        try:
+            response = await self._http.get("/readyz", timeout=2.5)
+            body = response.json()
+        except (httpx.HTTPError, ValueError) as exc:
+            return False, {"status": "fail", "output": f"no answer: {type(exc).__name__}"}
+        return response.status_code == 200, body if isinstance(body, dict) else {}
+
     async def aclose(self) -> None:
         await self._http.aclose()
 

@@ -25,6 +25,7 @@ from sonia import SERVICES
 from sonia.config import Settings
 from sonia.errors import SupervisorError
 from sonia.home import Home
+from sonia.kit.process_memory import tree_uss
 from sonia.kit.tls import client_context
 from sonia.supervisor.process import RUN_MARKER_ENV, roll_over_when_full
 from sonia.supervisor.state import read_json, state_file, stop_report_file, supervisor_pid_file
@@ -288,29 +289,6 @@ def _alive(pid: int) -> bool:
         return bool(psutil.Process(pid).status() != psutil.STATUS_ZOMBIE)
     except psutil.Error:
         return False
-
-
-def tree_uss(pid: int) -> int | None:
-    """USS of a process and all its descendants, in bytes; None when it cannot be read.
-
-    A descendant that exited while we read is left out (its memory is gone), but
-    one we may not read (access denied) makes the whole reading None: a partial
-    sum, or a zero, would look like memory that shrank and hide a leak.
-    """
-    try:
-        root = psutil.Process(pid)
-        total = root.memory_full_info().uss
-        children = root.children(recursive=True)
-    except psutil.Error:
-        return None
-    for proc in children:
-        try:
-            total += proc.memory_full_info().uss
-        except psutil.NoSuchProcess:
-            continue
-        except psutil.Error:
-            return None
-    return int(total)
 
 
 def status(home: Home) -> list[ServiceStatus]:

@@ -14,7 +14,7 @@ from sonia.home import Home
 
 
 def state_file(home: Home) -> Path:
-    return home.run / "state.json"
+    return home.supervisor_state_file
 
 
 def stop_report_file(home: Home) -> Path:

@@ -17,7 +17,7 @@ import pytest
 
 from sonia.gates.common.processes import sample_services
 from sonia.home import Home
-from sonia.supervisor.control import tree_uss
+from sonia.kit.process_memory import tree_uss
 from sonia.supervisor.state import state_file, write_json_atomic
 
 PARENT = ("import subprocess, sys; child = subprocess.Popen([sys.executable, '-c', "

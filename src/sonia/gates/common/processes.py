@@ -24,8 +24,9 @@ from typing import Any
 import psutil
 
 from sonia.home import Home
+from sonia.kit.process_memory import tree_uss
 from sonia.kit.subreaper import become_subreaper
-from sonia.supervisor.control import processes_with_marker, tree_uss
+from sonia.supervisor.control import processes_with_marker
 from sonia.supervisor.state import read_json, state_file
 
 __all__ = [

@@ -34,6 +34,10 @@ Seed = dict[str, Any]
 LateSeed = Callable[[], Seed]
 """A seed made just before its operation is fuzzed (one that holds a short-lived grant)."""
 SEED_FILE = "fuzz-seed.txt"
+SEED_RUN = "20300101T000000Z-fuzz-000000"
+"""A gate run the fuzzer's home holds, so the console's evidence routes have one to read."""
+PIXEL_PNG = ("iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNkYPhfDwAChwGA60e6kgAAAAB"
+             "JRU5ErkJggg==")
 FUZZ_OWNER = "gate-fuzz"
 """The principal the memory service's seeded memories belong to (`?owner=`)."""
 
@@ -44,11 +48,26 @@ def _jti(grant: str) -> str:
     return str(claims["jti"])
 
 
-def seeds_for(stack: FreshStack, headers: Callable[[str, str], dict[str, str]]
-              ) -> dict[str, Seed | LateSeed]:
+def _seed_run(stack: FreshStack) -> str:
+    """A finished gate run with one plot in its report, in the stack's own artifacts."""
+    run = stack.home.artifacts / SEED_RUN
+    run.mkdir(parents=True, exist_ok=True)
+    (run / "verdict.json").write_text(json.dumps({
+        "gate": "fuzz", "profile": "quick", "parameters": {}, "waivers": [], "seconds": 0.1,
+        "verdict": {"gate": "fuzz", "status": "GO", "checks": []}}))
+    (run / "soak-report.html").write_text(
+        f'<img alt="seed" src="data:image/png;base64,{PIXEL_PNG}">\n')
+    return SEED_RUN
+
+
+def seeds_for(stack: FreshStack, headers: Callable[[str, str], dict[str, str]], *,
+              spare_key: bool = True) -> dict[str, Seed | LateSeed]:
     """"service METHOD path" -> one valid example, made real by requests to the live stack.
 
     `headers(service, path)` gives the credentials the fuzzer will present there.
+    `spare_key` makes a key for the revoke route to revoke: it writes the home's key
+    file, so a caller inside an effect watch (the robustness case, which never uses
+    a seed's path) asks for none.
     """
     (stack.home.workspace / SEED_FILE).write_text("a file for the fuzzer to read\n")
     read = {"tool": "file.read", "args": {"path": SEED_FILE}}
@@ -69,8 +88,9 @@ def seeds_for(stack: FreshStack, headers: Callable[[str, str], dict[str, str]]
     action = str(call("gateway", "POST", "/v1/actions", read)["id"])
     to_approve = str(call("gateway", "POST", "/v1/actions", write)["id"])
     to_deny = str(call("gateway", "POST", "/v1/actions", write)["id"])
+    to_preview = str(call("gateway", "POST", "/v1/actions", write)["id"])
     memories = [str(call("gateway", "POST", "/v1/memory", {"content": f"seed {n}"})["id"])
-                for n in range(2)]
+                for n in range(3)]
     sessions = [str(call("gateway", "POST", "/v1/sessions", {"mode": "text"})["id"])
                 for _ in range(2)]
     models = call("gateway", "GET", "/v1/models").get("data") or [{"id": "sonia"}]
@@ -98,7 +118,9 @@ def seeds_for(stack: FreshStack, headers: Callable[[str, str], dict[str, str]]
                          "result_digest": "0" * 64}}
 
     stored = [str(call("memory", "POST", f"/v1/memories?owner={FUZZ_OWNER}",
-                       {"content": f"seed {n}"}, "/v1/memories")["id"]) for n in range(2)]
+                       {"content": f"seed {n}"}, "/v1/memories")["id"]) for n in range(3)]
+    run = _seed_run(stack)
+    to_revoke = stack.home.create_api_key("user").split("-")[2] if spare_key else "0" * 12
     return {
         "gateway POST /v1/actions": {"body": read},
         f"gateway GET {gw_actions}": {"path": {"action_id": action}},
@@ -106,6 +128,13 @@ def seeds_for(stack: FreshStack, headers: Callable[[str, str], dict[str, str]]
         f"gateway POST {gw_actions}/deny": {"path": {"action_id": to_deny}},
         "gateway GET /v1/memory/{memory_id}": {"path": {"memory_id": memories[0]}},
         "gateway POST /v1/memory/{memory_id}/archive": {"path": {"memory_id": memories[1]}},
+        "gateway DELETE /v1/memory/{memory_id}": {"path": {"memory_id": memories[2]}},
+        f"gateway GET {gw_actions}/preview": {"path": {"action_id": to_preview}},
+        "gateway POST /v1/keys/{key_id}/revoke": {"path": {"key_id": to_revoke}},
+        "gateway GET /v1/gates/{run_id}": {"path": {"run_id": run}},
+        "gateway GET /v1/gates/{run_id}/plots/{index}": {"path": {"run_id": run, "index": 0}},
+        "gateway POST /v1/console/login": {"body": {"key": stack.user_key}},
+        "gateway POST /v1/chat/stream": {"body": {"message": "hello"}},
         "gateway GET /v1/sessions/{session_id}": {"path": {"session_id": sessions[0]}},
         "gateway GET /v1/turns/{turn_id}": {"path": {"turn_id": turn}},
         "gateway POST /v1/sessions/{session_id}/stop": {"path": {"session_id": sessions[1]}},
@@ -122,10 +151,13 @@ def seeds_for(stack: FreshStack, headers: Callable[[str, str], dict[str, str]]
                                                     "body": {"approver": "key:fuzz"}},
         "eva POST /v1/decisions/{action_id}/executed": report_a_fresh_execution,
         "openclaw POST /v1/execute": execute_with_a_fresh_grant,
+        "openclaw POST /v1/preview": {"body": write},
         "memory GET /v1/memories/{memory_id}": {"path": {"memory_id": stored[0]},
                                                 "query": {"owner": FUZZ_OWNER}},
         "memory POST /v1/memories/{memory_id}/archive": {"path": {"memory_id": stored[1]},
                                                          "query": {"owner": FUZZ_OWNER}},
+        "memory DELETE /v1/memories/{memory_id}": {"path": {"memory_id": stored[2]},
+                                                   "query": {"owner": FUZZ_OWNER}},
         "memory POST /v1/sessions/{session_id}/turns": {
             "path": {"session_id": sessions[0]}, "body": {"role": "user", "content": "hi"}},
     }

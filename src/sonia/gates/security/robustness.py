@@ -109,7 +109,7 @@ def every_route(p: Probe) -> Observed:
 
     apps = {service: build_app(service, p.home)[0] for service in SERVICES}
     seeds = seeds_for(p.stack, lambda service, path: headers_for(
-        p.stack, service, dict(apps[service].state.callers), path))
+        p.stack, service, dict(apps[service].state.callers), path), spare_key=False)
     statuses: dict[str, int] = {}
     for service in SERVICES:
         app = apps[service]

@@ -8,6 +8,9 @@ Internal routes (service token; callers in `CALLERS`):
             action_id); bad arguments or commands 400 (audited as `rejected`).
         `origin` is user (default) or model; a model's proposal with `untrusted`
         sources in its turn's context always needs approval (`origins.escalate`)
+    GET  /v1/decisions?status=&principal=&before=&limit=
+                                                   actions newest first, each as below, and
+                                                   `next_before` (the cursor of the next page)
     GET  /v1/decisions/{action_id}                 the stored action and its status,
                                                    with origin, turn_id, untrusted_sources
     POST /v1/decisions/{action_id}/approve {approver}
@@ -18,6 +21,8 @@ Internal routes (service token; callers in `CALLERS`):
     POST /v1/decisions/{action_id}/executed {jti, outcome, result_digest, error_code?}
         OpenClaw's report that a grant was consumed and the tool ran (or failed)
     GET  /v1/grant-key                             the public key, as a JWK
+    GET  /v1/audit?before=&limit=                  audit records newest first, and the
+                                                   whole chain's verification (`audit.verify`)
 
 The policy (policies/*.toml) is loaded inside `create`, so a policy that cannot
 be trusted stops the service with exit code 2 before it binds a port. Every
@@ -33,7 +38,7 @@ import time
 from collections.abc import Callable
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, FastAPI
+from fastapi import APIRouter, FastAPI, Query
 from pydantic import BaseModel, ConfigDict, Field, StrictStr
 
 from sonia.actions import audit
@@ -51,6 +56,7 @@ from sonia.services.eva.decisions import (
     approve,
     deny,
     get_decision,
+    list_decisions,
     mark_executed,
     new_action_id,
     record_decision,
@@ -67,10 +73,15 @@ CALLERS: dict[str, frozenset[str]] = {
     "/v1/decisions/{action_id}/deny": GATEWAY,
     "/v1/decisions/{action_id}/executed": frozenset({"openclaw"}),
     "/v1/grant-key": frozenset({"openclaw", "gateway"}),
+    "/v1/audit": GATEWAY,
 }
 """Only the gateway proposes and decides; only OpenClaw reports executions."""
 
 Name = Annotated[StrictStr, Field(min_length=1, max_length=200)]
+Status = Literal["pending", "approved", "denied", "executed", "expired"]
+MAX_CURSOR = 2**62
+"""Paging cursors are SQLite rowids and sequence numbers: larger ones cannot exist (and
+would not fit SQLite's integer)."""
 ActionId = Annotated[str, Field(pattern=r"^act_[0-9a-f]{24}$")]
 
 
@@ -233,9 +244,44 @@ class Eva:
         return await self.db.write(write)
 
 
+def shown(conn: sqlite3.Connection, record: DecisionRecord) -> dict[str, Any]:
+    """A stored action with its origin, as the decision routes answer it."""
+    return {**describe(record), **load_origin(conn, record.action_id).to_dict()}
+
+
+def audit_page(conn: sqlite3.Connection, before: int | None, limit: int) -> dict[str, Any]:
+    """One page of the audit log (newest first) and the verification of the whole chain:
+    an approver reading the log sees at once whether it is intact."""
+    records = audit.latest_records(conn, before_seq=before, limit=limit)
+    checked = audit.verify(conn)
+    return {
+        "records": [{"seq": r.seq, "ts": r.ts, "kind": r.kind, "action_id": r.action_id,
+                     "actor": r.actor, "detail": r.detail, "hash": r.hash} for r in records],
+        "next_before": records[-1].seq if len(records) == limit and records[-1].seq > 1
+        else None,
+        "chain": {"ok": checked.ok, "records": checked.count,
+                  "first_bad_seq": checked.first_bad_seq, "reason": checked.reason,
+                  "head_hash": checked.head_hash},
+    }
+
+
 def routes(eva: Eva) -> APIRouter:
     router = APIRouter(prefix="/v1")
     public_key = public_key_jwk(eva.signer.public_key)
+
+    @router.get("/decisions")
+    async def listing(status: Status | None = None,
+                      principal: Annotated[str, Query(min_length=1, max_length=200)] | None
+                      = None,
+                      before: Annotated[int, Query(ge=1, le=MAX_CURSOR)] | None = None,
+                      limit: Annotated[int, Query(ge=1, le=200)] = 50) -> dict[str, Any]:
+        def read(conn: sqlite3.Connection) -> dict[str, Any]:
+            found = list_decisions(conn, status=status, principal=principal, before=before,
+                                   limit=limit)
+            return {"decisions": [shown(conn, record) for _, record in found],
+                    "next_before": found[-1][0] if len(found) == limit else None}
+
+        return await eva.db.read(read)
 
     @router.post("/decisions")
     async def decide(body: Proposal) -> dict[str, Any]:
@@ -246,11 +292,7 @@ def routes(eva: Eva) -> APIRouter:
 
     @router.get("/decisions/{action_id}")
     async def get(action_id: ActionId) -> dict[str, Any]:
-        def read(conn: sqlite3.Connection) -> dict[str, Any]:
-            return {**describe(get_decision(conn, action_id)),
-                    **load_origin(conn, action_id).to_dict()}
-
-        return await eva.db.read(read)
+        return await eva.db.read(lambda c: shown(c, get_decision(c, action_id)))
 
     @router.post("/decisions/{action_id}/approve")
     async def approve_route(action_id: ActionId, body: Decision) -> dict[str, Any]:
@@ -267,6 +309,11 @@ def routes(eva: Eva) -> APIRouter:
     @router.get("/grant-key")
     async def grant_key() -> dict[str, str]:
         return public_key
+
+    @router.get("/audit")
+    async def audit_log(before: Annotated[int, Query(ge=1, le=MAX_CURSOR)] | None = None,
+                        limit: Annotated[int, Query(ge=1, le=500)] = 50) -> dict[str, Any]:
+        return await eva.db.read(lambda c: audit_page(c, before, limit))
 
     return router
 

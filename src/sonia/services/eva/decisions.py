@@ -63,6 +63,7 @@ __all__ = [
     "deny",
     "expire_pending",
     "get_decision",
+    "list_decisions",
     "mark_executed",
     "new_action_id",
     "record_decision",
@@ -224,6 +225,37 @@ def get_decision(conn: sqlite3.Connection, action_id: str) -> DecisionRecord:
     if row is None:
         raise NotFound(f"no action {action_id}")
     return _record(row)
+
+
+def list_decisions(conn: sqlite3.Connection, *, status: str | None = None,
+                   principal: str | None = None, before: int | None = None, limit: int = 50,
+                   now: float | None = None) -> list[tuple[int, DecisionRecord]]:
+    """Actions newest first, as (cursor, record); the next page is `before=<last cursor>`.
+
+    `status` is where the action stands now: a pending action past its deadline is
+    `expired` (stored as such only when it is next decided on), not `pending`.
+    `principal` keeps one proposer's actions."""
+    at = time.time() if now is None else now
+    where: list[str] = ["1 = 1"]
+    params: list[str | float] = []
+    if status == "pending":
+        where.append("status = 'pending' AND expires_at > ?")
+        params.append(at)
+    elif status == "expired":
+        where.append("(status = 'expired' OR (status = 'pending' AND expires_at <= ?))")
+        params.append(at)
+    elif status is not None:
+        where.append("status = ?")
+        params.append(status)
+    if principal is not None:
+        where.append("principal = ?")
+        params.append(principal)
+    if before is not None:
+        where.append("rowid < ?")
+        params.append(before)
+    rows = conn.execute(f"SELECT rowid, {_COLUMNS} FROM decisions WHERE {' AND '.join(where)}"
+                        " ORDER BY rowid DESC LIMIT ?", (*params, limit)).fetchall()
+    return [(int(row[0]), _record(tuple(row)[1:])) for row in rows]
 
 
 def _not_pending(conn: sqlite3.Connection, action_id: str, now: float, verb: str) -> Exception:

@@ -7,7 +7,18 @@
                                    tier 2-3: 202 {id, status: pending_approval, tool,
                                                   plan_hash, expires_at}
                                    denied by policy: 403 POLICY_DENIED
-    GET  /v1/actions/{id}          its status (the proposer's key or an approver)
+    GET  /v1/actions?status=&limit=&cursor=
+                                   actions newest first (an approver sees every key's, a
+                                   user only their own): {actions: [...], next_cursor};
+                                   status = pending|approved|executed|denied|expired
+    GET  /v1/actions/{id}          its status (the proposer's key or an approver): tool,
+                                   args, tier, plan_hash and `canonical_plan` (the exact
+                                   bytes hashed), origin (user|model, turn_id,
+                                   untrusted_sources), key_id, expiry, result or error
+    GET  /v1/actions/{id}/preview  what it would change before anyone approves it: for
+                                   file.write/file.delete the unified diff against the
+                                   file as it is now (OpenClaw reads it through its path
+                                   sandbox, runs nothing); for shell.run the argv and cwd
     POST /v1/actions/{id}/approve  approver key: EVA mints a grant, OpenClaw runs it once
                                    -> 200 {id, status: executed, tool, result, turn_id?};
                                    again: 409 ALREADY_DECIDED
@@ -25,16 +36,18 @@ only with EVA's grant. A tool that fails answers its own problem (404 NOT_FOUND,
 import asyncio
 import logging
 import re
+import sqlite3
 import time
 from collections.abc import Awaitable, Callable
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import httpx
-from fastapi import APIRouter, Depends, Path
+from fastapi import APIRouter, Depends, Path, Query
 from pydantic import BaseModel, ConfigDict, Field, StrictStr
 from starlette.responses import JSONResponse
 
-from sonia.errors import ApiError, NotFound, RateLimited, Unavailable
+from sonia.actions.plan import canonical_json
+from sonia.errors import ApiError, InvalidArgument, NotFound, RateLimited, Unavailable
 from sonia.home import ApiKey
 from sonia.services.gateway import actions, limits
 from sonia.services.gateway.limits import RefusalBudget
@@ -48,6 +61,8 @@ EVA_STATUS = {"pending": "pending_approval", "approved": "approved", "executed":
 """EVA's status of an action, as the public API names it."""
 
 Name = Annotated[StrictStr, Field(min_length=1, max_length=200)]
+Status = Literal["pending", "approved", "executed", "denied", "expired"]
+CURSOR = re.compile(r"^[1-9][0-9]{0,17}$")
 
 
 class NewAction(BaseModel):
@@ -237,28 +252,83 @@ class Actions:
         if record["principal"] != principal(key) and key.role != "approver":
             raise NotFound(f"no action {action_id}")
         row = await self.gw.db.read(lambda c: actions.get_action(c, action_id))
-        status = EVA_STATUS.get(str(record["status"]), str(record["status"]))
-        if status == "pending_approval" and (record["expires_at"] or 0) <= time.time():
-            status = "expired"  # EVA marks it so when it is next decided on
-        if status == "executed" and row is not None and row.error is not None:
-            status = "failed"
-        shown: dict[str, Any] = {
-            "id": action_id, "status": status, "tool": record["tool"], "args": record["args"],
-            "tier": record["tier"], "plan_hash": record["plan_hash"],
-            "reason": record["reason"], "session_id": record["session_id"],
-            "created_at": actions.iso_time(record["created_at"]),
-            "expires_at": actions.iso_time(record["expires_at"]),
-            "decided_by": record["decided_by"],
-            "decided_at": actions.iso_time(record["decided_at"]),
-            "executed_at": actions.iso_time(record["executed_at"]),
-            "origin": record.get("origin", "user"), "turn_id": record.get("turn_id"),
-            "untrusted_sources": record.get("untrusted_sources", []),
-        }
+        shown = view(record, row)
         if row is not None and row.result is not None:
             shown["result"] = row.result
         if row is not None and row.error is not None:
             shown["error"] = row.error
         return shown
+
+    async def listing(self, key: ApiKey, status: str | None, limit: int,
+                      cursor: str | None) -> dict[str, Any]:
+        """A page of actions, newest first: every key's for an approver, else the key's own."""
+        params: dict[str, Any] = {"limit": limit}
+        if status is not None:
+            params["status"] = status
+        if key.role != "approver":
+            params["principal"] = principal(key)
+        if cursor is not None:
+            if not CURSOR.match(cursor):
+                raise InvalidArgument("cursor must be a next_cursor this route answered")
+            params["before"] = int(cursor)
+        found = await self.eva.request("GET", "/v1/decisions", params=params)
+        records = list(found["decisions"])
+        ids = [str(r["action_id"]) for r in records]
+        rows = await self.gw.db.read(lambda c: rows_of(c, ids))
+        after = found.get("next_before")
+        return {"actions": [view(r, rows.get(str(r["action_id"]))) for r in records],
+                "next_cursor": None if after is None else str(after)}
+
+    async def preview(self, key: ApiKey, action_id: str) -> dict[str, Any]:
+        """The change a pending action would make, shown before anyone approves it."""
+        shown = await self.show(key, action_id)
+        base = {"id": action_id, "tool": shown["tool"], "status": shown["status"]}
+        if shown["tool"] == "shell.run":
+            return {**base, "kind": "command", "argv": shown["args"].get("argv"),
+                    "cwd": shown["args"].get("cwd", ".")}
+        if shown["tool"] not in ("file.write", "file.delete"):
+            return {**base, "kind": "none", "reason": f"{shown['tool']} changes nothing"}
+        if shown["status"] != "pending_approval":
+            return {**base, "kind": "none",
+                    "reason": f"the action is {shown['status']}: a preview shows what a "
+                              "pending action would change"}
+        change = await self.claw.request("POST", "/v1/preview",
+                                         json_body={"tool": shown["tool"],
+                                                    "args": shown["args"]})
+        return {**base, "kind": "diff", **change}
+
+
+def rows_of(conn: sqlite3.Connection, ids: list[str]) -> dict[str, actions.ActionRow]:
+    """The gateway's rows of these actions, by id (one read for a page of them)."""
+    found = (actions.get_action(conn, action_id) for action_id in ids)
+    return {row.id: row for row in found if row is not None}
+
+
+def view(record: dict[str, Any], row: actions.ActionRow | None) -> dict[str, Any]:
+    """An action as the API shows it, from EVA's record and the gateway's own row.
+
+    `canonical_plan` is the RFC 8785 JSON of {tool, args}: the exact bytes whose
+    SHA-256 is `plan_hash`, so whoever approves can check what the grant binds."""
+    status = EVA_STATUS.get(str(record["status"]), str(record["status"]))
+    if status == "pending_approval" and (record["expires_at"] or 0) <= time.time():
+        status = "expired"  # EVA marks it so when it is next decided on
+    if status == "executed" and row is not None and row.error is not None:
+        status = "failed"
+    return {
+        "id": record["action_id"], "status": status, "tool": record["tool"],
+        "args": record["args"], "tier": record["tier"], "plan_hash": record["plan_hash"],
+        "canonical_plan": canonical_json({"tool": record["tool"],
+                                          "args": record["args"]}).decode(),
+        "reason": record["reason"], "session_id": record["session_id"],
+        "key_id": key_id_of(str(record["principal"])),
+        "created_at": actions.iso_time(record["created_at"]),
+        "expires_at": actions.iso_time(record["expires_at"]),
+        "decided_by": record["decided_by"],
+        "decided_at": actions.iso_time(record["decided_at"]),
+        "executed_at": actions.iso_time(record["executed_at"]),
+        "origin": record.get("origin", "user"), "turn_id": record.get("turn_id"),
+        "untrusted_sources": record.get("untrusted_sources", []),
+    }
 
 
 def _action_id(action_id: str) -> str:
@@ -284,9 +354,20 @@ def routers(gw: Gateway, service: Actions | None = None) -> list[APIRouter]:
         answer = await service.propose(key, body)
         return JSONResponse(answer.replay(), status_code=answer.status_code)
 
+    @router.get("/actions")
+    async def listing(key: User, status: Status | None = None,
+                      limit: Annotated[int, Query(ge=1, le=100)] = 50,
+                      cursor: Annotated[str, Query(min_length=1, max_length=32)] | None = None
+                      ) -> dict[str, Any]:
+        return await service.listing(key, status, limit, cursor)
+
     @router.get("/actions/{action_id}")
     async def show(key: User, action_id: ActionId) -> dict[str, Any]:
         return await service.show(key, _action_id(action_id))
+
+    @router.get("/actions/{action_id}/preview")
+    async def preview(key: User, action_id: ActionId) -> dict[str, Any]:
+        return await service.preview(key, _action_id(action_id))
 
     @router.post("/actions/{action_id}/approve")
     async def approve(key: Approver, action_id: ActionId) -> dict[str, Any]:

@@ -57,7 +57,7 @@ from sonia.home import ApiKey
 from sonia.kit import correlation
 from sonia.services.gateway import actions, turns
 from sonia.services.gateway.actions_api import Actions
-from sonia.services.gateway.assistant import Assistant
+from sonia.services.gateway.assistant import Assistant, Progress
 from sonia.services.gateway.state import Gateway
 
 log = logging.getLogger("sonia.gateway.agent")
@@ -139,6 +139,7 @@ class Agent:
         self.action_ttl_seconds = settings.action_ttl_seconds
         self._locks: dict[str, asyncio.Lock] = {}
         self._pruner: asyncio.Task[None] | None = None
+        self._watchers: dict[str, Progress] = {}
 
     # ------------------------------------------------------------------ retention
 
@@ -174,9 +175,12 @@ class Agent:
     # ------------------------------------------------------------------ entry points
 
     async def turn(self, key: ApiKey, session_id: str, message: str,
-                   profile: str | None, live: TurnLive | None = None) -> dict[str, Any]:
-        """A new chat turn; the answer of `POST /v1/chat` (and of a session's stream,
-        which watches it `live`)."""
+                   profile: str | None, progress: Progress | None = None,
+                   live: TurnLive | None = None) -> dict[str, Any]:
+        """A new chat turn; the answer of `POST /v1/chat`. `progress` is told of each
+        step as it completes (a resumed turn, after an approval, tells nobody); `live`
+        hears the model's words as they come and may interrupt the turn (a session's
+        stream)."""
         recalled, stored_turns = await self.assistant.context_turns(session_id, message,
                                                                       owner=key.id)
         history = [{"role": t["role"], "content": t["content"]} for t in stored_turns]
@@ -191,8 +195,30 @@ class Agent:
             if earlier.get("role") == "assistant" and \
                     (earlier.get("metadata") or {}).get("untrusted_sources"):
                 record.taint(f"history:{earlier['id']}")
-        await self._advance(record, live)  # saved when it pauses, completes or fails
+        if progress is not None:
+            self._watchers[record.id] = progress
+            await progress({"type": "start", "session_id": session_id,
+                            "agent_turn_id": record.id,
+                            "recalled": [{k: r[k] for k in ("id", "kind", "content", "score")}
+                                         for r in recalled]})
+        try:
+            await self._advance(record, live)  # saved when it pauses, completes or fails
+        finally:
+            self._watchers.pop(record.id, None)
         return self.answer(record, recalled)
+
+    async def _tell(self, record: turns.TurnRecord, step: dict[str, Any]) -> None:
+        """Tell whoever watches this turn that `step` completed (its public fields)."""
+        watcher = self._watchers.get(record.id)
+        if watcher is None:
+            return
+        shown: dict[str, Any] = {k: step[k] for k in ("kind", "function", "tool", "args", "status",
+                                      "action_id", "tier", "provider", "model")
+                 if k in step}
+        if step.get("kind") == "model":
+            shown["tool_calls"] = [str((c.get("function") or {}).get("name", ""))
+                                   for c in step.get("tool_calls") or []]
+        await watcher({"type": "step", **shown})
 
     async def show(self, key: ApiKey, turn_id: str) -> dict[str, Any]:
         """The turn record (its key's, or any for an approver); notices an expired approval."""
@@ -298,6 +324,7 @@ class Agent:
                                  "tool_calls": list(calls), "model": step["model"],
                                  "provider": step["provider"],
                                  "tools_refused": bool(step.get("tools_refused"))})
+            await self._tell(record, record.steps[-1])
             if not calls:
                 await self._finish(record, str(message.get("content") or ""))
                 return
@@ -371,11 +398,13 @@ class Agent:
                 step["args"] = args
                 outcome = await self._act(record, call_id, name, args, step)
                 if outcome is None:
+                    await self._tell(record, step)
                     return "paused"
                 result = outcome
         step["result"] = _shown(result)  # what the model was shown, in the record too
         record.messages.append({"role": "tool", "tool_call_id": call_id,
                                 "content": step["result"]})
+        await self._tell(record, step)
         return "done"
 
     async def _act(self, record: turns.TurnRecord, call_id: str, name: str,

@@ -1,7 +1,10 @@
-"""The gateway: the only public API (users, chat, sessions, actions, approvals).
+"""The gateway: the only public API (users, chat, sessions, actions, approvals) and
+the web console.
 
-Its routes live in one module per concern (conversation, sessions, actions);
-this module only assembles them around the shared `Gateway` state.
+Its routes live in one module per concern (conversation, chat_stream, sessions,
+actions, audit, keys, system, evidence, console); this module only assembles them
+around the shared `Gateway` state, and puts the browser safety headers
+(`security_headers`) on every answer.
 """
 
 from __future__ import annotations
@@ -10,10 +13,22 @@ from fastapi import APIRouter, Depends, FastAPI
 
 from sonia.home import ApiKey
 from sonia.kit.app import ServiceContext, ServiceParts, create_app, run_sync
-from sonia.services.gateway import actions_api, conversation, sessions_api, voice_turns
+from sonia.services.gateway import (
+    actions_api,
+    audit_api,
+    chat_stream,
+    console,
+    conversation,
+    evidence_api,
+    keys_api,
+    sessions_api,
+    system_api,
+    voice_turns,
+)
 from sonia.services.gateway.actions_api import Actions
 from sonia.services.gateway.agent import Agent
 from sonia.services.gateway.assistant import Assistant
+from sonia.services.gateway.security_headers import SecurityHeadersMiddleware
 from sonia.services.gateway.state import Gateway
 
 DOWNSTREAM = ("eva", "memory", "router", "openclaw", "voice")
@@ -38,12 +53,17 @@ def create(ctx: ServiceContext) -> FastAPI:
         return {}
 
     checks = {"database": database} | {name: ctx.dependency_check(name) for name in DOWNSTREAM}
-    return create_app(ctx, ServiceParts(
+    app = create_app(ctx, ServiceParts(
         service_routers=[voice_turns.router(gw, agent)],
         callers=voice_turns.CALLERS,
         user_routers=[whoami_routes, *conversation.routers(gw, assistant, agent),
-                      *sessions_api.routers(gw), *actions_api.routers(gw, actions)],
+                      *chat_stream.routers(gw, assistant, agent),
+                      *sessions_api.routers(gw), *actions_api.routers(gw, actions),
+                      *audit_api.routers(gw), *keys_api.routers(gw), *system_api.routers(gw),
+                      *evidence_api.routers(gw), *console.routers(gw)],
         checks=checks,
         on_startup=[run_sync(gw.db.open), *gw.on_startup],
         on_shutdown=[run_sync(gw.db.close), *gw.on_shutdown],  # hooks run in reverse
     ))
+    app.add_middleware(SecurityHeadersMiddleware)  # outermost: every answer carries them
+    return app

@@ -16,13 +16,18 @@ router logs. What the memory service remembers on its own is described in
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncGenerator, Sequence
+from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
 from typing import Any
 
 from sonia.errors import api_error_for
 from sonia.kit import correlation
 from sonia.kit.app import ServiceContext
 from sonia.kit.client import parse_sse_data
+
+Progress = Callable[[dict[str, Any]], Awaitable[None]]
+"""Told of a chat turn as it goes (`POST /v1/chat/stream`): `start` with what was
+recalled, `delta` with the reply's words as the model gives them, and, in a turn with
+tools (`agent`), one `step` per model step and tool call."""
 
 RECALL_LIMIT = 5
 HISTORY_TURNS = 20
@@ -161,14 +166,44 @@ class Assistant:
         found = await self.router.request("GET", "/v1/models")
         return [dict(m) for m in found["models"]]
 
+    async def _streamed(self, messages: Sequence[dict[str, str]], recalled: Sequence[str],
+                        profile: str | None, progress: Progress) -> dict[str, Any]:
+        """A generation through the router's stream, each delta told as it arrives; the
+        same shape as `generate`'s answer."""
+        answer: dict[str, Any] = {"text": "", "model": None, "provider": None, "usage": {},
+                                  "finish_reason": "stop"}
+        events = self.events(messages, recalled, profile=profile)
+        try:
+            async for event in events:
+                kind = event.get("type")
+                if kind == "start":
+                    answer.update(model=event.get("model"), provider=event.get("provider"))
+                elif kind == "delta" and event.get("text"):
+                    answer["text"] += str(event["text"])
+                    await progress({"type": "delta", "text": str(event["text"])})
+                elif kind == "end":
+                    answer.update(usage=event.get("usage") or {},
+                                  finish_reason=event.get("finish_reason", "stop"))
+        finally:
+            await events.aclose()
+        return answer
+
     # ------------------------------------------------------------------ the flow
 
     async def chat(self, session_id: str, message: str, profile: str | None, *,
-                   owner: str) -> dict[str, Any]:
-        """One chat turn of `owner` (a key id) in `session_id`; the answer of `POST /v1/chat`."""
+                   owner: str, progress: Progress | None = None) -> dict[str, Any]:
+        """One chat turn of `owner` (a key id) in `session_id`; the answer of `POST /v1/chat`.
+        With `progress`, the reply is streamed from the model and told word by word."""
         recalled, history = await self.context(session_id, message, owner=owner)
-        generation = await self.generate([*history, {"role": "user", "content": message}],
-                                         [r["content"] for r in recalled], profile=profile)
+        messages = [*history, {"role": "user", "content": message}]
+        memories = [r["content"] for r in recalled]
+        if progress is None:
+            generation = await self.generate(messages, memories, profile=profile)
+        else:
+            await progress({"type": "start", "session_id": session_id,
+                            "recalled": [{k: r[k] for k in ("id", "kind", "content", "score")}
+                                         for r in recalled]})
+            generation = await self._streamed(messages, memories, profile, progress)
         stored = await self.store_exchange(
             session_id, message, generation["text"] or None,
             {"model": generation["model"], "provider": generation["provider"],
@@ -190,4 +225,4 @@ class Assistant:
         }
 
 
-__all__ = ["Assistant", "generation_budget"]
+__all__ = ["Assistant", "Progress", "generation_budget"]

@@ -17,7 +17,9 @@
     GET  /v1/memory/search?q=&limit=   {results: [{id, kind, content, score, created_at}]}
     POST /v1/memory {content, kind?}   -> 201 the memory
     GET  /v1/memory/{memory_id}        one memory
-    POST /v1/memory/{memory_id}/archive  stop recalling it (memories are never deleted)
+    POST /v1/memory/{memory_id}/archive  stop recalling it (it stays in the ledger)
+    DELETE /v1/memory/{memory_id}      forget it: deleted for good (its owner only; another
+                                       key's memory is 404 and stays)
     GET  /v1/turns/{agent_turn_id}     the turn record: status, every step (model steps,
                                        tool calls with action ids), untrusted sources,
                                        reply (its key's, or any for an approver)
@@ -71,6 +73,18 @@ def checked_text(gw: Gateway, text: str, what: str = "message") -> str:
     return text
 
 
+async def session_for(gw: Gateway, key: ApiKey, session_id: str | None) -> str:
+    """The session a chat turn goes to: the one named (404 when unknown, closed, expired
+    or another key's), else the key's default session; either is touched."""
+    now = time.time()
+    policy = gw.session_policy
+    if session_id is not None:
+        await gw.db.write(lambda c: sessions.touch(c, policy, session_id, now, key.id))
+        return session_id
+    row = await gw.db.write(lambda c: sessions.default_session(c, policy, key.id, now))
+    return str(row["id"])
+
+
 def routers(gw: Gateway, assistant: Assistant | None = None,
             agent: Agent | None = None) -> list[APIRouter]:
     assistant = assistant or Assistant(gw.ctx)
@@ -81,14 +95,7 @@ def routers(gw: Gateway, assistant: Assistant | None = None,
     @api.post("/chat")
     async def chat(body: ChatBody, key: User) -> dict[str, Any]:
         message = checked_text(gw, body.message)
-        now = time.time()
-        policy = gw.session_policy
-        if body.session_id is not None:
-            session_id = body.session_id
-            await gw.db.write(lambda c: sessions.touch(c, policy, session_id, now, key.id))
-        else:
-            row = await gw.db.write(lambda c: sessions.default_session(c, policy, key.id, now))
-            session_id = str(row["id"])
+        session_id = await session_for(gw, key, body.session_id)
         if agent is not None and gw.ctx.settings.gateway.agent_tools:
             return await agent.turn(key, session_id, message, body.profile)
         return await assistant.chat(session_id, message, body.profile, owner=key.id)
@@ -124,6 +131,13 @@ def routers(gw: Gateway, assistant: Assistant | None = None,
         found: dict[str, Any] = await memory.request("GET", f"/v1/memories/{memory_id}",
                                                      params={"owner": key.id})
         return found
+
+    @api.delete("/memory/{memory_id}")
+    async def forget_memory(key: User, memory_id: Annotated[str, Path(pattern=MEMORY_ID)]
+                            ) -> dict[str, Any]:
+        forgotten: dict[str, Any] = await memory.request(
+            "DELETE", f"/v1/memories/{memory_id}", params={"owner": key.id})
+        return forgotten
 
     @api.post("/memory/{memory_id}/archive")
     async def archive_memory(key: User, memory_id: Annotated[str, Path(pattern=MEMORY_ID)]

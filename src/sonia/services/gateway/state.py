@@ -12,10 +12,10 @@ from sonia.home import ApiKey
 from sonia.kit.app import Hook, ServiceContext
 from sonia.kit.auth import UserKeys
 from sonia.kit.db import Database
-from sonia.services.gateway import actions, sessions, turns
+from sonia.services.gateway import actions, sessions, turns, web_sessions
 
 MIGRATIONS: list[str] = [*sessions.MIGRATIONS, sessions.DEFAULT_SESSIONS_MIGRATION,
-                         *actions.MIGRATIONS, *turns.MIGRATIONS]
+                         *actions.MIGRATIONS, *turns.MIGRATIONS, *web_sessions.MIGRATIONS]
 """The gateway database's schema; route modules append their tables as new migrations."""
 
 
@@ -25,6 +25,7 @@ class Gateway:
     db: Database
     keys: UserKeys
     session_policy: sessions.SessionPolicy
+    credentials: web_sessions.Credentials
     on_startup: list[Hook] = field(default_factory=list)
     on_shutdown: list[Hook] = field(default_factory=list)
     on_turn_resumed: list[Callable[[str, dict[str, Any]], Awaitable[None]]] = field(
@@ -35,10 +36,13 @@ class Gateway:
     @classmethod
     def build(cls, ctx: ServiceContext) -> Gateway:
         gw = ctx.settings.gateway
+        db = Database(ctx.home.db_path("gateway"), MIGRATIONS)
+        keys = UserKeys(ctx.home)
         return cls(
             ctx=ctx,
-            db=Database(ctx.home.db_path("gateway"), MIGRATIONS),
-            keys=UserKeys(ctx.home),
+            db=db,
+            keys=keys,
+            credentials=web_sessions.Credentials(keys, db, gw.console_session_hours),
             session_policy=sessions.SessionPolicy(idle_seconds=gw.session_idle_seconds,
                                                   max_open=gw.max_sessions,
                                                   max_per_key=gw.max_sessions_per_key),
@@ -46,10 +50,10 @@ class Gateway:
 
     @property
     def user(self) -> Callable[[Request], Awaitable[ApiKey]]:
-        """Dependency: any valid user key."""
-        return self.keys.dependency()
+        """Dependency: any valid user key, or a console session made from one."""
+        return self.credentials.dependency()
 
     @property
     def approver(self) -> Callable[[Request], Awaitable[ApiKey]]:
-        """Dependency: an approver key."""
-        return self.keys.dependency("approver")
+        """Dependency: an approver key (or its console session)."""
+        return self.credentials.dependency("approver")

@@ -76,7 +76,7 @@ def router(gw: Gateway, agent: Agent) -> APIRouter:
 
         async def run() -> None:
             try:
-                answer = await agent.turn(key, body.session_id, text, None, live)
+                answer = await agent.turn(key, body.session_id, text, None, live=live)
                 await events.put({"type": "final", "answer": answer})
             except ApiError as exc:
                 await events.put({"type": "error", "status": exc.status, "code": exc.code,

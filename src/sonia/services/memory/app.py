@@ -7,7 +7,8 @@ archive; a memory of another owner does not exist for them (404, not in results)
   * POST /v1/memories                          store a memory -> 201 memory
   * GET  /v1/memories/search?q=&limit=         {results: [{id, kind, content, score, created_at}]}
   * GET  /v1/memories/{memory_id}              one memory (archived ones too)
-  * POST /v1/memories/{memory_id}/archive      stop recalling it (never deleted)
+  * POST /v1/memories/{memory_id}/archive      stop recalling it (kept in the ledger)
+  * DELETE /v1/memories/{memory_id}            forget it: deleted, with its index entry
   * POST /v1/facts                             remember the facts stated in a text -> 201
     POST /v1/sessions/{session_id}/turns       append one turn -> 201 turn
   * POST /v1/sessions/{session_id}/exchanges   user turn + reply + facts, one transaction -> 201
@@ -107,6 +108,11 @@ def routes(memory: MemoryStore) -> APIRouter:
     @router.get("/memories/{memory_id}")
     async def get_memory(memory_id: str, owner: Owner) -> dict[str, Any]:
         return (await memory.get_memory(memory_id, owner=owner)).to_dict()
+
+    @router.delete("/memories/{memory_id}")
+    async def forget(memory_id: str, owner: Owner) -> dict[str, Any]:
+        await memory.delete_memory(memory_id, owner=owner)
+        return {"id": memory_id, "deleted": True}
 
     @router.post("/memories/{memory_id}/archive")
     async def archive(memory_id: str, owner: Owner) -> dict[str, Any]:

@@ -1,9 +1,13 @@
 """The memory ledger: memories and conversation turns in one SQLite database.
 
 Memories are things worth recalling (facts the user stated, notes); turns are
-the conversation itself, numbered per session. Memories are never deleted,
-only archived, so the ledger keeps its history and an archived memory simply
-stops being recalled.
+the conversation itself, numbered per session. An archived memory stays in the
+ledger and simply stops being recalled; a forgotten one (`delete_memory`, its
+owner's choice) is deleted with its index entry. SQLite overwrites the freed
+pages (`secure_delete`); what it cannot promise is the text's absence from the
+write-ahead log before the next checkpoint, from full-text index segments not
+yet merged, and from backups taken before, which keep what they hold. The
+turns of the conversation in which a fact was stated are not touched.
 
 Full-text search runs on an FTS5 index kept in step with `memories` by
 triggers (external content, so the text is stored once). User text never
@@ -308,6 +312,16 @@ def archive_memory(
     return get_memory(conn, memory_id, owner=owner)
 
 
+def delete_memory(conn: sqlite3.Connection, memory_id: str, *, owner: str) -> None:
+    """Forget a memory of `owner` (row and index entry); another owner's memory, or one
+    already forgotten, is NOT_FOUND and nothing changes."""
+    conn.execute("PRAGMA secure_delete = ON")
+    deleted = conn.execute("DELETE FROM memories WHERE id = ? AND owner = ?",
+                           (memory_id, check_owner(owner))).rowcount
+    if deleted != 1:
+        raise NotFound(f"no memory {memory_id!r}")
+
+
 def match_expression(query: str) -> str | None:
     """Turn free user text into a safe FTS5 query: quoted words joined by OR.
 
@@ -459,6 +473,9 @@ class MemoryStore:
         return await self.db.write(lambda c: archive_memory(c, memory_id, owner=owner,
                                                             clock=self._clock))
 
+    async def delete_memory(self, memory_id: str, *, owner: str) -> None:
+        await self.db.write(lambda c: delete_memory(c, memory_id, owner=owner))
+
     async def search(self, query: str, limit: int = 10, *, owner: str) -> list[MemoryHit]:
         _check_limit(limit)
         check_owner(owner)
@@ -497,6 +514,7 @@ __all__ = [
     "LEGACY_OWNER", "MIGRATIONS", "Memory", "MemoryHit", "MemoryStore", "SessionSummary",
     "TABLES", "Turn",
     "add_memory", "add_turn", "archive_memory", "check_index", "check_owner", "counts",
+    "delete_memory",
     "get_memory", "list_turns", "match_expression", "recent_sessions",
     "scoped_idempotency_key", "search",
 ]

@@ -5,6 +5,8 @@ Internal routes (service token; callers in `CALLERS`):
     POST /v1/execute {tool, args, grant}  -> {action_id, tool, result}
     GET  /v1/tools                        the registry: tools with tier and argument
                                           schema, the allowlisted commands, the sandbox
+    POST /v1/preview {tool, args}         what a pending file.write or file.delete would
+                                          change: a unified diff (`preview`); runs nothing
 
 Nothing runs without a grant, and every grant runs at most once:
 
@@ -49,6 +51,7 @@ from sonia.services.openclaw.execution import Executor, detect_sandbox
 from sonia.services.openclaw.grant_key import GrantKeySource
 from sonia.services.openclaw.operands import check_plan
 from sonia.services.openclaw.paths import DEFAULT_PROTECTED, Workspace
+from sonia.services.openclaw.preview import preview
 from sonia.services.openclaw.reaper import REAPER
 from sonia.services.openclaw.tools import Toolbox
 
@@ -57,6 +60,7 @@ log = logging.getLogger("sonia.openclaw")
 CALLERS: dict[str, frozenset[str]] = {
     "/v1/execute": frozenset({"gateway"}),
     "/v1/tools": frozenset({"gateway"}),
+    "/v1/preview": frozenset({"gateway"}),
 }
 
 PROTECTED: tuple[str, ...] = (*DEFAULT_PROTECTED, ".git", ".gitconfig", ".config/git")
@@ -64,6 +68,12 @@ PROTECTED: tuple[str, ...] = (*DEFAULT_PROTECTED, ".git", ".gitconfig", ".config
 workspace is the child's HOME): hooks, filters and config entries run code."""
 REPORT_ATTEMPTS = 3
 REAP_INTERVAL_S = 0.5
+
+
+class PreviewBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    tool: Annotated[StrictStr, Field(min_length=1, max_length=100)]
+    args: dict[str, Any]
 
 
 class ExecuteBody(BaseModel):
@@ -184,6 +194,10 @@ def routes(claw: OpenClaw) -> APIRouter:
     @router.get("/tools")
     async def tools() -> dict[str, Any]:
         return claw.describe()
+
+    @router.post("/preview")
+    async def preview_route(body: PreviewBody) -> dict[str, Any]:
+        return await run_in_threadpool(preview, claw.toolbox, body.tool, body.args)
 
     return router
 
