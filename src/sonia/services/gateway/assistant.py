@@ -15,6 +15,7 @@ router logs. What the memory service remembers on its own is described in
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
 from typing import Any
@@ -120,7 +121,14 @@ class Assistant:
         Take the first event before answering the client: when no provider can
         answer, that raises the router's problem (503 UNAVAILABLE, 400 ...)."""
         body = self._body(messages, recalled, profile, max_tokens, temperature, model)
-        async with self.router.stream_lines("POST", "/v1/generate/stream", json_body=body,
+        async with contextlib.aclosing(self._router_events("/v1/generate/stream", body)) as events:
+            async for event in events:
+                yield event  # closing this generator closes the router's stream at once
+
+    async def _router_events(self, path: str, body: dict[str, Any]
+                             ) -> AsyncGenerator[dict[str, Any], None]:
+        """The JSON events of one of the router's SSE routes; an `error` event is raised."""
+        async with self.router.stream_lines("POST", path, json_body=body,
                                             timeout=generation_budget(self.ctx)) as lines:
             async for line in lines:
                 event = parse_sse_data(line)
@@ -141,15 +149,9 @@ class Assistant:
         """One tool-calling step as it streams (router `POST /v1/generate/tools/stream`):
         start, delta and tool_calls events, then `end` with the whole step; an `error`
         event is raised. A problem before the stream (no provider) raises at once."""
-        async with self.router.stream_lines("POST", "/v1/generate/tools/stream",
-                                            json_body=body,
-                                            timeout=generation_budget(self.ctx)) as lines:
-            async for line in lines:
-                event = parse_sse_data(line)
-                if not isinstance(event, dict):
-                    continue
-                if event.get("type") == "error":
-                    raise api_error_for(str(event.get("code")), str(event.get("detail", "")))
+        async with contextlib.aclosing(
+                self._router_events("/v1/generate/tools/stream", body)) as events:
+            async for event in events:
                 yield event
 
     async def models(self) -> dict[str, Any]:

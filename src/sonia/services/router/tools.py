@@ -179,39 +179,58 @@ async def _ask(provider: Provider, body: ToolsBody) -> ToolStep | None:
     return None
 
 
+@dataclass
+class _Attempts:
+    """The providers a tool step went through: the basis of its refusal or its 503."""
+
+    tried: list[dict[str, str]] = field(default_factory=list)
+    unable: list[str] = field(default_factory=list)
+    last: BaseException | None = None
+
+    async def candidates(self, router: Router, body: ToolsBody) -> AsyncIterator[Provider]:
+        """The profile's providers that can call these tools and are not quarantined."""
+        for name in router._chain(body.profile):
+            provider = router.providers[name]
+            if not isinstance(provider, OpenAIProvider) and not (
+                    isinstance(provider, BuiltinProvider) and body.sonia_tools):
+                self.unable.append(str(getattr(provider, "model", name)))
+                continue
+            if not await router._admit(name):
+                self.tried.append({"provider": name, "error": "quarantined"})
+                continue
+            yield provider
+
+    def failed(self, router: Router, provider: Provider, exc: Exception) -> None:
+        router._failed(provider, exc)
+        self.tried.append({"provider": provider.name, "error": _describe(exc)})
+        self.last = exc
+
+    def exhausted(self, router: Router, body: ToolsBody) -> ApiError:
+        """400 when no provider of the profile can call tools; else the router's 503."""
+        if not self.tried:
+            return InvalidArgument(
+                f"the model {', '.join(self.unable)} cannot call tools; configure a model "
+                "server that can (sonia model use URL --model NAME) or send the request "
+                "without tools", extra={"models": self.unable})
+        return router._exhausted(body.profile, self.tried)
+
+
 async def complete(router: Router, body: ToolsBody) -> ToolStep:
     """The first tool-capable provider of the profile that answers; see the module doc."""
-    attempts: list[dict[str, str]] = []
-    unable: list[str] = []
-    last: BaseException | None = None
-    for name in router._chain(body.profile):
-        provider = router.providers[name]
-        if not isinstance(provider, OpenAIProvider) and not (
-                isinstance(provider, BuiltinProvider) and body.sonia_tools):
-            unable.append(str(getattr(provider, "model", name)))
-            continue
-        if not await router._admit(name):
-            attempts.append({"provider": name, "error": "quarantined"})
-            continue
+    attempts = _Attempts()
+    async for provider in attempts.candidates(router, body):
         try:
             async with asyncio.timeout(router.timeout):
                 step = await _ask(provider, body)
         except InvalidArgument:
             raise  # the server answered, and refused the request: no fallback, no quarantine
         except Exception as exc:  # CancelledError is not an Exception: it propagates
-            router._failed(provider, exc)
-            attempts.append({"provider": name, "error": _describe(exc)})
-            last = exc
+            attempts.failed(router, provider, exc)
             continue
         router._succeeded(provider)
         assert step is not None  # only tool-capable providers get here
         return step
-    if not attempts:
-        raise InvalidArgument(
-            f"the model {', '.join(unable)} cannot call tools; configure a model server "
-            "that can (sonia model use URL --model NAME) or send the request without tools",
-            extra={"models": unable})
-    raise router._exhausted(body.profile, attempts) from last
+    raise attempts.exhausted(router, body) from attempts.last
 
 
 # --------------------------------------------------------------------------- streamed steps
@@ -337,18 +356,8 @@ class OpenedStep:
 async def open_step(router: Router, body: ToolsBody) -> OpenedStep:
     """The streamed step of the first tool-capable provider that answers a first chunk;
     the fallbacks and refusals of `complete`."""
-    attempts: list[dict[str, str]] = []
-    unable: list[str] = []
-    last: BaseException | None = None
-    for name in router._chain(body.profile):
-        provider = router.providers[name]
-        if not isinstance(provider, OpenAIProvider) and not (
-                isinstance(provider, BuiltinProvider) and body.sonia_tools):
-            unable.append(str(getattr(provider, "model", name)))
-            continue
-        if not await router._admit(name):
-            attempts.append({"provider": name, "error": "quarantined"})
-            continue
+    attempts = _Attempts()
+    async for provider in attempts.candidates(router, body):
         chunks = _stream(provider, body)
         opened = OpenedStep(provider, None, chunks)
         try:
@@ -361,21 +370,14 @@ async def open_step(router: Router, body: ToolsBody) -> OpenedStep:
             raise  # the server answered, and refused the request: no fallback
         except Exception as exc:  # CancelledError is not an Exception: it propagates
             await opened.aclose()
-            router._failed(provider, exc)
-            attempts.append({"provider": name, "error": _describe(exc)})
-            last = exc
+            attempts.failed(router, provider, exc)
             continue
         except BaseException:
             await opened.aclose()
             raise
         router._succeeded(provider)
         return opened
-    if not attempts:
-        raise InvalidArgument(
-            f"the model {', '.join(unable)} cannot call tools; configure a model server "
-            "that can (sonia model use URL --model NAME) or send the request without tools",
-            extra={"models": unable})
-    raise router._exhausted(body.profile, attempts) from last
+    raise attempts.exhausted(router, body) from attempts.last
 
 
 async def step_events(opened: OpenedStep, body: ToolsBody) -> AsyncIterator[dict[str, Any]]:
