@@ -31,7 +31,7 @@ from schemathesis.specs.openapi.checks import (
 )
 
 from sonia import SERVICES
-from sonia.gates.security.fuzz_seeds import Seed, seeds_for
+from sonia.gates.security.fuzz_seeds import Seed, seed_of, seeds_for
 from sonia.services.runner import build_app
 from sonia.testing import FreshStack
 
@@ -136,8 +136,7 @@ def fuzz_stack(stack: FreshStack, *, max_examples: int, seed: int = 0,
             report.per_operation[f"{service} {label}"] = {"2xx": 0, "4xx": 0,
                                                           "inputs": int(_has_inputs(operation))}
             headers = headers_for(stack, service, callers, operation.path)
-            found = seeds.get(f"{service} {label}")
-            chosen = found() if callable(found) else found
+            chosen = seed_of(seeds, f"{service} {label}")
             if chosen:
                 _send_seed(report, session, service, label, operation, chosen, base_url,
                            headers)

@@ -27,7 +27,7 @@ import httpx
 
 from sonia.testing import FreshStack
 
-__all__ = ["LateSeed", "Seed", "seeds_for"]
+__all__ = ["LateSeed", "Seed", "seed_of", "seeds_for"]
 
 Seed = dict[str, Any]
 """{"path": {name: value}, "query": {name: value}, "body": JSON} (each optional)."""
@@ -40,6 +40,12 @@ PIXEL_PNG = ("iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNkYPhfDw
              "JRU5ErkJggg==")
 FUZZ_OWNER = "gate-fuzz"
 """The principal the memory service's seeded memories belong to (`?owner=`)."""
+
+
+def seed_of(seeds: dict[str, Seed | LateSeed], operation: str) -> Seed:
+    """The seed of `operation` ("service METHOD path"), a late one made now; {} if none."""
+    found = seeds.get(operation, {})
+    return found() if callable(found) else found
 
 
 def _jti(grant: str) -> str:

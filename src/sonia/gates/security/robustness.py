@@ -104,7 +104,7 @@ def every_route(p: Probe) -> Observed:
     validation into the code that forwards, stores or logs it.
     """
     from sonia.gates.security.fuzz import headers_for
-    from sonia.gates.security.fuzz_seeds import seeds_for
+    from sonia.gates.security.fuzz_seeds import seed_of, seeds_for
     from sonia.services.runner import build_app  # the same schema the fuzzer reads
 
     apps = {service: build_app(service, p.home)[0] for service in SERVICES}
@@ -119,9 +119,7 @@ def every_route(p: Probe) -> Observed:
         for path, operations in spec.get("paths", {}).items():
             if path in HEALTH or path.endswith("/stream"):
                 continue
-            listed = sorted(callers.get(path, frozenset()))
-            headers = (p.approver() if service == "gateway" and not listed
-                       else p.service((listed or ["gateway"])[0]))
+            headers = headers_for(p.stack, service, callers, path)
             url_path = re.sub(r"\{[^}]+\}", "x", path)
             for method, operation in operations.items():
                 query = [q["name"] for q in operation.get("parameters", []) if q["in"] == "query"]
@@ -130,8 +128,7 @@ def every_route(p: Probe) -> Observed:
                     url += "?" + "&".join(f"{name}=x%ED%A0%80" for name in query)
                 schema = (operation.get("requestBody", {}).get("content", {})
                           .get("application/json", {}).get("schema"))
-                found = seeds.get(f"{service} {method.upper()} {path}", {})
-                seed = found() if callable(found) else found
+                seed = seed_of(seeds, f"{service} {method.upper()} {path}")
                 bodies: list[Any] = [None]
                 if "body" in seed:
                     bodies = _poisoned(seed["body"])
