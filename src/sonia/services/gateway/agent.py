@@ -42,10 +42,8 @@ with a reply that says so. Every step is in the turn record (`turns`), kept
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
-import sqlite3
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -55,6 +53,7 @@ from sonia.actions.tools import TOOL_SPECS
 from sonia.errors import ApiError, NotFound, Unavailable
 from sonia.home import ApiKey
 from sonia.kit import correlation
+from sonia.kit.periodic import Periodic
 from sonia.services.gateway import actions, turns
 from sonia.services.gateway.actions_api import Actions
 from sonia.services.gateway.assistant import Assistant, Progress
@@ -138,7 +137,8 @@ class Agent:
         self.retention_seconds = settings.agent_turn_retention_days * 86_400
         self.action_ttl_seconds = settings.action_ttl_seconds
         self._locks: dict[str, asyncio.Lock] = {}
-        self._pruner: asyncio.Task[None] | None = None
+        self._pruner = Periodic("turn pruning", PRUNE_EVERY_SECONDS, self.prune,
+                                first_now=True)
         self._watchers: dict[str, Progress] = {}
 
     # ------------------------------------------------------------------ retention
@@ -153,24 +153,11 @@ class Agent:
             log.info("pruned %d turn records", deleted)
         return deleted
 
-    async def _prune_loop(self) -> None:
-        while True:
-            try:
-                await self.prune()
-            except sqlite3.ProgrammingError:
-                return  # the database was closed: the gateway is shutting down
-            except Exception:  # one failed prune (database busy) must not end the loop
-                log.exception("turn pruning failed")
-            await asyncio.sleep(PRUNE_EVERY_SECONDS)
-
     def start(self) -> None:
-        self._pruner = asyncio.create_task(self._prune_loop(), name="turn-pruner")
+        self._pruner.start()
 
     async def stop(self) -> None:
-        if self._pruner is not None:
-            self._pruner.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._pruner
+        await self._pruner.stop()
 
     # ------------------------------------------------------------------ entry points
 

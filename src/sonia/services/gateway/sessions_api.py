@@ -21,10 +21,7 @@ half-open after a stop or an expiry.
 # No `from __future__ import annotations`: FastAPI must see the `User` dependency
 # alias, which is local to `routers()`, as a real object rather than a string.
 
-import asyncio
-import contextlib
 import logging
-import sqlite3
 import time
 from typing import Annotated, Any, Literal
 
@@ -33,6 +30,7 @@ from pydantic import BaseModel, ConfigDict
 
 from sonia.errors import ApiError
 from sonia.home import ApiKey
+from sonia.kit.periodic import Periodic
 from sonia.kit.websocket import quiet_denial_noise, refuse
 from sonia.services.gateway import sessions
 from sonia.services.gateway.state import Gateway
@@ -56,7 +54,7 @@ class Sweeper:
         self.live = live
         policy = gw.session_policy
         self.interval = max(0.2, min(policy.idle_seconds / 4, 5.0))
-        self._task: asyncio.Task[None] | None = None
+        self._periodic = Periodic("session sweep", self.interval, self.sweep)
 
     async def sweep(self) -> int:
         policy = self.gw.session_policy
@@ -80,24 +78,11 @@ class Sweeper:
             log.info("expired %d idle sessions", len(expired))
         return len(expired)
 
-    async def _loop(self) -> None:
-        while True:
-            await asyncio.sleep(self.interval)
-            try:
-                await self.sweep()
-            except sqlite3.ProgrammingError:
-                return  # the database was closed: the gateway is shutting down
-            except Exception:  # one failed sweep (database busy) must not end the sweeper
-                log.exception("session sweep failed")
-
     def start(self) -> None:
-        self._task = asyncio.create_task(self._loop(), name="session-sweeper")
+        self._periodic.start()
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await self._periodic.stop()
         self.live.end_all("gateway shutting down")
 
 
