@@ -141,6 +141,17 @@ class CanaryWriter:
         """Let the writer run for `seconds` (returns early if it was stopped)."""
         self._stop.wait(seconds)
 
+    def first_acknowledged(self, timeout: float = 60.0) -> float:
+        """When the first canary was acknowledged (waiting for it, within `timeout`)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with self._lock:
+                if self.written:
+                    return self.written[0][2]
+            self.keep_writing(0.02)
+        raise ConfigError(f"no canary was acknowledged within {timeout:.0f} s",
+                          key="durability")
+
     def _run(self) -> None:
         interval = 1.0 / self.rate
         start = time.monotonic()
@@ -198,17 +209,6 @@ def _tier0_actions(stack: FreshStack, count: int) -> list[dict[str, Any]]:
             if r.status_code >= 300:
                 errors.append({"status": r.status_code, "at": time.time()})
     return errors
-
-
-def _wait_for_first_canary(writer: CanaryWriter, timeout: float = 60.0) -> float:
-    """When the first canary was acknowledged (waiting for it, within `timeout`)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        with writer._lock:
-            if writer.written:
-                return writer.written[0][2]
-        writer.keep_writing(0.02)
-    raise ConfigError(f"no canary was acknowledged within {timeout:.0f} s", key="durability")
 
 
 def _wait_for_backups(stack: FreshStack, profile: DurabilityProfile,
@@ -316,7 +316,7 @@ def run(run_dir: Path, profile: DurabilityProfile, progress: GateProgress) -> Ve
             writer.start()
             try:
                 backups = _wait_for_backups(stack, profile, writer,
-                                            after=_wait_for_first_canary(writer))
+                                            after=writer.first_acknowledged())
                 latest = backups[-1]
                 low = max(time.time(), latest["seen_at"])
                 high = latest["created_at"] + 0.9 * profile.backup_interval_s
