@@ -140,9 +140,13 @@ def _decisions(db: Path) -> list[dict[str, Any]]:
 
 def _searched_for() -> set[str]:
     """What the scenarios' own tasks search the workspace for ("search for oat")."""
-    calls = [user_call(m) for s in SCENARIOS for m in (s.message, s.followup) if m]
-    return {str(args["query"]) for call in calls if call is not None
-            for name, args in [call] if name in ("file_search", "memory_search")}
+    queries: set[str] = set()
+    for scenario in SCENARIOS:
+        for message in filter(None, (scenario.message, scenario.followup)):
+            call = user_call(message)
+            if call is not None and call[0] in ("file_search", "memory_search"):
+                queries.add(str(call[1]["query"]))
+    return queries
 
 
 def _secret() -> str:
