@@ -162,6 +162,20 @@ def _sse(payload: dict[str, Any] | str) -> str:
     return f"data: {data}\n\n"
 
 
+async def first_event(events: AsyncIterator[dict[str, Any]]) -> dict[str, Any]:
+    """The router stream's first event, taken before the client is answered: a refusal
+    (400) or no provider that can answer (503) is then a problem, not a stream."""
+    try:
+        return await anext(events)
+    except StopAsyncIteration:
+        raise Unavailable("the router ended the stream before it started") from None
+
+
+def _sse_problem(exc: ApiError) -> str:
+    """A failure after the stream began, as OpenAI's error event."""
+    return _sse({"error": {"message": exc.detail, "type": exc.code.lower(), "code": exc.code}})
+
+
 async def remember_quietly(assistant: Assistant, text: str, owner: str) -> None:
     """Remember the facts of `text`; a memory service that fails here costs the facts,
     not the reply the client is already getting."""
@@ -222,10 +236,7 @@ def router(gw: Gateway, assistant: Assistant) -> APIRouter:
             return tool_calls.completion(step, completion_id, created)
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
         events = assistant.tool_step_events(request)
-        try:
-            start = await anext(events)  # a refusal (400) or no provider (503) is a problem
-        except StopAsyncIteration:
-            raise Unavailable("the router ended the stream before it started") from None
+        start = await first_event(events)
         chunks = tool_calls.StreamedChunks(completion_id, created,
                                            str(start.get("model") or DEFAULT_MODEL))
 
@@ -237,8 +248,7 @@ def router(gw: Gateway, assistant: Assistant) -> APIRouter:
                         yield _sse(chunk)
                 yield _sse("[DONE]")
             except ApiError as exc:
-                yield _sse({"error": {"message": exc.detail, "type": exc.code.lower(),
-                                      "code": exc.code}})
+                yield _sse_problem(exc)
             finally:
                 await events.aclose()
 
@@ -273,10 +283,7 @@ def router(gw: Gateway, assistant: Assistant) -> APIRouter:
 
         events = assistant.events(messages, recalled, profile=profile, max_tokens=max_tokens,
                                   temperature=body.temperature, model=upstream_model)
-        try:
-            start = await anext(events)
-        except StopAsyncIteration:
-            raise Unavailable("the router ended the stream before it started") from None
+        start = await first_event(events)
         model = str(start.get("model", DEFAULT_MODEL))
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
 
@@ -303,8 +310,7 @@ def router(gw: Gateway, assistant: Assistant) -> APIRouter:
                 await remember_quietly(assistant, last_user, key.id)
                 yield _sse("[DONE]")
             except ApiError as exc:
-                yield _sse({"error": {"message": exc.detail, "type": exc.code.lower(),
-                                      "code": exc.code}})
+                yield _sse_problem(exc)
             finally:
                 await events.aclose()
 
