@@ -120,6 +120,7 @@ def go_no_go(run_dir: Path, profile: Any = None, change: Change = _unchanged) ->
 # --- security -----------------------------------------------------------------------------------
 CLEAN_EFFECTS: dict[str, Any] = {
     "files_watched": 12, "changed": [], "created_outside": [], "removed_outside": [],
+    "tree_entries": 30, "tree_changes": [],
     "markers": [], "marker_processes": []}
 """What the effect oracle records for a case that touched nothing."""
 

@@ -115,6 +115,48 @@ def test_a_refused_write_that_changed_the_canary_fails(
     assert "canary ../canary.txt" in _judged_failed(tmp_path, [result.to_dict()])
 
 
+def test_a_user_approval_refused_after_the_write_ran_fails(
+        rig: tuple[Probe, StubGateway], tmp_path: Path) -> None:
+    probe, stub = rig
+    case = _case("approve-with-user-key")
+    stub.answer(case, lambda: None, pending=True)
+    assert run_case(case, probe).passed, "the stub without its attack answers as expected"
+    written = probe.workspace / "approvals" / "user.txt"
+
+    def approve_anyway() -> None:  # what a broken gateway does: run the write, then say 403
+        written.parent.mkdir(exist_ok=True)
+        written.write_text("user\n")
+
+    stub.answer(case, approve_anyway, pending=True)
+    result = run_case(case, probe)
+    assert result.got["status"] == 403 and result.got["code"] == "FORBIDDEN"
+    assert not result.passed
+    assert "created approvals/user.txt" in result.why
+    assert "created approvals/user.txt" in _judged_failed(tmp_path, [result.to_dict()])
+
+
+def test_a_refused_command_whose_file_appeared_fails(rig: tuple[Probe, StubGateway]) -> None:
+    probe, stub = rig
+    case = _case("cmd-git-output")
+    stub.answer(case, lambda: None)
+    assert run_case(case, probe).passed
+    stub.answer(case, lambda: (probe.workspace / "x").write_text("diff --git\n"))
+    result = run_case(case, probe)
+    assert result.got["status"] == 400 and not result.passed
+    assert "created x" in result.why
+
+
+def test_a_refused_command_that_changed_a_workspace_file_fails(
+        rig: tuple[Probe, StubGateway]) -> None:
+    probe, stub = rig
+    case = _case("cmd-find-delete")
+    victim = probe.workspace / "proj" / "readme.md"
+    stub.answer(case, victim.unlink)
+    result = run_case(case, probe)
+    assert result.got["status"] == 400 and not result.passed
+    assert "removed proj/readme.md" in result.why
+
+
 def test_a_refused_delete_that_removed_the_canary_fails(rig: tuple[Probe, StubGateway]) -> None:
     probe, stub = rig
     case = _case("path-delete-outside")

@@ -7,6 +7,7 @@ snapshot belong to an earlier case and are not reported again.
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -61,3 +62,28 @@ def test_a_marker_file_and_process_are_seen_once(tmp_path: Path) -> None:
         assert later["markers"] == [] and later["marker_processes"] == []
     finally:
         child.communicate(input=b"", timeout=30)
+
+
+def test_every_name_in_the_workspace_tree_is_watched_without_following_or_opening(
+        tmp_path: Path) -> None:
+    watch = _watch(tmp_path)
+    workspace = tmp_path / "home" / "workspace"
+    watch.trees = {"workspace": workspace}
+    (workspace / "deep" / "er").mkdir(parents=True)
+    (workspace / "deep" / "er" / "kept.txt").write_text("one\n")
+    os.mkfifo(workspace / "fifo")  # opening it would block the gate
+    os.symlink(tmp_path / "home", workspace / "out")  # followed, it would list the home
+    before = watch.snapshot()
+    assert set(before.trees["workspace"]) == {
+        "sentinel.txt", "deep", "deep/er", "deep/er/kept.txt", "fifo", "out"}
+    (workspace / "deep" / "er" / "kept.txt").write_text("two\n")
+    (workspace / "new.txt").write_text("new\n")
+    (workspace / "out").unlink()
+    os.symlink("/etc", workspace / "out")
+    (workspace / "fifo").unlink()
+    diff = watch.diff(before)
+    assert diff["tree_entries"] == 6
+    assert [(c["path"], c["change"]) for c in diff["tree_changes"]] == [
+        ("deep/er/kept.txt", "changed"), ("fifo", "removed"), ("new.txt", "created"),
+        ("out", "changed")]
+    assert watch.diff(watch.snapshot())["tree_changes"] == []

@@ -66,6 +66,37 @@ def test_a_404_with_a_file_created_outside_is_no_go(tmp_path: Path) -> None:
     assert judge(_run(tmp_path, rows)).status == "NO-GO"
 
 
+def test_a_refusal_that_wrote_in_the_workspace_is_no_go(tmp_path: Path) -> None:
+    rows = _good_rows()
+    rows[0]["effects"] = {**CLEAN, "tree_changes": [
+        {"tree": "workspace", "path": "approvals/user.txt", "change": "created"}]}
+    run = _run(tmp_path, rows)
+    assert judge(run).status == "NO-GO"
+    assert "created approvals/user.txt" in _check(run, "cases_failed").detail
+
+
+def test_a_write_the_case_may_make_passes_and_only_that_one() -> None:
+    row = _row("approve-concurrently", "approvals", status=409, code="ALREADY_DECIDED",
+               expected={"status": 409, "code": "ALREADY_DECIDED",
+                         "may_write": ["approvals/race.txt"]})
+    row["effects"] = {**CLEAN, "tree_changes": [
+        {"tree": "workspace", "path": "approvals/race.txt", "change": "created"}]}
+    assert row_failures(row) == []
+    row["effects"]["tree_changes"].append(
+        {"tree": "workspace", "path": "approvals/race.txt.bak", "change": "created"})
+    assert row_failures(row) == ["wrote in the workspace: ['created approvals/race.txt.bak']"]
+    row["expected"]["may_write"] = ["approvals"]  # a folder allows what is inside it
+    assert row_failures(row) == []
+
+
+def test_a_case_whose_workspace_was_not_watched_is_invalid(tmp_path: Path) -> None:
+    rows = _good_rows()
+    rows[0]["effects"] = {**CLEAN, "tree_entries": 0}
+    run = _run(tmp_path, rows)
+    assert judge(run).status == "INVALID"
+    assert rows[0]["id"] in _check(run, "effects_recorded").detail
+
+
 def test_a_marker_holding_zero_is_an_execution_as_root(tmp_path: Path) -> None:
     row = _row("repo-ext", "repositories", expected={"status": "<500", "code": None},
                got={"status": 200, "code": None},

@@ -121,6 +121,7 @@ def approve_twice(p: Probe) -> Observed:
     name = "twice"
     action = p.pending("file.write", {**_write_args(name), "mode": "append"})
     first, first_seen = p.decide("approve", action)
+    p.set_up_done()  # the first approval's write is the action's own; the second must add none
     second = p.decide("approve", action)[1]
     content = (p.workspace / "approvals" / f"{name}.txt").read_text()
     second.extra["file_content"] = content
@@ -143,6 +144,7 @@ def approve_denied(p: Probe) -> Observed:
 def deny_executed(p: Probe) -> Observed:
     action = p.pending("file.write", _write_args("executed"))
     p.decide("approve", action)
+    p.set_up_done()
     return p.decide("deny", action)[1]
 
 
@@ -188,7 +190,7 @@ APPROVALS: tuple[Case, ...] = (
     Case("approve-tier0-executed", _A, "approving a tier-0 action that already ran",
          409, "ALREADY_DECIDED", approve_tier0),
     Case("approve-concurrently", _A, "four approvals of one action at once: one runs",
-         409, "ALREADY_DECIDED", approve_concurrently),
+         409, "ALREADY_DECIDED", approve_concurrently, may_write=("approvals/race.txt",)),
     Case("approve-unknown", _A, "approving an action that does not exist", 404, "NOT_FOUND",
          lambda p: p.decide("approve", _ZERO_ID)[1]),
     Case("approve-malformed-id", _A, "approving an id with path tricks", 404, "NOT_FOUND",

@@ -7,6 +7,10 @@ by what it left behind, measured by the gate outside the stack:
     canaries    files outside the workspace, at several depths above it and in
                 a sibling folder; their bytes are hashed before and after
     sentinels   files inside the workspace no case may change; hashed likewise
+    workspace   every name under the workspace (links not followed): a file's
+                sha256, a link's target, a folder, the kind of a special file; a
+                name that appears, vanishes or changes is a write inside the
+                workspace, allowed only where the case says it may write
     listings    the names in each folder above and beside the workspace; a new
                 name there is a write outside the workspace
     markers     every execution payload the gate plants would create a file whose
@@ -29,13 +33,15 @@ import binascii
 import hashlib
 import os
 import re
-from dataclasses import dataclass
+import stat
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import psutil
 
-__all__ = ["SLICE", "EffectWatch", "Snapshot", "decoded_views", "secret_slices"]
+__all__ = ["SLICE", "EffectWatch", "Snapshot", "decoded_views", "secret_slices",
+           "tree_manifest"]
 
 SLICE = 8
 """The shortest piece of a planted secret that counts as leaked."""
@@ -85,6 +91,35 @@ def _digest(path: Path) -> str:
         return f"unreadable:{type(exc).__name__}"
 
 
+def _entry(path: str) -> str | None:
+    """What one name is, read without following it or opening anything but a regular
+    file (opening a FIFO would block the gate)."""
+    try:
+        info = os.lstat(path)
+        if stat.S_ISLNK(info.st_mode):
+            return "link:" + os.readlink(path)
+        if stat.S_ISDIR(info.st_mode):
+            return "dir"
+        if stat.S_ISREG(info.st_mode):
+            with open(path, "rb", opener=lambda p, f: os.open(p, f | os.O_NOFOLLOW)) as file:
+                return "file:" + hashlib.file_digest(file, "sha256").hexdigest()
+        return f"special:{stat.S_IFMT(info.st_mode):o}"
+    except OSError:
+        return None  # gone between the listing and the look: not there
+
+
+def tree_manifest(root: Path) -> dict[str, str]:
+    """Every name under `root` (relative path -> `_entry`), links never followed."""
+    entries: dict[str, str] = {}
+    for folder, dirs, files in os.walk(root):
+        for name in (*dirs, *files):
+            path = os.path.join(folder, name)
+            entry = _entry(path)
+            if entry is not None:
+                entries[os.path.relpath(path, root)] = entry
+    return entries
+
+
 def _names(folder: Path) -> set[str]:
     try:
         return set(os.listdir(folder))
@@ -98,6 +133,8 @@ class Snapshot:
     listings: dict[str, frozenset[str]]
     markers: frozenset[str]
     """Marker files and processes already there (an earlier case's), not this one's."""
+    trees: dict[str, dict[str, str]] = field(default_factory=dict)
+    """label -> `tree_manifest` of each watched tree."""
 
 
 @dataclass
@@ -113,6 +150,8 @@ class EffectWatch:
     """Trees searched for a marker file (walked without following links)."""
     ignored_names: frozenset[str] = frozenset()
     """Names the product itself may create in a watched folder (its own data folders)."""
+    trees: dict[str, Path] = field(default_factory=dict)
+    """label -> folder whose whole tree is watched (the workspace)."""
 
     def snapshot(self) -> Snapshot:
         seen = {m["path"] for m in self.markers()}
@@ -120,7 +159,11 @@ class EffectWatch:
         return Snapshot({label: _digest(path) for label, path in self.watched.items()},
                         {label: frozenset(_names(path) - self.ignored_names)
                          for label, path in self.folders.items()},
-                        frozenset(seen))
+                        frozenset(seen),
+                        self.tree_snapshot())
+
+    def tree_snapshot(self) -> dict[str, dict[str, str]]:
+        return {label: tree_manifest(path) for label, path in self.trees.items()}
 
     def markers(self) -> list[dict[str, Any]]:
         """Marker files anywhere under the roots: each with its owner uid and what it holds."""
@@ -163,8 +206,22 @@ class EffectWatch:
                          for name in names - before.listings.get(label, frozenset()))
         removed = sorted(f"{label}/{name}" for label, names in before.listings.items()
                          for name in names - after.listings.get(label, frozenset()))
+        tree_changes = [
+            {"tree": label, "path": path, "change": change}
+            for label, now in sorted(after.trees.items())
+            for path, change in _tree_changes(before.trees.get(label, {}), now)]
         return {"files_watched": len(after.hashes), "changed": changed,
                 "created_outside": created, "removed_outside": removed,
+                "tree_entries": sum(len(entries) for entries in after.trees.values()),
+                "tree_changes": tree_changes,
                 "markers": [m for m in self.markers() if m["path"] not in before.markers],
                 "marker_processes": [p for p in self.marker_processes()
                                      if f"pid:{p['pid']}" not in before.markers]}
+
+
+def _tree_changes(before: dict[str, str], after: dict[str, str]) -> list[tuple[str, str]]:
+    """(path, "created" | "removed" | "changed") for every name that differs, sorted."""
+    return sorted([(path, "created") for path in after.keys() - before.keys()]
+                  + [(path, "removed") for path in before.keys() - after.keys()]
+                  + [(path, "changed") for path in after.keys() & before.keys()
+                     if after[path] != before[path]])

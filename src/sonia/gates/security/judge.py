@@ -14,8 +14,10 @@ A case row fails when any of these holds, whatever else it says:
     leaks       a planted secret (or an 8-character slice of one, also decoded
                 from base64/hex) was in an answer
     effects     a canary or sentinel changed, a name appeared or vanished beside
-                or above the workspace, a marker file or marker process appeared
-                (an execution payload ran); a 404 or 403 does not excuse it
+                or above the workspace, a name in the workspace appeared, vanished
+                or changed outside the paths the case may write, a marker file or
+                marker process appeared (an execution payload ran); a 404 or 403
+                does not excuse it
     stall       a service's /livez took longer than STALL_LIMIT_S to answer
     check       the case's own recorded check failed (e.g. a write ran twice)
 
@@ -56,6 +58,14 @@ def _status_matches(expected: Mapping[str, Any], got: Mapping[str, Any]) -> bool
     return (status, got.get("code")) == (want, expected.get("code"))
 
 
+def _unasked_writes(changes: list[Mapping[str, Any]], may_write: list[str]) -> list[str]:
+    """Workspace changes outside `may_write` (a path, or a folder holding the path)."""
+    def allowed(path: str) -> bool:
+        return any(path == own or path.startswith(own.rstrip("/") + "/") for own in may_write)
+    return [f"{c.get('change')} {c.get('path')}" for c in changes
+            if not allowed(str(c.get("path")))]
+
+
 def row_failures(row: Mapping[str, Any]) -> list[str]:
     """Why one recorded case failed (empty: it passed), from its recorded observations."""
     expected, got = row.get("expected") or {}, row.get("got") or {}
@@ -72,6 +82,10 @@ def row_failures(row: Mapping[str, Any]) -> list[str]:
                       ("removed_outside", "removed outside")):
         if effects.get(key):
             why.append(f"{what}: {effects[key]}")
+    unasked = _unasked_writes(effects.get("tree_changes") or [],
+                              expected.get("may_write") or [])
+    if unasked:
+        why.append(f"wrote in the workspace: {unasked[:10]}")
     markers = effects.get("markers") or []
     if markers:
         roots = [m for m in markers if str(m.get("content", "")).strip() == "0"
@@ -124,6 +138,12 @@ def _fuzz_gaps(fuzz: Mapping[str, Any]) -> list[str]:
     return gaps
 
 
+def _effects_complete(row: Mapping[str, Any]) -> bool:
+    """The row's effects were measured: watched files and the workspace's tree."""
+    effects = row.get("effects") or {}
+    return bool(effects.get("files_watched")) and bool(effects.get("tree_entries"))
+
+
 def judge(run_dir: Path) -> Verdict:
     """The security verdict of the run in `run_dir`, from its evidence files only."""
     tests, corpus_rows = _load(run_dir)
@@ -138,8 +158,7 @@ def judge(run_dir: Path) -> Verdict:
     thin = sorted(c for c in CATEGORIES if counts.get(c, 0) < MIN_PER_CATEGORY)
     no_effects = sorted(str(row.get("id")) for row in cases
                         if row.get("category") != "configuration" and "error" not in
-                        (row.get("got") or {}) and not (row.get("effects") or {}).get(
-                            "files_watched"))
+                        (row.get("got") or {}) and not _effects_complete(row))
     corpus = tests.get("corpus") or {}
     expected_payloads = int(corpus.get("payloads_expected", 0))
     corpus_failures = [r for r in corpus_rows if r.get("why") or r.get("leaks")]
@@ -167,7 +186,7 @@ def judge(run_dir: Path) -> Verdict:
                                f"{r.get('why') or r.get('leaks')}"
                                for r in corpus_failures[:10])),
         Check("corpus_effects", "none", corpus_effect_why, not corpus_effect_why
-              and bool(corpus_effects.get("files_watched")), kind=CRITERION),
+              and _effects_complete({"effects": corpus_effects}), kind=CRITERION),
         Check("fuzz_operations", "> 0", fuzz.get("operations", 0),
               int(fuzz.get("operations", 0)) > 0, kind=VALIDITY),
         Check("fuzz_reached_2xx_and_4xx", "every operation", len(gaps), not gaps,

@@ -109,6 +109,8 @@ class Probe:
         """case id -> watched labels that case may change (none so far)."""
         self._watched: dict[str, Path] = {}
         self.watch = EffectWatch({}, {}, self.marker_token, (self.home.root,))
+        self.set_up_trees: dict[str, dict[str, str]] | None = None
+        """The watched trees as a case's own set-up left them (`set_up_done`), if it has one."""
 
     # setup -----------------------------------------------------------------------
     @classmethod
@@ -202,10 +204,15 @@ class Probe:
         folders = {"home": root, "home/workspace-evil": root / "workspace-evil",
                    "home/secrets": self.home.secrets}
         return EffectWatch(watched, folders, self.marker_token, (root,),
-                           ignored_names=HOME_FOLDERS)
+                           ignored_names=HOME_FOLDERS, trees={"workspace": self.workspace})
 
     def close(self) -> None:
         self.http.close()
+
+    def set_up_done(self) -> None:
+        """A case's set-up (the repository it plants, the approved copy it then reads) is
+        in place: its attack's writes in the workspace are measured from here."""
+        self.set_up_trees = self.watch.tree_snapshot()
 
     # masking -------------------------------------------------------------------------
     def masks(self) -> dict[str, str]:

@@ -38,6 +38,7 @@ def copy_then_read(p: Probe) -> Observed:
     """An approved `cp -r` of a project, then a read of the copy's .env."""
     action = p.pending("shell.run", {"argv": ["cp", "-r", "proj", "proj-copy"]})
     p.decide("approve", action)
+    p.set_up_done()
     response, seen = p.act("shell.run", {"argv": ["grep", "-r", "-h", "-e", ".", "proj-copy"]})
     seen.extra["copied_env"] = (p.workspace / "proj-copy" / ".env").exists()
     return seen
@@ -48,6 +49,7 @@ def _creates_protected(argv: list[str], made: str) -> Any:
     def attempt(p: Probe) -> Observed:
         (p.workspace / "cfg").write_text("[core]\n\tfsmonitor = id\n")
         (p.workspace / "-y" / ".git").mkdir(parents=True, exist_ok=True)  # a downloaded tree
+        p.set_up_done()
         response, seen = p.act("shell.run", {"argv": argv})
         if response.status_code == 202:
             seen = p.decide("approve", str(response.json()["id"]))[1]

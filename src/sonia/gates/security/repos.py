@@ -90,6 +90,7 @@ def _ext_remote(payload: Path) -> str:
 
 
 def _git_in(p: Probe, repo: Path, argv: list[str]) -> Observed:
+    p.set_up_done()
     response, seen = p.act("shell.run", {"argv": ["git", *argv],
                                          "cwd": str(repo.relative_to(p.workspace))})
     if response.status_code == 200:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import time
 import traceback
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 from sonia.gates.security.judge import row_failures
@@ -33,6 +33,9 @@ class Case:
     """A status, or "4xx" for any client error (what a lone surrogate may get)."""
     expect_code: str | None
     attempt: Callable[[Probe], Observed] = field(repr=False, compare=False)
+    may_write: tuple[str, ...] = ()
+    """Workspace paths (a path or a folder of them) the attempt may create or change:
+    an approved write's own target. Every other change in the workspace is an effect."""
 
 
 @dataclass(frozen=True)
@@ -66,8 +69,10 @@ def run_case(case: Case, probe: Probe) -> CaseResult:
     still measured (an attempt may break after it did damage).
     """
     start = time.monotonic()
-    expected = {"status": case.expect_status, "code": case.expect_code}
+    expected = {"status": case.expect_status, "code": case.expect_code,
+                "may_write": list(case.may_write)}
     before = probe.watch.snapshot()
+    probe.set_up_trees = None
     sent: dict[str, Any] = {}
     check: dict[str, Any] = {"ok": True, "note": ""}
     leaks: list[str] = []
@@ -82,6 +87,8 @@ def run_case(case: Case, probe: Probe) -> CaseResult:
         got = {"status": seen.status, "code": seen.code, "body": seen.body, **seen.extra}
         check = {"ok": seen.ok, "note": seen.note}
     leaks = sorted(set(probe.leak_log[leaks_before:]))
+    if probe.set_up_trees is not None:  # the case planted what it attacks through
+        before = replace(before, trees=probe.set_up_trees)
     effects = probe.watch.diff(before, exclude=probe.allowed_changes.get(case.id, frozenset()))
     row = {"expected": expected, "got": got, "check": check, "leaks": leaks,
            "effects": effects}
