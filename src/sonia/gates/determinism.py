@@ -47,6 +47,7 @@ from sonia.gates.common.evidence import (
 from sonia.gates.common.progress import GateProgress
 
 __all__ = [
+    "EVIDENCE_FILES",
     "EVIDENCE",
     "MISSING_PACKAGE_PREFIX",
     "PROFILES",

@@ -72,7 +72,8 @@ from sonia.home import DEFAULT_CONFIG, Home
 from sonia.supervisor import control
 from sonia.testing import FreshStack
 
-__all__ = ["EVIDENCE", "PROFILES", "CanaryWriter", "DurabilityProfile", "judge", "run"]
+__all__ = ["EVIDENCE", "EVIDENCE_FILES", "PROFILES", "CanaryWriter", "DurabilityProfile",
+           "judge", "run"]
 
 EVIDENCE = "restore-drill.json"
 EVIDENCE_FILES: tuple[str, ...] = (EVIDENCE,)

@@ -51,7 +51,7 @@ from sonia.supervisor.process import RUN_MARKER_ENV
 from sonia.supervisor.state import read_json, state_file
 from sonia.testing import FreshStack
 
-__all__ = ["EVIDENCE", "PROFILES", "GoNoGoProfile", "judge", "run", "supervision"]
+__all__ = ["EVIDENCE_FILES", "EVIDENCE", "PROFILES", "GoNoGoProfile", "judge", "run", "supervision"]
 
 EVIDENCE = "go-no-go-summary.json"
 EVIDENCE_FILES: tuple[str, ...] = (EVIDENCE,)

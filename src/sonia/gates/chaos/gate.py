@@ -78,7 +78,7 @@ from sonia.gates.common.progress import GateProgress
 from sonia.supervisor.process import RUN_MARKER_ENV
 from sonia.testing import FreshStack
 
-__all__ = ["PROFILES", "Chaos", "ChaosProfile", "judge", "run"]
+__all__ = ["EVIDENCE_FILES", "PROFILES", "Chaos", "ChaosProfile", "judge", "run"]
 
 POLL_S = 0.05
 

@@ -45,7 +45,7 @@ from sonia.home import Home
 from sonia.supervisor.ports import free_base_port
 from sonia.testing import FreshStack
 
-__all__ = ["PROFILES", "SecurityProfile", "judge", "run"]
+__all__ = ["EVIDENCE_FILES", "PROFILES", "SecurityProfile", "judge", "run"]
 
 GRANT_NOTE = (
     "Grant cases go straight to OpenClaw /v1/execute with the gateway's service token. "

@@ -81,6 +81,7 @@ from sonia.kit.logfiles import read_lines
 from sonia.testing import FreshStack
 
 __all__ = [
+    "EVIDENCE_FILES",
     "PROFILES",
     "SoakGateProfile",
     "count_stuck_sessions",
