@@ -36,6 +36,11 @@ def test_release_profile_overrides_below_the_minimum_exit_2_before_anything_runs
     assert "go-no-go.cycles=0 is below the release minimum: at least 10" in proc.stderr
     assert not list((home / "artifacts").glob("*go-no-go*"))  # nothing ran
 
+    proc = sonia("gate", "go-no-go", "--profile", "release", "--health-minutes", "29",
+                 "--home", str(home))
+    assert proc.returncode == 2, proc.stderr
+    assert "go-no-go.health_minutes=29" in proc.stderr and "at least 30" in proc.stderr
+
     proc = sonia("gate", "go-no-go", "--profile", "release", "--health-interval", "60",
                  "--home", str(home))
     assert proc.returncode == 2 and "it cannot be waived" in proc.stderr

@@ -95,6 +95,23 @@ def test_sign_offs_with_one_key_for_two_roles_fail_verification(
     assert not result.ok and "one key may hold one role only" in result.reason
 
 
+def test_the_cli_refuses_one_key_for_two_roles_in_sign_offs_and_in_the_signers_file(
+        tmp_path: Path, keys: dict[str, tuple[Path, Path]]) -> None:
+    out = bundle(tmp_path, keys["release"][0])
+    sign_off(out, "engineering", keys["qa"][0])
+    sign_off(out, "qa", keys["qa"][0])
+    code, output = cli("verify", str(out), "--draft",
+                       "--signers", str(signers_file(tmp_path, keys)))
+    assert code == 1 and "signoffs/engineering.json" in output
+    assert "pins" in output and "for engineering" in output  # the qa key is not engineering's
+    shared = signers_file(tmp_path, {**keys, "engineering": keys["qa"]})
+    code, output = cli("verify", str(out), "--draft", "--signers", str(shared))
+    assert code == 1 and "pinned for both engineering and qa" in output
+    code, output = cli("release", "sign-off", str(out), "--role", "engineering",
+                       "--key", str(keys["qa"][0]), "--signers", str(shared))
+    assert code == 1 and "pinned for both engineering and qa" in output
+
+
 def test_a_sign_off_with_the_release_key_fails_verification(
         tmp_path: Path, keys: dict[str, tuple[Path, Path]]) -> None:
     out = bundle(tmp_path, keys["release"][0])
