@@ -290,13 +290,6 @@ def _walk_files(root: Path) -> Iterator[Path]:
             yield path
 
 
-def _file_entry(root: Path, path: Path, known: dict[Path, str] | None = None) -> dict[str, Any]:
-    """A manifest entry; `known` holds sha256s already computed (the databases')."""
-    digest = (known or {}).get(path) or files.sha256_file(path)
-    return {"path": path.relative_to(root).as_posix(), "size": path.stat().st_size,
-            "sha256": digest}
-
-
 def read_backup_key(path: Path) -> bytes:
     """A backup key file: at least 32 bytes, readable by its owner only."""
     try:
@@ -396,7 +389,7 @@ def create_backup(home: Home, dest_dir: Path | None = None) -> Path:
             "source_home": str(home.root),
             "contains": ["data", "sonia.toml", "policies"],
             "excludes_secrets": True,
-            "files": [_file_entry(partial, p, known) for p in _walk_files(partial)],
+            "files": [files.file_entry(partial, p, known.get(p)) for p in _walk_files(partial)],
             "databases": databases,
         }
         _write_manifest(partial, manifest, key)

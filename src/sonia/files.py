@@ -63,3 +63,10 @@ def sha256_file(path: Path) -> str:
         while chunk := handle.read(_CHUNK):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+def file_entry(root: Path, path: Path, digest: str | None = None) -> dict[str, Any]:
+    """A manifest's line for `path`: its POSIX path under `root`, size and sha256 (`digest`
+    when the caller already has it), the one shape backups and release bundles share."""
+    return {"path": path.relative_to(root).as_posix(), "size": path.stat().st_size,
+            "sha256": digest or sha256_file(path)}

@@ -46,7 +46,6 @@ __all__ = [
     "SIGNOFFS_INDEX",
     "UNCOVERED",
     "build_bundle",
-    "file_entry",
     "is_safe_bundle_path",
     "read_manifest",
 ]
@@ -63,11 +62,6 @@ UNCOVERED = frozenset({MANIFEST_NAME, SIGNATURE_NAME, SIGNOFFS_INDEX})
 """Top-level files the manifest does not list (signoffs/ is uncovered as a whole)."""
 
 
-
-
-def file_entry(bundle: Path, path: Path) -> dict[str, Any]:
-    return {"path": path.relative_to(bundle).as_posix(), "size": path.stat().st_size,
-            "sha256": files.sha256_file(path)}
 
 
 def is_safe_bundle_path(path: str) -> bool:
@@ -159,13 +153,13 @@ def build_bundle(
         target = out_dir / name
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(source, target)
-    evidence = [file_entry(out_dir, out_dir / name) for name in sorted(evidence_files)]
+    evidence = [files.file_entry(out_dir, out_dir / name) for name in sorted(evidence_files)]
     checklist = render_checklist(commit=commit, tag=tag, created_at=moment, verdicts=gates,
                                  environment=env, files=evidence, waivers=waived)
     _write(out_dir / CHECKLIST_NAME, checklist.encode("utf-8"))
 
-    files = sorted([*evidence, file_entry(out_dir, out_dir / CHECKLIST_NAME)],
-                   key=lambda e: e["path"])
+    listed = sorted([*evidence, files.file_entry(out_dir, out_dir / CHECKLIST_NAME)],
+                    key=lambda e: e["path"])
     manifest = {
         "format": FORMAT,
         "created_at": moment,
@@ -175,7 +169,7 @@ def build_bundle(
         "environment": env,
         "gates": gates,
         "waivers": waived,
-        "files": files,
+        "files": listed,
     }
     manifest_bytes = canonical(manifest)
     _write(out_dir / MANIFEST_NAME, manifest_bytes)

@@ -11,8 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from sonia.gates.security.config_cases import CONFIG_CASES, run_config_case
+from sonia.gates.security.config_cases import CONFIG_CASES, ConfigCase, run_config_case
 from sonia.home import Home
+from sonia.supervisor.ports import free_base_port
 
 pytestmark = pytest.mark.integration
 
@@ -32,3 +33,15 @@ def test_bad_configuration_exits_2_with_a_clear_message(
     assert outcome.passed, f"{outcome.why}\n{outcome.stderr}"
     assert outcome.exit_code == 2
     assert not outcome.started, "nothing may start"
+
+
+def test_a_service_that_starts_despite_its_configuration_fails_its_case(
+        tmp_path: Path) -> None:
+    """The judge of a case is what the command did, not how long it took: a service
+    that listens has started (and is stopped), however slowly it got there."""
+    home = Home.at(tmp_path / "template")
+    home.init(base_port=free_base_port())
+    nothing_broken = ConfigCase("nothing broken", lambda home: None, "anything", command="eva")
+    outcome = run_config_case(nothing_broken, home, tmp_path / "cases")
+    assert not outcome.passed and outcome.started and outcome.exit_code is None
+    assert "sonia-eva started and listened despite the configuration" in outcome.why
