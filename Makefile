@@ -53,8 +53,11 @@ console: venv
 	@echo "stop it with: $(BIN)/sonia down --home $(HOME_DIR)"
 
 # Whole-gate runs carry the `gate` marker: `make run` runs every gate, so CI runs each once.
+# Test files are spread over one worker per core (at most 4): each file's module stack
+# stays in one worker, and each worker takes its own share of the port range.
+TEST_WORKERS ?= auto
 test: venv system-deps
-	$(BIN)/python -m pytest -m "not gate"
+	$(BIN)/python -m pytest -m "not gate" -n $(TEST_WORKERS) --maxprocesses 4 --dist loadfile
 
 check: lint typecheck
 

@@ -19,6 +19,7 @@ services, the supervisor and the gates run on a `FreshStack`.
 
 from __future__ import annotations
 
+import os
 import shutil
 import tempfile
 from collections.abc import Iterator, Mapping
@@ -35,7 +36,7 @@ from sonia.services.runner import build_app
 from sonia.supervisor import control
 from sonia.supervisor.ports import free_base_port
 
-__all__ = ["FreshStack", "in_process"]
+__all__ = ["FreshStack", "free_stack_port", "in_process", "worker_share"]
 
 
 @contextmanager
@@ -48,6 +49,23 @@ def in_process(service: str, home: Home) -> Iterator[TestClient]:
                     raise_server_exceptions=False) as client:
         yield client
 
+def worker_share() -> tuple[int, int]:
+    """This process's share of the port range when test workers run side by side
+    (pytest-xdist sets PYTEST_XDIST_WORKER=gwN and PYTEST_XDIST_WORKER_COUNT), else all."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "")
+    count = os.environ.get("PYTEST_XDIST_WORKER_COUNT", "")
+    if worker.startswith("gw") and worker[2:].isdigit() and count.isdigit():
+        index, total = int(worker[2:]), int(count)
+        if 0 <= index < total:
+            return index, total
+    return 0, 1
+
+
+def free_stack_port() -> int:
+    """A free base port in this process's share of the range (see `worker_share`)."""
+    return free_base_port(share=worker_share())
+
+
 class FreshStack:
     def __init__(self, root: Path | None = None, *, keep: bool = True,
                  config: Mapping[str, Mapping[str, Any]] | None = None) -> None:
@@ -58,7 +76,7 @@ class FreshStack:
         self.root = Path(root) if root is not None else Path(self._tmp or "")
         self.keep = keep
         self.home = Home.at(self.root)
-        self.base_port = free_base_port()
+        self.base_port = free_stack_port()
         self.home.init(base_port=self.base_port)
         self.settings: Settings = self.home.configure(config or {})
         self.user_key = self.home.create_api_key("user")

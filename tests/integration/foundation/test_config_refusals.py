@@ -13,7 +13,7 @@ import pytest
 
 from sonia.gates.security.config_cases import CONFIG_CASES, ConfigCase, run_config_case
 from sonia.home import Home
-from sonia.supervisor.ports import free_base_port
+from sonia.testing import free_stack_port
 
 pytestmark = pytest.mark.integration
 
@@ -40,7 +40,7 @@ def test_a_service_that_starts_despite_its_configuration_fails_its_case(
     """The judge of a case is what the command did, not how long it took: a service
     that listens has started (and is stopped), however slowly it got there."""
     home = Home.at(tmp_path / "template")
-    home.init(base_port=free_base_port())
+    home.init(base_port=free_stack_port())
     nothing_broken = ConfigCase("nothing broken", lambda home: None, "anything", command="eva")
     outcome = run_config_case(nothing_broken, home, tmp_path / "cases")
     assert not outcome.passed and outcome.started and outcome.exit_code is None

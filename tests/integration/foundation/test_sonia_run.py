@@ -17,7 +17,7 @@ from foreground import ForegroundService
 
 from sonia.home import Home
 from sonia.supervisor import control
-from sonia.supervisor.ports import free_base_port
+from sonia.testing import free_stack_port
 
 pytestmark = pytest.mark.integration
 
@@ -27,7 +27,7 @@ START_S = 60.0
 @pytest.fixture()
 def home(tmp_path: Path) -> Home:
     home = Home.at(tmp_path / "home")
-    home.init(base_port=free_base_port())
+    home.init(base_port=free_stack_port())
     return home
 
 

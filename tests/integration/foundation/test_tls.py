@@ -23,8 +23,7 @@ from websockets.sync.client import connect
 
 from sonia import SERVICES
 from sonia.home import Home
-from sonia.supervisor.ports import free_base_port
-from sonia.testing import FreshStack
+from sonia.testing import FreshStack, free_stack_port
 
 pytestmark = pytest.mark.integration
 
@@ -34,7 +33,7 @@ START_S = 60.0
 def test_listening_beyond_loopback_without_tls_exits_2_naming_the_setting(
         tmp_path: Path) -> None:
     home = Home.at(tmp_path / "home")
-    home.init(base_port=free_base_port())
+    home.init(base_port=free_stack_port())
     home.config_file.write_text(home.config_file.read_text().replace(
         'bind = "127.0.0.1"', 'bind = "0.0.0.0"'))
     done = subprocess.run([sys.executable, "-m", "sonia", "run", "eva", "--home",
@@ -135,7 +134,7 @@ def test_sonia_status_verifies_the_services_with_the_homes_ca(stack: FreshStack)
 @pytest.fixture()
 def home(tmp_path: Path, ca: TestCA) -> Home:
     home = Home.at(tmp_path / "home")
-    home.init(base_port=free_base_port())
+    home.init(base_port=free_stack_port())
     home.configure(tls_config(ca, "eva"))
     return home
 
@@ -163,7 +162,7 @@ def test_a_certificate_for_another_name_is_refused(
         tmp_path: Path, ca: TestCA, trusting: ssl.SSLContext) -> None:
     """The CA alone is not enough: the certificate must name the address called."""
     home = Home.at(tmp_path / "home")
-    home.init(base_port=free_base_port())
+    home.init(base_port=free_stack_port())
     home.configure(tls_config(ca, "elsewhere", hosts=("eva.example",)))
     with ForegroundService("eva", home, tmp_path / "run") as eva:
         eva.wait_for("READY", START_S)  # its own readiness needs no TLS client

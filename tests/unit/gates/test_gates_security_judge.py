@@ -87,6 +87,13 @@ def test_a_write_the_case_may_make_passes_and_only_that_one() -> None:
     assert row_failures(row) == ["wrote in the workspace: ['created approvals/race.txt.bak']"]
     row["expected"]["may_write"] = ["approvals"]  # a folder allows what is inside it
     assert row_failures(row) == []
+    row["expected"]["may_write"] = ["approvals/race.txt"]
+    row["effects"]["tree_changes"] = [  # the folder a `parents: true` write made on its way
+        {"tree": "workspace", "path": "approvals", "change": "created"},
+        {"tree": "workspace", "path": "approvals/race.txt", "change": "created"}]
+    assert row_failures(row) == []
+    row["effects"]["tree_changes"][0]["change"] = "removed"
+    assert row_failures(row) == ["wrote in the workspace: ['removed approvals']"]
 
 
 def test_a_case_whose_workspace_was_not_watched_is_invalid(tmp_path: Path) -> None:

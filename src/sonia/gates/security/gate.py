@@ -42,8 +42,7 @@ from sonia.gates.security.judge import judge
 from sonia.gates.security.probe import Probe
 from sonia.gates.security.types import CaseResult, run_case
 from sonia.home import Home
-from sonia.supervisor.ports import free_base_port
-from sonia.testing import FreshStack
+from sonia.testing import FreshStack, free_stack_port
 
 __all__ = ["EVIDENCE_FILES", "PROFILES", "SecurityProfile", "judge", "run"]
 
@@ -107,7 +106,7 @@ def _config_case_result(outcome: ConfigOutcome, seconds: float) -> CaseResult:
 
 def _config_cases(run_dir: Path, workers: int, progress: GateProgress) -> list[CaseResult]:
     template = Home.at(run_dir / "config-homes" / "template")
-    template.init(base_port=free_base_port())
+    template.init(base_port=free_stack_port())
     task = progress.task("configuration refusals", len(CONFIG_CASES))
 
     def one(name: str) -> CaseResult:

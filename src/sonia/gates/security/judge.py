@@ -59,11 +59,14 @@ def _status_matches(expected: Mapping[str, Any], got: Mapping[str, Any]) -> bool
 
 
 def _unasked_writes(changes: list[Mapping[str, Any]], may_write: list[str]) -> list[str]:
-    """Workspace changes outside `may_write` (a path, or a folder holding the path)."""
-    def allowed(path: str) -> bool:
-        return any(path == own or path.startswith(own.rstrip("/") + "/") for own in may_write)
+    """Workspace changes outside `may_write`: a path, what lies under it, and the folders
+    a write creates on the way to it (`parents: true`)."""
+    def allowed(path: str, change: str) -> bool:
+        return any(path == own or path.startswith(own.rstrip("/") + "/")
+                   or (change == "created" and own.startswith(path + "/"))
+                   for own in may_write)
     return [f"{c.get('change')} {c.get('path')}" for c in changes
-            if not allowed(str(c.get("path")))]
+            if not allowed(str(c.get("path")), str(c.get("change")))]
 
 
 def row_failures(row: Mapping[str, Any]) -> list[str]:
