@@ -23,7 +23,7 @@ the checks and the words a search looks for are shared (`store.check_*`,
   dead tuple at its next VACUUM, and the text stays in WAL until it is
   recycled (DESIGN.md says the same of SQLite's WAL and FTS segments).
 
-`PgMemoryStore` in `repository.py` runs these on `kit.pg.PgDatabase`, in the
+`repository.LedgerRepository` runs these on `kit.pg.PgDatabase`, in the
 schema `memory`, versioned by `memory.schema_version` (`MIGRATIONS` below).
 """
 
