@@ -8,8 +8,11 @@ from collections.abc import Iterator
 from typing import Any
 
 import psutil
-import psycopg
 import pytest
+
+pytest.importorskip("psycopg", reason="needs psycopg with libpq (the postgres extra)")
+
+import psycopg  # noqa: E402 - after the skip above
 
 from sonia.errors import ConfigError, Unavailable
 from sonia.kit import pg
