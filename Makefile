@@ -17,14 +17,14 @@ venv: $(STAMP)
 $(STAMP): pyproject.toml constraints.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet -c constraints.txt pip
-	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev,gates]'
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev,gates,postgres]'
 	@touch $(STAMP)
 
 # Re-resolve the dependencies in a scratch venv and pin the result.
 lock:
 	rm -rf .lock-venv && $(PYTHON) -m venv .lock-venv
 	.lock-venv/bin/python -m pip install --quiet --upgrade pip
-	.lock-venv/bin/python -m pip install --quiet '.[dev,gates]'
+	.lock-venv/bin/python -m pip install --quiet '.[dev,gates,postgres]'
 	{ echo '# The resolved set the suite and the gates ran with (`make lock` re-resolves it).'; \
 	  echo '# `make venv` installs from it; evidence records every installed version.'; \
 	  .lock-venv/bin/python -m pip freeze --all --exclude-editable | grep -vi '^sonia'; } > constraints.txt
@@ -33,13 +33,17 @@ lock:
 # bubblewrap (the tool sandbox) and espeak-ng (speech out) are optional: Sonia
 # reports what is in force without them. chromium is the headless browser of the
 # console's tests (driven by Playwright; they skip, naming it, without it).
+# postgresql is the server the storage tests start in a temporary folder (initdb,
+# postgres; they skip, naming it, without it) and brings libpq5, which psycopg uses.
 # Installed when we are root with apt.
+PG_BINDIR = $(firstword $(wildcard /usr/lib/postgresql/*/bin))
 system-deps:
-	@if command -v bwrap >/dev/null && command -v espeak-ng >/dev/null && command -v chromium >/dev/null; then :; \
+	@if command -v bwrap >/dev/null && command -v espeak-ng >/dev/null && command -v chromium >/dev/null \
+	    && [ -x "$(PG_BINDIR)/initdb" ]; then :; \
 	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
-	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq bubblewrap espeak-ng chromium) >/dev/null 2>&1 \
-	    || echo "note: could not install bubblewrap/espeak-ng/chromium; running without them"; \
-	else echo "note: bubblewrap/espeak-ng/chromium missing and cannot install (not root or no apt)"; fi
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq bubblewrap espeak-ng chromium postgresql) >/dev/null 2>&1 \
+	    || echo "note: could not install bubblewrap/espeak-ng/chromium/postgresql; running without them"; \
+	else echo "note: bubblewrap/espeak-ng/chromium/postgresql missing and cannot install (not root or no apt)"; fi
 
 run: venv system-deps
 	$(BIN)/sonia gate all --profile $(PROFILE) --home $(HOME_DIR)

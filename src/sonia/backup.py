@@ -344,6 +344,12 @@ def create_backup(home: Home, dest_dir: Path | None = None) -> Path:
     Safe while the stack runs. Raises BackupError when a database cannot be read
     or its snapshot fails integrity_check (nothing is left behind then).
     """
+    if home.settings().storage.backend != "sqlite":
+        # Copying data/*.db would leave out what lives in PostgreSQL, and a backup
+        # that looks whole but is not is worse than none.
+        raise BackupError("storage.url names PostgreSQL: `sonia backup` copies the SQLite "
+                          "databases only and would leave the memory ledger out; back the "
+                          "database up with pg_dump (docs/scale-out.md)")
     root = dest_dir if dest_dir is not None else home.backups
     root.mkdir(parents=True, exist_ok=True)
     key = home_backup_key(home)

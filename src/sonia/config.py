@@ -9,6 +9,11 @@ Services listen on loopback unless told otherwise, and a service told to listen
 anywhere else must serve TLS (`[tls] cert_file` and `key_file`): service tokens
 and conversations never cross a network in clear text. Callers reach another
 host only through an `https://` upstream, checked against `[tls] ca_file`.
+
+`[storage] url` chooses where ledgers live: `sqlite` (the embedded default) or a
+`postgresql://` URL. A URL that carries a password is refused naming the key: the
+password is read from `secrets/postgres_password`, which `Home.check` holds to
+the same 0600 rule as every other secret.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ import re
 import tomllib
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qsl, urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import (
@@ -203,6 +209,46 @@ class BackupSettings(_Section):
     retention: int = Field(8, ge=1, description="scheduled backups kept")
 
 
+STORAGE_PASSWORD_FILE = "secrets/postgres_password"
+"""Where the PostgreSQL password is, relative to the home: never in the TOML."""
+
+
+class StorageSettings(_Section):
+    url: str = Field(
+        "sqlite",
+        description="where the ledgers live: sqlite (embedded files in data/, the default) or "
+                    "postgresql://USER@HOST:PORT/DB (the memory service so far); the password "
+                    f"is read from {STORAGE_PASSWORD_FILE}, never from this file")
+
+    @field_validator("url")
+    @classmethod
+    def _sqlite_or_postgresql(cls, v: str) -> str:
+        if v == "sqlite":
+            return v
+        parts = urlsplit(v)
+        if parts.scheme not in {"postgresql", "postgres"}:
+            raise KeyedValueError(
+                "storage.url", "must be sqlite or a postgresql://USER@HOST:PORT/DB URL")
+        try:
+            parts.port  # noqa: B018 - parsing it is the check
+        except ValueError:
+            raise KeyedValueError("storage.url", "has a port that is not a number") from None
+        query = {key.lower() for key, _ in parse_qsl(parts.query, keep_blank_values=True)}
+        if parts.password is not None or "password" in query or "passfile" in query:
+            # Said without echoing the URL: it holds the secret.
+            raise KeyedValueError(
+                "storage.url", f"must not carry a password: put it in {STORAGE_PASSWORD_FILE} "
+                               f"(mode 0600) and remove it from the URL")
+        if not parts.path.strip("/") and "dbname" not in query:
+            raise KeyedValueError("storage.url", "names no database (postgresql://USER@HOST/DB)")
+        return v
+
+    @property
+    def backend(self) -> str:
+        """`sqlite` or `postgresql`."""
+        return "sqlite" if self.url == "sqlite" else "postgresql"
+
+
 class Settings(BaseSettings):
     """The whole configuration of one home."""
 
@@ -236,6 +282,7 @@ class Settings(BaseSettings):
     backup: BackupSettings = BackupSettings()  # type: ignore[call-arg]
     tls: TlsSettings = TlsSettings()  # type: ignore[call-arg]
     logs: LogSettings = LogSettings()  # type: ignore[call-arg]
+    storage: StorageSettings = StorageSettings()  # type: ignore[call-arg]
 
     @field_validator("bind")
     @classmethod

@@ -40,7 +40,7 @@ if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from sonia import SERVICES, files
-from sonia.config import Settings, TlsSettings, load_settings
+from sonia.config import STORAGE_PASSWORD_FILE, Settings, TlsSettings, load_settings
 from sonia.errors import ConfigError
 
 TOKEN_BYTES = 32
@@ -130,6 +130,11 @@ class Home:
     def backup_key_file(self) -> Path:
         """The HMAC key that signs this home's backup manifests (backup.py)."""
         return self.secrets / "backup.key"
+
+    @property
+    def storage_password_file(self) -> Path:
+        """The PostgreSQL password of `[storage] url` (never in sonia.toml)."""
+        return self.root / STORAGE_PASSWORD_FILE
 
     @property
     def data(self) -> Path:
@@ -299,7 +304,7 @@ class Home:
                     key=f"secrets.tokens.{service}",
                 )
             seen[token] = service
-        for path in (self.grant_key_file, self.api_keys_file):
+        for path in (self.grant_key_file, self.api_keys_file, self.storage_password_file):
             if path.exists():
                 self._check_private_file(path, f"secrets/{path.name}")
         self._check_tls(settings.tls)
@@ -375,6 +380,26 @@ class Home:
                 key=key,
             )
         return token
+
+    def storage_password(self) -> str | None:
+        """The PostgreSQL password (`secrets/postgres_password`, first line), or None when
+        there is no such file (the server trusts the connection some other way: a
+        unix socket's peer authentication, a certificate)."""
+        path = self.storage_password_file
+        if not path.exists():
+            return None
+        self._check_private_file(path, "secrets/postgres_password")
+        lines = path.read_text().splitlines()
+        password = lines[0] if lines else ""
+        if not password:
+            raise ConfigError(f"{path} is empty: write the password on its first line, or "
+                              f"delete the file", key="secrets/postgres_password")
+        return password
+
+    def write_storage_password(self, password: str) -> None:
+        """Keep the PostgreSQL password where `storage_password` reads it (0600)."""
+        self.secrets.mkdir(mode=0o700, parents=True, exist_ok=True)
+        _write_private(self.storage_password_file, (password + "\n").encode())
 
     def all_tokens(self) -> dict[str, str]:
         return {service: self.read_token(service) for service in SERVICES}

@@ -11,7 +11,7 @@ never above, and no two services import each other (they talk over HTTP):
     actions                           tool specs, policy, plans, grants, ledger, audit
     services.<name>, backup           the six services (each alone) and the data tools
     services (runner), supervisor,    starting services, watching processes,
-    testing                           the in-process test client
+    testing, pgserver                 the in-process test client, a throwaway PostgreSQL
     gates, release                    the release gates and the bundle
     cli, __main__                     the `sonia` command
 
@@ -37,7 +37,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("kit",),
     ("actions",),
     ("services.*", "backup"),
-    ("services", "supervisor", "testing"),
+    ("services", "supervisor", "testing", "pgserver"),
     ("gates", "release"),
     ("cli", "__main__"),
 )

@@ -1,4 +1,7 @@
-"""The memory service: the memory ledger and conversation turns in SQLite (WAL, FTS5).
+"""The memory service: the memory ledger and conversation turns, with full-text search.
+
+Stored in SQLite (WAL, FTS5; the default) or PostgreSQL (`[storage] url`), behind
+`repository.MemoryRepository`: the routes call it and nothing else.
 
 Internal routes (service token; callers in `CALLERS`). Routes marked * take
 `?owner=<key id>`, required: the principal whose memories they store, find, read or
@@ -18,12 +21,12 @@ archive; a memory of another owner does not exist for them (404, not in results)
                                                recalled for q and the session's last turns
     GET  /v1/stats                             tables and row counts
 
-Every write is committed (WAL, synchronous=FULL) before its answer is sent.
+Every write is committed (SQLite: WAL, synchronous=FULL; PostgreSQL: synchronous_commit
+on) before its answer is sent.
 """
 
 from __future__ import annotations
 
-import sqlite3
 from typing import Annotated, Any
 
 from fastapi import APIRouter, FastAPI, Query
@@ -31,9 +34,8 @@ from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictStr
 from starlette.responses import JSONResponse
 
 from sonia.kit.app import ServiceContext, ServiceParts, create_app, run_sync
-from sonia.kit.db import Database
-from sonia.services.memory import facts, store
-from sonia.services.memory.store import MAX_CONTENT_CHARS, MAX_LIMIT, MIGRATIONS, MemoryStore
+from sonia.services.memory.repository import MemoryRepository, open_repository
+from sonia.services.memory.store import MAX_CONTENT_CHARS, MAX_LIMIT
 
 GW_VOICE = frozenset({"gateway", "voice"})
 GATEWAY = frozenset({"gateway"})
@@ -87,9 +89,8 @@ class FactsIn(_Body):
     session_id: Annotated[StrictStr, Field(min_length=1, max_length=200)] | None = None
 
 
-def routes(memory: MemoryStore) -> APIRouter:
+def routes(memory: MemoryRepository) -> APIRouter:
     router = APIRouter(prefix="/v1")
-    db = memory.db
 
     @router.post("/memories", status_code=201)
     async def add_memory(body: NewMemory, owner: Owner) -> dict[str, Any]:
@@ -120,8 +121,8 @@ def routes(memory: MemoryStore) -> APIRouter:
 
     @router.post("/facts", status_code=201)
     async def remember(body: FactsIn, owner: Owner) -> dict[str, Any]:
-        stored = await db.write(lambda c: facts.remember_facts(
-            c, body.text, owner=owner, session_id=body.session_id))
+        stored = await memory.remember_facts(body.text, owner=owner,
+                                             session_id=body.session_id)
         return {"memories": [r.to_dict() for r in stored]}
 
     @router.post("/sessions/{session_id}/turns", status_code=201)
@@ -133,9 +134,9 @@ def routes(memory: MemoryStore) -> APIRouter:
     @router.post("/sessions/{session_id}/exchanges", status_code=201)
     async def add_exchange(session_id: SessionId, body: NewExchange,
                            owner: Owner) -> dict[str, Any]:
-        asked, answered, stored = await db.write(lambda c: facts.store_exchange(
-            c, session_id, body.user, body.assistant, owner=owner, metadata=body.metadata,
-            remember=body.remember))
+        asked, answered, stored = await memory.store_exchange(
+            session_id, body.user, body.assistant, owner=owner, metadata=body.metadata,
+            remember=body.remember)
         return {"session_id": session_id,
                 "turns": [t.to_dict() for t in (asked, answered) if t is not None],
                 "memories": [r.to_dict() for r in stored]}
@@ -152,27 +153,21 @@ def routes(memory: MemoryStore) -> APIRouter:
                       owner: Owner,
                       recall: Annotated[int, Query(ge=0, le=MAX_LIMIT)] = 5,
                       turns: Annotated[int, Query(ge=0, le=MAX_LIMIT)] = 20) -> dict[str, Any]:
-        store.check_owner(owner)
-
-        def read(conn: sqlite3.Connection) -> dict[str, Any]:
-            hits = store.search(conn, q, recall, owner=owner) if recall else []
-            recent = store.list_turns(conn, session_id, turns) if turns else []
-            return {"session_id": session_id, "recalled": [h.to_dict() for h in hits],
-                    "turns": [t.to_dict() for t in recent]}
-
-        return await db.read(read)
+        hits, recent = await memory.context(session_id, q, owner=owner, recall=recall,
+                                            turns=turns)
+        return {"session_id": session_id, "recalled": [h.to_dict() for h in hits],
+                "turns": [t.to_dict() for t in recent]}
 
     @router.get("/stats")
     async def stats() -> JSONResponse:
-        tables = await db.read(lambda c: [
-            r[0] for r in c.execute("SELECT name FROM sqlite_master WHERE type='table'")])
-        return JSONResponse({"tables": tables, "counts": await memory.counts()})
+        return JSONResponse({"backend": memory.backend, "tables": await memory.tables(),
+                             "counts": await memory.counts()})
 
     return router
 
 
 def create(ctx: ServiceContext) -> FastAPI:
-    memory = MemoryStore(Database(ctx.home.db_path("memory"), MIGRATIONS))
+    memory = open_repository(ctx.home, ctx.settings)
 
     async def database() -> dict[str, object]:
         await memory.ping()
@@ -182,6 +177,6 @@ def create(ctx: ServiceContext) -> FastAPI:
         service_routers=[routes(memory)],
         callers=CALLERS,
         checks={"database": database},
-        on_startup=[run_sync(memory.db.open)],
+        on_startup=[run_sync(memory.open)],
         on_shutdown=[run_sync(memory.close)],
     ))

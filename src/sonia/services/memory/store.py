@@ -20,9 +20,12 @@ search, read and archive see only the caller's own (issue 10, finding 8). Memori
 from before owners existed belong to LEGACY_OWNER, which no key is.
 
 The module is plain functions of a `sqlite3.Connection` (each one correct on
-its own, and safe inside a larger transaction) plus `MemoryStore`, the async
-face the service uses: writes go through `Database.write`, which commits with
-`synchronous=FULL` before the call returns, so an acknowledged write is on disk.
+its own, and safe inside a larger transaction), and the ledger's model that
+both backends share: the records, the checks every write passes, and
+`query_terms`, the words a search looks for. `repository.py` holds the async
+faces the service uses (this SQLite one, and PostgreSQL's in `postgres.py`):
+writes go through `Database.write`, which commits with `synchronous=FULL`
+before the call returns, so an acknowledged write is on disk.
 """
 
 from __future__ import annotations
@@ -34,11 +37,9 @@ import sqlite3
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 from sonia.errors import InvalidArgument, NotFound
-from sonia.kit.db import Database
 
 MIGRATIONS: list[str] = [
     # v0 -> v1: memories, turns, and the full-text index over memories.
@@ -122,7 +123,7 @@ def utc_now() -> datetime:
     return datetime.now(UTC)
 
 
-def _stamp(clock: Clock) -> str:
+def stamp(clock: Clock) -> str:
     """An ISO 8601 UTC timestamp with microseconds: sortable as text."""
     return clock().astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
@@ -194,11 +195,11 @@ class SessionSummary:
                 "first_at": self.first_at, "last_at": self.last_at}
 
 
-def _new_id(prefix: str) -> str:
+def new_id(prefix: str) -> str:
     return f"{prefix}_{secrets.token_hex(12)}"
 
 
-def _check_content(content: str) -> str:
+def check_content(content: str) -> str:
     if not isinstance(content, str) or not content.strip():
         raise InvalidArgument("content must be a non-empty string")
     if len(content) > MAX_CONTENT_CHARS:
@@ -208,7 +209,7 @@ def _check_content(content: str) -> str:
     return content
 
 
-def _check_limit(limit: int) -> int:
+def check_limit(limit: int) -> int:
     if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= MAX_LIMIT:
         raise InvalidArgument(f"limit must be an integer from 1 to {MAX_LIMIT}")
     return limit
@@ -221,11 +222,48 @@ def check_owner(owner: str) -> str:
     return owner
 
 
-def _dump(metadata: Mapping[str, Any] | None) -> str:
+def dump_metadata(metadata: Mapping[str, Any] | None) -> str:
     try:
         return json.dumps(dict(metadata or {}), sort_keys=True, separators=(",", ":"))
     except (TypeError, ValueError) as exc:
         raise InvalidArgument(f"metadata must be JSON-serialisable: {exc}") from exc
+
+
+def check_new_memory(content: str, *, owner: str, kind: str,
+                     idempotency_key: str | None) -> str | None:
+    """Refuse what no backend may store; the idempotency key as stored (per owner)."""
+    check_content(content)
+    check_owner(owner)
+    if not isinstance(kind, str) or not _KIND.fullmatch(kind):
+        raise InvalidArgument("kind must match [a-z][a-z0-9_.-]{0,31}")
+    if idempotency_key is not None and not 1 <= len(idempotency_key) <= 200:
+        raise InvalidArgument("idempotency_key must be 1 to 200 characters")
+    return scoped_idempotency_key(owner, idempotency_key)
+
+
+def check_turn(session_id: str, role: str, content: str) -> None:
+    """Refuse a turn no backend may store."""
+    if not isinstance(session_id, str) or not 1 <= len(session_id) <= 200:
+        raise InvalidArgument("session_id must be 1 to 200 characters")
+    if role not in ROLES:
+        raise InvalidArgument(f"role must be one of {', '.join(sorted(ROLES))}")
+    check_content(content)
+
+
+def query_terms(query: str) -> list[str]:
+    """The words of free user text a search looks for: runs of word characters,
+    lower-cased, each cut to MAX_TERM_CHARS, without repeats, at most MAX_QUERY_TERMS.
+    Both backends search for exactly these, so no query syntax reaches either engine."""
+    terms: list[str] = []
+    if not isinstance(query, str):
+        return terms
+    for word in _WORD.findall(query):
+        term = word[:MAX_TERM_CHARS].lower()
+        if term not in terms:
+            terms.append(term)
+        if len(terms) == MAX_QUERY_TERMS:
+            break
+    return terms
 
 
 def _memory(row: sqlite3.Row) -> Memory:
@@ -260,19 +298,14 @@ def add_memory(
     Reusing a key for different content or kind is a client bug and is refused
     (INVALID_ARGUMENT) rather than silently answered with the other record.
     """
-    _check_content(content)
-    check_owner(owner)
-    if not isinstance(kind, str) or not _KIND.fullmatch(kind):
-        raise InvalidArgument("kind must match [a-z][a-z0-9_.-]{0,31}")
-    if idempotency_key is not None and not 1 <= len(idempotency_key) <= 200:
-        raise InvalidArgument("idempotency_key must be 1 to 200 characters")
-    scoped_key = scoped_idempotency_key(owner, idempotency_key)
+    scoped_key = check_new_memory(content, owner=owner, kind=kind,
+                                  idempotency_key=idempotency_key)
     cursor = conn.execute(
         "INSERT INTO memories (id, kind, content, metadata, session_id, idempotency_key,"
         " created_at, owner) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
         " ON CONFLICT (idempotency_key) DO NOTHING",
-        (_new_id("mem"), kind, content, _dump(metadata), session_id, scoped_key,
-         _stamp(clock), owner),
+        (new_id("mem"), kind, content, dump_metadata(metadata), session_id, scoped_key,
+         stamp(clock), owner),
     )
     if cursor.rowcount == 1:
         row = conn.execute(f"SELECT {_MEMORY_COLUMNS} FROM memories WHERE seq = ?",
@@ -308,7 +341,7 @@ def archive_memory(
     nothing, and another owner's memory is NOT_FOUND and stays as it is."""
     conn.execute("UPDATE memories SET archived_at = ?"
                  " WHERE id = ? AND owner = ? AND archived_at IS NULL",
-                 (_stamp(clock), memory_id, check_owner(owner)))
+                 (stamp(clock), memory_id, check_owner(owner)))
     return get_memory(conn, memory_id, owner=owner)
 
 
@@ -329,13 +362,7 @@ def match_expression(query: str) -> str | None:
     NEAR and column filters cannot reach FTS5; the words OR/AND/NOT are quoted
     too and so match literally. Returns None when no word is left.
     """
-    terms: list[str] = []
-    for word in _WORD.findall(query):
-        term = word[:MAX_TERM_CHARS].lower()
-        if term not in terms:
-            terms.append(term)
-        if len(terms) == MAX_QUERY_TERMS:
-            break
+    terms = query_terms(query)
     if not terms:
         return None
     return " OR ".join('"' + term.replace('"', '""') + '"' for term in terms)
@@ -344,7 +371,7 @@ def match_expression(query: str) -> str | None:
 def search(conn: sqlite3.Connection, query: str, limit: int = 10, *,
            owner: str) -> list[MemoryHit]:
     """The live (unarchived) memories of `owner` matching any word of `query`, best first."""
-    _check_limit(limit)
+    check_limit(limit)
     check_owner(owner)
     expression = match_expression(query) if isinstance(query, str) else None
     if expression is None:
@@ -371,17 +398,13 @@ def add_turn(
     clock: Clock = utc_now,
 ) -> Turn:
     """Append a turn to a session; its number is one past the session's last."""
-    if not isinstance(session_id, str) or not 1 <= len(session_id) <= 200:
-        raise InvalidArgument("session_id must be 1 to 200 characters")
-    if role not in ROLES:
-        raise InvalidArgument(f"role must be one of {', '.join(sorted(ROLES))}")
-    _check_content(content)
+    check_turn(session_id, role, content)
     # One statement computes the number and inserts, so it is atomic on its own.
     cursor = conn.execute(
         "INSERT INTO turns (id, session_id, turn_no, role, content, metadata, created_at)"
         " SELECT ?, ?, coalesce(max(turn_no), 0) + 1, ?, ?, ?, ?"
         " FROM turns WHERE session_id = ?",
-        (_new_id("turn"), session_id, role, content, _dump(metadata), _stamp(clock),
+        (new_id("turn"), session_id, role, content, dump_metadata(metadata), stamp(clock),
          session_id),
     )
     row = conn.execute("SELECT * FROM turns WHERE seq = ?", (cursor.lastrowid,)).fetchone()
@@ -390,7 +413,7 @@ def add_turn(
 
 def list_turns(conn: sqlite3.Connection, session_id: str, limit: int = 50) -> list[Turn]:
     """The last `limit` turns of a session, oldest first (ready to become a prompt)."""
-    _check_limit(limit)
+    check_limit(limit)
     rows = conn.execute(
         "SELECT * FROM (SELECT * FROM turns WHERE session_id = ? ORDER BY turn_no DESC LIMIT ?)"
         " ORDER BY turn_no",
@@ -401,7 +424,7 @@ def list_turns(conn: sqlite3.Connection, session_id: str, limit: int = 50) -> li
 
 def recent_sessions(conn: sqlite3.Connection, limit: int = 20) -> list[SessionSummary]:
     """Sessions by their latest turn, most recent first."""
-    _check_limit(limit)
+    check_limit(limit)
     rows = conn.execute(
         "SELECT session_id, count(*) AS turns, min(created_at) AS first_at,"
         " max(created_at) AS last_at, max(seq) AS last_seq"
@@ -423,98 +446,21 @@ def counts(conn: sqlite3.Connection) -> dict[str, int]:
     return result
 
 
+def table_names(conn: sqlite3.Connection) -> list[str]:
+    """The database's tables (the FTS index's shadow tables included)."""
+    return [r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")]
+
+
 def check_index(conn: sqlite3.Connection) -> None:
     """Raise sqlite3.DatabaseError when the FTS index disagrees with `memories`."""
     conn.execute("INSERT INTO memories_fts(memories_fts, rank) VALUES ('integrity-check', 1)")
 
 
-class MemoryStore:
-    """The async repository the memory service's routes call.
-
-    Writes run on the database's single writer inside one transaction and are
-    committed (fsync'd) before the awaited call returns; reads run in parallel.
-    """
-
-    def __init__(self, db: Database, *, clock: Clock = utc_now) -> None:
-        self.db = db
-        self._clock = clock
-
-    @classmethod
-    def open(cls, path: Path, *, clock: Clock = utc_now) -> MemoryStore:
-        """Open (creating and migrating) the database at `path`."""
-        db = Database(path, MIGRATIONS)
-        db.open()
-        return cls(db, clock=clock)
-
-    def close(self) -> None:
-        self.db.close()
-
-    async def ping(self) -> None:
-        await self.db.ping()
-
-    async def add_memory(
-        self,
-        content: str,
-        *,
-        owner: str,
-        kind: str = "note",
-        metadata: Mapping[str, Any] | None = None,
-        session_id: str | None = None,
-        idempotency_key: str | None = None,
-    ) -> Memory:
-        return await self.db.write(lambda c: add_memory(
-            c, content, owner=owner, kind=kind, metadata=metadata, session_id=session_id,
-            idempotency_key=idempotency_key, clock=self._clock))
-
-    async def get_memory(self, memory_id: str, *, owner: str) -> Memory:
-        return await self.db.read(lambda c: get_memory(c, memory_id, owner=owner))
-
-    async def archive_memory(self, memory_id: str, *, owner: str) -> Memory:
-        return await self.db.write(lambda c: archive_memory(c, memory_id, owner=owner,
-                                                            clock=self._clock))
-
-    async def delete_memory(self, memory_id: str, *, owner: str) -> None:
-        await self.db.write(lambda c: delete_memory(c, memory_id, owner=owner))
-
-    async def search(self, query: str, limit: int = 10, *, owner: str) -> list[MemoryHit]:
-        _check_limit(limit)
-        check_owner(owner)
-        return await self.db.read(lambda c: search(c, query, limit, owner=owner))
-
-    async def add_turn(
-        self, session_id: str, role: str, content: str,
-        *, metadata: Mapping[str, Any] | None = None,
-    ) -> Turn:
-        return await self.db.write(lambda c: add_turn(
-            c, session_id, role, content, metadata=metadata, clock=self._clock))
-
-    async def add_exchange(
-        self, session_id: str, user: str, assistant: str,
-        *, metadata: Mapping[str, Any] | None = None,
-    ) -> tuple[Turn, Turn]:
-        """Store a user message and its reply in one transaction: both or neither."""
-        def both(c: sqlite3.Connection) -> tuple[Turn, Turn]:
-            asked = add_turn(c, session_id, "user", user, metadata=metadata, clock=self._clock)
-            answered = add_turn(c, session_id, "assistant", assistant, metadata=metadata,
-                                clock=self._clock)
-            return asked, answered
-        return await self.db.write(both)
-
-    async def list_turns(self, session_id: str, limit: int = 50) -> list[Turn]:
-        return await self.db.read(lambda c: list_turns(c, session_id, limit))
-
-    async def recent_sessions(self, limit: int = 20) -> list[SessionSummary]:
-        return await self.db.read(lambda c: recent_sessions(c, limit))
-
-    async def counts(self) -> dict[str, int]:
-        return await self.db.read(counts)
-
-
 __all__ = [
-    "LEGACY_OWNER", "MIGRATIONS", "Memory", "MemoryHit", "MemoryStore", "SessionSummary",
-    "TABLES", "Turn",
-    "add_memory", "add_turn", "archive_memory", "check_index", "check_owner", "counts",
-    "delete_memory",
-    "get_memory", "list_turns", "match_expression", "recent_sessions",
-    "scoped_idempotency_key", "search",
+    "Clock", "LEGACY_OWNER", "MAX_CONTENT_CHARS", "MAX_LIMIT", "MIGRATIONS", "Memory", "MemoryHit",
+    "SessionSummary", "TABLES", "Turn", "add_memory", "add_turn", "archive_memory",
+    "check_content", "check_index", "check_limit", "check_new_memory", "check_owner", "check_turn",
+    "counts", "delete_memory", "dump_metadata", "get_memory", "list_turns", "match_expression",
+    "new_id", "query_terms", "recent_sessions", "scoped_idempotency_key", "search", "stamp",
+    "table_names", "utc_now",
 ]

@@ -1,0 +1,72 @@
+"""A whole stack on each storage backend: what the gateway's API stores in memory is
+recalled, owned by its key, and survives a stop and start of the stack."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from backends import Backend
+
+from sonia.testing import FreshStack
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+
+@pytest.fixture
+def stack_on(backend: Backend, tmp_path: Path) -> Iterator[FreshStack]:
+    with FreshStack(tmp_path / "home", config={"storage": {"url": backend.url}}) as stack:
+        if backend.password is not None:
+            stack.home.write_storage_password(backend.password)
+        stack.up()
+        yield stack
+
+
+def test_a_memory_stored_through_the_gateway_is_recalled_and_survives_a_restart(
+    backend: Backend, stack_on: FreshStack,
+) -> None:
+    stack, headers = stack_on, stack_on.user_headers()
+    stats = httpx.get(stack.url("memory") + "/v1/stats", timeout=30,
+                      headers=stack.service_headers("gateway")).json()
+    assert stats["backend"] == backend.name
+    assert (stack.home.db_path("memory").exists()) == (backend.name == "sqlite")
+
+    told = httpx.post(stack.url() + "/v1/chat", headers=headers, timeout=30,
+                      json={"message": "My passport number ends in 0451."}).json()
+    assert [m["content"] for m in told["memory"]["stored"]] == \
+        ["My passport number ends in 0451"]
+    noted = httpx.post(stack.url() + "/v1/memory", headers=headers, timeout=30,
+                       json={"content": "the boiler was serviced in March", "kind": "note"})
+    assert noted.status_code == 201
+    found = httpx.get(stack.url() + "/v1/memory/search", headers=headers, timeout=30,
+                      params={"q": "boiler serviced"}).json()["results"]
+    assert found[0]["id"] == noted.json()["id"]
+    other = httpx.get(stack.url() + "/v1/memory/search", headers=stack.approver_headers(),
+                      timeout=30, params={"q": "boiler serviced"}).json()["results"]
+    assert other == [], "another key's memories do not exist for it"
+
+    report = stack.down()
+    assert report.was_running and report.escalations == []
+    stack.up()
+
+    found = httpx.get(stack.url() + "/v1/memory/search", headers=headers, timeout=30,
+                      params={"q": "boiler serviced"}).json()["results"]
+    assert found[0]["id"] == noted.json()["id"]
+    turns = httpx.get(stack.url("memory") + f"/v1/sessions/{told['session_id']}/turns",
+                      headers=stack.service_headers("gateway"), timeout=30).json()["turns"]
+    assert [t["id"] for t in turns][-1] == told["turn_id"]
+    session = httpx.post(stack.url() + "/v1/sessions", headers=headers, timeout=30).json()
+    asked = httpx.post(stack.url() + "/v1/chat", headers=headers, timeout=30,
+                       json={"message": "What does my passport number end in?",
+                             "session_id": session["id"]}).json()
+    assert "0451" in asked["reply"]
+    forgotten = httpx.delete(stack.url() + f"/v1/memory/{noted.json()['id']}",
+                             headers=headers, timeout=30)
+    assert forgotten.json() == {"id": noted.json()["id"], "deleted": True}
+
+    if backend.name == "postgresql":  # the rows are the server's, not a file's
+        with backend.ledger() as ledger:
+            rows = ledger.execute("SELECT content FROM memories ORDER BY seq")
+        assert [r["content"] for r in rows] == ["My passport number ends in 0451"]
