@@ -89,13 +89,14 @@ class Backend:
             conn.close()
 
     def database(self, service: str, sqlite_migrations: list[str],
-                 postgres_migrations: list[str]) -> portable.LedgerDatabase:
+                 postgres_migrations: list[str], *, threads: int = 4
+                 ) -> portable.LedgerDatabase:
         """`service`'s ledger database (not opened): each call a new one, with its own
-        connections, as each replica of a service has."""
+        connections (`threads` of them on PostgreSQL), as each replica of a service has."""
         if self.path is not None:
             return db.Database(self.path.with_name(f"{service}.db"), sqlite_migrations)
         return portable.PgLedgerDatabase(self.url, password=self.password, schema=service,
-                                         migrations=postgres_migrations)
+                                         migrations=postgres_migrations, threads=threads)
 
     def repository(self, **kwargs: Any) -> repository.LedgerRepository[Any]:
         """The memory service's repository on this backend (not opened yet)."""

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import threading
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -45,10 +46,11 @@ DEADLINE_SECONDS = 120
 
 @contextmanager
 def _replicas(backend: Backend, service: str, sqlite_migrations: list[str],
-              postgres_migrations: list[str]) -> Iterator[tuple[LedgerDatabase, ...]]:
+              postgres_migrations: list[str], *, threads: int = 4
+              ) -> Iterator[tuple[LedgerDatabase, ...]]:
     """Two opened ledger databases of `service` on `backend`, as two replicas hold them."""
-    dbs = tuple(backend.database(service, sqlite_migrations, postgres_migrations)
-                for _ in range(2))
+    dbs = tuple(backend.database(service, sqlite_migrations, postgres_migrations,
+                                 threads=threads) for _ in range(2))
     for db in dbs:
         db.open()
     try:
@@ -68,12 +70,18 @@ def _race(calls: list[Callable[[], Awaitable[Any]]]) -> list[Any]:
     return asyncio.run(main())
 
 
-def _eva(backend: Backend) -> Any:
-    return _replicas(backend, "eva", EVA_MIGRATIONS, EVA_PG_MIGRATIONS)
+def _eva(backend: Backend, threads: int = 4) -> Any:
+    return _replicas(backend, "eva", EVA_MIGRATIONS, EVA_PG_MIGRATIONS, threads=threads)
+
+
+APPROVALS = 50
 
 
 def test_fifty_approvals_through_two_replicas_have_one_winner(backend: Backend) -> None:
-    with _eva(backend) as (first, second):
+    # A connection per approval (25 on each replica), all in their transactions at once
+    # (a barrier) before any of them decides: the widest window a race could use.
+    with _eva(backend, threads=APPROVALS // 2) as (first, second):
+        started = threading.Barrier(APPROVALS, timeout=DEADLINE_SECONDS)
         verdict = Verdict("file.write", {"path": "a.txt", "content": "hi"}, 2, "0" * 64,
                           "approval_required", "tier 2: needs an approver")
         action_id = first.write_sync(
@@ -82,6 +90,8 @@ def test_fifty_approvals_through_two_replicas_have_one_winner(backend: Backend) 
         def approval(who: str) -> Callable[[Conn], Any]:
             # What EVA's approve route does in its one transaction: decide, then audit.
             def write(c: Conn) -> Any:
+                c.execute("SELECT 1")  # the transaction has begun
+                started.wait()
                 try:
                     record = approve(c, action_id, who, grant_dead_at=2e9)
                 except AlreadyDecided as refused:
@@ -92,7 +102,8 @@ def test_fifty_approvals_through_two_replicas_have_one_winner(backend: Backend) 
             return write
 
         outcomes = _race([functools.partial((first, second)[n % 2].write,
-                                            approval(f"approver:{n}")) for n in range(50)])
+                                            approval(f"approver:{n}"))
+                          for n in range(APPROVALS)])
         winners = [o for o in outcomes if not isinstance(o, AlreadyDecided)]
         assert len(winners) == 1, outcomes
         stored = first.write_sync(lambda c: get_decision(c, action_id))
