@@ -217,8 +217,8 @@ class StorageSettings(_Section):
     url: str = Field(
         "sqlite",
         description="where the ledgers live: sqlite (embedded files in data/, the default) or "
-                    "postgresql://USER@HOST:PORT/DB (the memory service so far); the password "
-                    f"is read from {STORAGE_PASSWORD_FILE}, never from this file")
+                    "postgresql://USER@HOST:PORT/DB (memory, EVA and OpenClaw so far); the "
+                    f"password is read from {STORAGE_PASSWORD_FILE}, never from this file")
 
     @field_validator("url")
     @classmethod
