@@ -109,5 +109,8 @@ def test_an_approved_action_runs_once_and_the_audit_chain_verifies(
             kinds = ledger.execute("SELECT kind FROM eva.audit_log WHERE action_id = ? "
                                    "ORDER BY seq", (action_id,))
             used = ledger.execute("SELECT action_id FROM openclaw.consumed_grants")
+            stored = ledger.execute("SELECT status FROM gateway.actions WHERE id = ?",
+                                    (action_id,))
         assert [r["kind"] for r in kinds] == ["pending", "approved", "executed"]
         assert [r["action_id"] for r in used] == [action_id]
+        assert [r["status"] for r in stored] == ["executed"], "the gateway's action store"

@@ -8,7 +8,9 @@ replicas of a service have) on one real PostgreSQL database and races them:
 - one grant presented through both OpenClaw ledgers, round after round -> it runs
   once (the primary key on the jti, the unique action id);
 - 200 audit appends from both EVA writers -> one unbroken chain (the append takes
-  an advisory transaction lock, shared by every process on the database).
+  an advisory transaction lock, shared by every process on the database);
+- an idempotent answer saved through two gateways' action stores at once -> one
+  kept, the same for both (the primary key on (key id, idempotency key)).
 
 No process-level lock is shared between the two: remove the database's guard and
 each test fails.
@@ -37,6 +39,8 @@ from sonia.services.eva.decisions import (
     get_decision,
     record_decision,
 )
+from sonia.services.gateway import actions
+from sonia.services.gateway.state import MIGRATIONS as GATEWAY_MIGRATIONS
 
 pytestmark = pytest.mark.parametrize("backend", ["postgresql"], indirect=True)
 
@@ -143,3 +147,26 @@ def test_two_writers_append_one_unbroken_chain(backend: Backend) -> None:
         assert (checked.ok, checked.count, checked.reason) == (True, 200, "")
         by_second = second.write_sync(lambda c: audit.read_records(c, limit=500))
         assert sorted(r.detail["n"] for r in by_second) == list(range(200))
+
+
+def test_an_idempotent_answer_saved_through_two_gateways_is_kept_once(
+        backend: Backend) -> None:
+    with _replicas(backend, "gateway", GATEWAY_MIGRATIONS,
+                   actions.PG_MIGRATIONS) as (first, second):
+        digest = actions.request_hash("file.read", {"path": "a"}, None)
+
+        def save(key: str, status: int) -> Callable[[Conn], None]:
+            return lambda c: actions.save_answer(c, "k1", key, digest,
+                                                 actions.StoredAnswer(status, {"by": status}))
+
+        keys = [f"idem-{n}" for n in range(100)]
+        outcomes = _race([functools.partial(db.write, save(key, status)) for key in keys
+                          for db, status in ((first, 200), (second, 201))])
+        assert not [o for o in outcomes if isinstance(o, BaseException)], outcomes
+        def kept(c: Conn) -> list[actions.StoredAnswer | None]:
+            return [actions.load_answer(c, "k1", key, digest) for key in keys]
+
+        assert first.write_sync(kept) == second.write_sync(kept)
+        rows = first.write_sync(
+            lambda c: c.execute("SELECT count(*) FROM action_requests").fetchone())
+        assert rows[0] == len(keys)
