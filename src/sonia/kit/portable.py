@@ -1,11 +1,13 @@
 """The security ledgers' SQL, one code path on SQLite and on PostgreSQL.
 
-EVA's decisions and audit chain and OpenClaw's grant ledger are written in the
+EVA's decisions and audit chain, OpenClaw's grant ledger and the gateway's
+action store are written in the
 small SQL both engines share (`?` placeholders, `INSERT ... ON CONFLICT DO
 NOTHING`, `UPDATE ... WHERE <condition>` whose rowcount names the winner,
 `RETURNING`). Their functions take a `Conn`, which a `sqlite3.Connection`
 already is; on PostgreSQL, `PgConnection` wraps a psycopg connection to speak
-it (placeholders translated, rows as tuples). Only the schemas differ (each
+it (placeholders translated, rows as tuples; so a `?` is always a placeholder,
+never part of a literal, in this SQL). Only the schemas differ (each
 ledger keeps its SQLite and its PostgreSQL migrations side by side), so a test
 that runs on both backends tests one implementation of each invariant.
 
