@@ -217,8 +217,9 @@ class StorageSettings(_Section):
     url: str = Field(
         "sqlite",
         description="where the ledgers live: sqlite (embedded files in data/, the default) or "
-                    "postgresql://USER@HOST:PORT/DB (the memory service so far); the password "
-                    f"is read from {STORAGE_PASSWORD_FILE}, never from this file")
+                    "postgresql://USER@HOST:PORT/DB (memory, EVA, OpenClaw and the gateway's "
+                    f"actions so far); the password is read from {STORAGE_PASSWORD_FILE}, "
+                    "never from this file")
 
     @field_validator("url")
     @classmethod

@@ -13,13 +13,14 @@
 from __future__ import annotations
 
 import functools
+import sqlite3
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sonia.kit import db, pg
+from sonia.kit import db, pg, portable
 from sonia.services.memory import facts, postgres, repository, store
 
 _SQLITE_FUNCTIONS: dict[str, Callable[..., Any]] = {
@@ -65,6 +66,37 @@ class Backend:
             yield Ledger(self.name, conn)
         finally:
             conn.close()
+
+    def connect(self, service: str, sqlite_migrations: list[str],
+                postgres_migrations: list[str]) -> portable.Conn:
+        """A new connection to `service`'s ledger (migrated), committing each statement
+        outside a transaction: `<service>.db` beside the memory file, or the schema
+        `<service>` (close it with `close`)."""
+        if self.path is not None:
+            conn = db.connect(self.path.with_name(f"{service}.db"))
+            db.migrate(conn, sqlite_migrations)
+            return conn
+        raw = pg.connect(self.url, password=self.password, schema=service)
+        pg.migrate(raw, service, postgres_migrations)
+        return portable.PgConnection(raw)
+
+    @staticmethod
+    def close(conn: portable.Conn) -> None:
+        if isinstance(conn, portable.PgConnection):
+            conn.raw.close()
+        else:
+            assert isinstance(conn, sqlite3.Connection)
+            conn.close()
+
+    def database(self, service: str, sqlite_migrations: list[str],
+                 postgres_migrations: list[str], *, threads: int = 4
+                 ) -> portable.LedgerDatabase:
+        """`service`'s ledger database (not opened): each call a new one, with its own
+        connections (`threads` of them on PostgreSQL), as each replica of a service has."""
+        if self.path is not None:
+            return db.Database(self.path.with_name(f"{service}.db"), sqlite_migrations)
+        return portable.PgLedgerDatabase(self.url, password=self.password, schema=service,
+                                         migrations=postgres_migrations, threads=threads)
 
     def repository(self, **kwargs: Any) -> repository.LedgerRepository[Any]:
         """The memory service's repository on this backend (not opened yet)."""

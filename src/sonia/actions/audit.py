@@ -1,4 +1,4 @@
-"""EVA's audit log: every decision as an append-only, hash-chained record in SQLite.
+"""EVA's audit log: every decision as an append-only, hash-chained record.
 
 Each record is `{seq, ts, kind, action_id, actor, detail}` plus `prev_hash` and
 
@@ -19,6 +19,13 @@ as `expected_head`. Triggers refuse UPDATE and DELETE on records so that no
 code path edits history by accident.
 
 Never put secrets (grant tokens, keys) into `detail`: record the grant's `jti`.
+
+The same functions run on SQLite and on PostgreSQL (`kit.portable`); only the
+schema differs (`MIGRATIONS`, `PG_MIGRATIONS`). The chain must be appended one
+record at a time: `append` reads the head and writes the next record under
+`serialise(conn, APPEND_LOCK)`, an advisory transaction lock on PostgreSQL, so
+two EVA processes on one database never both extend the same head (and `seq`,
+the primary key, refuses a second record with one number if anything ever did).
 """
 
 from __future__ import annotations
@@ -26,19 +33,21 @@ from __future__ import annotations
 import hashlib
 import json
 import sqlite3
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 from sonia.actions.plan import canonical_json
-from sonia.kit.db import connect, transaction
+from sonia.kit.db import connect
+from sonia.kit.portable import Conn, in_transaction, serialise
 
 __all__ = [
+    "APPEND_LOCK",
     "GENESIS_HASH",
     "KINDS",
     "MIGRATIONS",
+    "PG_MIGRATIONS",
     "AuditRecord",
     "VerifyResult",
     "append",
@@ -48,8 +57,6 @@ __all__ = [
     "record_hash",
     "verify",
 ]
-
-T = TypeVar("T")
 
 GENESIS_HASH = "0" * 64
 KINDS = ("allowed", "pending", "approved", "denied", "executed", "rejected")
@@ -85,6 +92,41 @@ MIGRATIONS: list[str] = [
 ]
 """Schema of the audit log, for EVA's database; append new steps, never edit old ones."""
 
+PG_MIGRATIONS: list[str] = [
+    f"""
+    CREATE TABLE audit_log (
+        seq bigint PRIMARY KEY,
+        ts text NOT NULL,
+        kind text NOT NULL,
+        action_id text,
+        actor text NOT NULL,
+        detail text NOT NULL,
+        prev_hash text NOT NULL,
+        hash text NOT NULL
+    );
+    CREATE INDEX audit_log_action ON audit_log (action_id);
+    CREATE TABLE audit_head (
+        id integer PRIMARY KEY CHECK (id = 1),
+        seq bigint NOT NULL,
+        hash text NOT NULL
+    );
+    INSERT INTO audit_head (id, seq, hash) VALUES (1, 0, '{GENESIS_HASH}');
+    CREATE FUNCTION audit_log_append_only() RETURNS trigger LANGUAGE plpgsql AS $$
+    BEGIN
+        RAISE EXCEPTION 'audit records are append-only';
+    END
+    $$;
+    CREATE TRIGGER audit_log_no_change BEFORE UPDATE OR DELETE ON audit_log
+        FOR EACH ROW EXECUTE FUNCTION audit_log_append_only();
+    CREATE TRIGGER audit_log_no_truncate BEFORE TRUNCATE ON audit_log
+        FOR EACH STATEMENT EXECUTE FUNCTION audit_log_append_only();
+    """,
+]
+"""The same schema on PostgreSQL (EVA's schema); append new steps, never edit old ones."""
+
+APPEND_LOCK = "sonia-audit-append"
+"""The advisory lock every append holds (PostgreSQL): one chain, one writer at a time."""
+
 
 @dataclass(frozen=True)
 class AuditRecord:
@@ -117,16 +159,12 @@ def record_hash(prev_hash: str, seq: int, ts: str, kind: str, action_id: str | N
     return hashlib.sha256(prev_hash.encode("ascii") + body).hexdigest()
 
 
-def _in_transaction(conn: sqlite3.Connection, fn: Callable[[sqlite3.Connection], T]) -> T:
-    return fn(conn) if conn.in_transaction else transaction(conn, fn)
-
-
 def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
 
 
 def append(
-    conn: sqlite3.Connection,
+    conn: Conn,
     kind: str,
     *,
     actor: str,
@@ -140,7 +178,8 @@ def append(
     body = dict(detail or {})
     stamp = ts or _now()
 
-    def _write(c: sqlite3.Connection) -> AuditRecord:
+    def _write(c: Conn) -> AuditRecord:
+        serialise(c, APPEND_LOCK)
         last_seq, last_hash = c.execute("SELECT seq, hash FROM audit_head WHERE id = 1").fetchone()
         seq = int(last_seq) + 1
         digest = record_hash(last_hash, seq, stamp, kind, action_id, actor, body)
@@ -153,17 +192,17 @@ def append(
         c.execute("UPDATE audit_head SET seq = ?, hash = ? WHERE id = 1", (seq, digest))
         return AuditRecord(seq, stamp, kind, action_id, actor, body, last_hash, digest)
 
-    return _in_transaction(conn, _write)
+    return in_transaction(conn, _write)
 
 
-def head(conn: sqlite3.Connection) -> tuple[int, str]:
+def head(conn: Conn) -> tuple[int, str]:
     """(seq, hash) of the last record as the head table says."""
     row = conn.execute("SELECT seq, hash FROM audit_head WHERE id = 1").fetchone()
     return int(row[0]), str(row[1])
 
 
 def read_records(
-    conn: sqlite3.Connection, *, action_id: str | None = None, after_seq: int = 0,
+    conn: Conn, *, action_id: str | None = None, after_seq: int = 0,
     limit: int = 100,
 ) -> list[AuditRecord]:
     """Records in seq order, optionally of one action, for listing."""
@@ -179,7 +218,7 @@ def read_records(
             for r in conn.execute(sql, params)]
 
 
-def latest_records(conn: sqlite3.Connection, *, before_seq: int | None = None,
+def latest_records(conn: Conn, *, before_seq: int | None = None,
                    limit: int = 50) -> list[AuditRecord]:
     """Records newest first (those before `before_seq`), for paging back through the log."""
     sql = ("SELECT seq, ts, kind, action_id, actor, detail, prev_hash, hash FROM audit_log"
@@ -189,7 +228,7 @@ def latest_records(conn: sqlite3.Connection, *, before_seq: int | None = None,
             for r in conn.execute(sql, params)]
 
 
-def _walk(conn: sqlite3.Connection, expected_head: str | None) -> VerifyResult:
+def _walk(conn: Conn, expected_head: str | None) -> VerifyResult:
     previous = GENESIS_HASH
     count = 0
     rows = conn.execute(
@@ -233,10 +272,13 @@ def _walk(conn: sqlite3.Connection, expected_head: str | None) -> VerifyResult:
 
 
 def verify(
-    source: sqlite3.Connection | Path | str, *, expected_head: str | None = None
+    source: Conn | Path | str, *, expected_head: str | None = None
 ) -> VerifyResult:
-    """Check the whole chain; a path is opened read-only. Never raises for a bad log."""
-    if isinstance(source, sqlite3.Connection):
+    """Check the whole chain; a path is opened read-only. Never raises for a bad log.
+
+    On PostgreSQL pass a connection inside a REPEATABLE READ transaction (a read of
+    `kit.pg`), so that the records and the head are read at one moment."""
+    if not isinstance(source, Path | str):
         return _walk(source, expected_head)
     path = Path(source)
     if not path.is_file():

@@ -2,8 +2,9 @@
 
 Approving and denying go through the gateway like any client, with an approver
 key (`--key` or `SONIA_API_KEY`): the CLI holds no special power. `audit
-verify` reads EVA's database directly (read-only) and walks the hash chain;
-it exits 1 when a record was edited, deleted or moved, saying which and why.
+verify` reads EVA's database directly (read-only: its SQLite file, or its
+schema on PostgreSQL when `[storage] url` names a server) and walks the hash
+chain; it exits 1 when a record was edited, deleted or moved, saying which and why.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from rich.console import Console
 from sonia.actions import audit
 from sonia.cli.options import HomeOption, gateway_of, resolve_home
 from sonia.errors import ConfigError
+from sonia.kit.portable import read_postgres
 
 console = Console()
 err_console = Console(stderr=True)
@@ -77,7 +79,12 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Walk EVA's audit chain; exit 1 if a record was edited, deleted or reordered."""
         h = resolve_home(home)
-        result = audit.verify(h.db_path("eva"), expected_head=expected_head)
+        settings = h.settings() if h.config_file.exists() else None
+        if settings is not None and settings.storage.backend == "postgresql":
+            result = read_postgres(h, settings, schema="eva", fn=lambda c: audit.verify(
+                c, expected_head=expected_head))
+        else:
+            result = audit.verify(h.db_path("eva"), expected_head=expected_head)
         if result.ok:
             print(f"audit chain intact: {result.count} records, head {result.head_hash}")
             return

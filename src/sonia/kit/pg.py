@@ -183,7 +183,7 @@ class PgDatabase:
         try:
             with conn.transaction():
                 if readonly:
-                    conn.execute("SET TRANSACTION READ ONLY")
+                    conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
                 return fn(conn)
         except psycopg.OperationalError as exc:
             if conn.broken or conn.closed:
@@ -200,7 +200,8 @@ class PgDatabase:
         return await loop.run_in_executor(self._pool, lambda: self._run(fn, readonly=False))
 
     async def read(self, fn: Callable[[psycopg.Connection[dict[str, Any]]], T]) -> T:
-        """Run `fn` in one read-only transaction."""
+        """Run `fn` in one read-only REPEATABLE READ transaction: every statement of `fn`
+        sees the same moment (the audit chain and its head, memories and turns)."""
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._pool, lambda: self._run(fn, readonly=True))
 

@@ -1,8 +1,11 @@
 """A whole stack on each storage backend: what the gateway's API stores in memory is
-recalled, owned by its key, and survives a stop and start of the stack."""
+recalled, owned by its key, and survives a stop and start of the stack; an action
+waits for its approver, runs once, and EVA's audit chain verifies."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -70,3 +73,44 @@ def test_a_memory_stored_through_the_gateway_is_recalled_and_survives_a_restart(
         with backend.ledger() as ledger:
             rows = ledger.execute("SELECT content FROM memories ORDER BY seq")
         assert [r["content"] for r in rows] == ["My passport number ends in 0451"]
+
+
+def test_an_approved_action_runs_once_and_the_audit_chain_verifies(
+    backend: Backend, stack_on: FreshStack,
+) -> None:
+    stack = stack_on
+    gateway = stack.url("gateway") + "/v1/actions"
+    proposed = httpx.post(gateway, headers=stack.user_headers(), timeout=30, json={
+        "tool": "file.write", "args": {"path": "stored.txt", "content": "once\n"}})
+    assert proposed.status_code == 202, proposed.text
+    action_id = proposed.json()["id"]
+    approved = httpx.post(f"{gateway}/{action_id}/approve", headers=stack.approver_headers(),
+                          timeout=30)
+    assert (approved.status_code, approved.json()["status"]) == (200, "executed"), approved.text
+    again = httpx.post(f"{gateway}/{action_id}/approve", headers=stack.approver_headers(),
+                       timeout=30)
+    assert (again.status_code, again.json()["code"]) == (409, "ALREADY_DECIDED")
+    assert (stack.home.workspace / "stored.txt").read_text() == "once\n"
+
+    verified = subprocess.run(
+        [sys.executable, "-m", "sonia", "audit", "verify", "--home", str(stack.home.root)],
+        capture_output=True, text=True, timeout=60)
+    assert verified.returncode == 0, verified.stderr
+    assert "audit chain intact: 3 records" in verified.stdout
+    page = httpx.get(stack.url("eva") + "/v1/audit", headers=stack.service_headers("gateway"),
+                     timeout=30).json()
+    assert page["chain"]["ok"] and [r["kind"] for r in reversed(page["records"])] == [
+        "pending", "approved", "executed"]
+
+    for service in ("eva", "openclaw"):
+        assert stack.home.db_path(service).exists() == (backend.name == "sqlite"), service
+    if backend.name == "postgresql":  # the ledgers are the server's, not files
+        with backend.ledger() as ledger:
+            kinds = ledger.execute("SELECT kind FROM eva.audit_log WHERE action_id = ? "
+                                   "ORDER BY seq", (action_id,))
+            used = ledger.execute("SELECT action_id FROM openclaw.consumed_grants")
+            stored = ledger.execute("SELECT status FROM gateway.actions WHERE id = ?",
+                                    (action_id,))
+        assert [r["kind"] for r in kinds] == ["pending", "approved", "executed"]
+        assert [r["action_id"] for r in used] == [action_id]
+        assert [r["status"] for r in stored] == ["executed"], "the gateway's action store"

@@ -1,30 +1,30 @@
-"""The gateway's action rows and idempotent answers, in a real SQLite database."""
+"""The gateway's action rows and idempotent answers, in a real SQLite database and in a
+real PostgreSQL one."""
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
+from backends import Backend
 
 from sonia.errors import InvalidArgument, NotFound
-from sonia.kit.db import connect, migrate
+from sonia.kit.portable import Conn
 from sonia.services.gateway import actions
 from sonia.services.gateway.state import MIGRATIONS
 
 
 @pytest.fixture()
-def conn(tmp_path: Path) -> Iterator[sqlite3.Connection]:
-    connection = connect(tmp_path / "gateway.db")
-    migrate(connection, MIGRATIONS)
+def conn(backend: Backend) -> Iterator[Conn]:
+    """The whole gateway database on SQLite; the action store's schema on PostgreSQL."""
+    connection = backend.connect("gateway", MIGRATIONS, actions.PG_MIGRATIONS)
     try:
         yield connection
     finally:
-        connection.close()
+        backend.close(connection)
 
 
-def test_an_answer_is_kept_per_key_and_idempotency_key(conn: sqlite3.Connection) -> None:
+def test_an_answer_is_kept_per_key_and_idempotency_key(conn: Conn) -> None:
     digest = actions.request_hash("file.read", {"path": "a"}, None)
     answer = actions.StoredAnswer(200, {"id": "act_1", "status": "executed"})
     actions.save_answer(conn, "k1", "idem", digest, answer)
@@ -33,16 +33,19 @@ def test_an_answer_is_kept_per_key_and_idempotency_key(conn: sqlite3.Connection)
 
 
 def test_the_same_idempotency_key_with_another_request_is_refused(
-    conn: sqlite3.Connection
+    conn: Conn
 ) -> None:
     first = actions.request_hash("file.read", {"path": "a"}, None)
     actions.save_answer(conn, "k1", "idem", first, actions.StoredAnswer(200, {}))
+    actions.save_answer(conn, "k1", "idem", first, actions.StoredAnswer(500, {}))
+    assert actions.load_answer(conn, "k1", "idem", first) == actions.StoredAnswer(200, {}), \
+        "the first answer is kept"
     other = actions.request_hash("file.read", {"path": "b"}, None)
     with pytest.raises(InvalidArgument):
         actions.load_answer(conn, "k1", "idem", other)
 
 
-def test_a_kept_error_is_raised_again(conn: sqlite3.Connection) -> None:
+def test_a_kept_error_is_raised_again(conn: Conn) -> None:
     error = NotFound("no such file", extra={"action_id": "act_2"})
     answer = actions.answer_of_error(error)
     with pytest.raises(NotFound) as raised:
@@ -50,7 +53,7 @@ def test_a_kept_error_is_raised_again(conn: sqlite3.Connection) -> None:
     assert raised.value.extra == {"action_id": "act_2"}
 
 
-def test_an_action_row_moves_forward(conn: sqlite3.Connection) -> None:
+def test_an_action_row_moves_forward(conn: Conn) -> None:
     actions.save_action(conn, "act_3", "k1", "file.write", "pending_approval")
     actions.save_action(conn, "act_3", "k1", "file.write", "executed", result={"bytes": 1})
     row = actions.get_action(conn, "act_3")

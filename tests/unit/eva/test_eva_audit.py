@@ -7,52 +7,63 @@ import hashlib
 import json
 import sqlite3
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
+from backends import Backend
 
 from sonia.actions import audit
 from sonia.actions.plan import canonical_json
-from sonia.kit.db import connect, migrate
+from sonia.kit.portable import Conn, PgConnection
+
+
+def _connect(backend: Backend) -> Conn:
+    return backend.connect("eva", audit.MIGRATIONS, audit.PG_MIGRATIONS)
 
 
 @pytest.fixture()
-def db_path(tmp_path: Path) -> Path:
-    return tmp_path / "eva.db"
-
-
-@pytest.fixture()
-def conn(db_path: Path) -> Iterator[sqlite3.Connection]:
-    conn = connect(db_path)
-    migrate(conn, audit.MIGRATIONS)
+def conn(backend: Backend) -> Iterator[Conn]:
+    """Five records, on each backend (a SQLite file, a schema on a real PostgreSQL)."""
+    conn = _connect(backend)
     for n, kind in enumerate(("pending", "approved", "executed", "allowed", "denied"), 1):
         audit.append(conn, kind, actor=f"actor-{n}", action_id=f"act_{n}",
                      detail={"tool": "file.write", "n": n})
     yield conn
-    conn.close()
+    backend.close(conn)
 
 
-def _unguard(conn: sqlite3.Connection) -> None:
-    """What someone editing the file directly would do first: drop the append-only triggers."""
+def _unguard(conn: Conn) -> None:
+    """What someone editing the database directly would do first: drop the append-only
+    triggers."""
+    if isinstance(conn, PgConnection):
+        conn.execute("DROP TRIGGER audit_log_no_change ON audit_log")
+        return
     conn.execute("DROP TRIGGER audit_log_no_update")
     conn.execute("DROP TRIGGER audit_log_no_delete")
 
 
-def test_an_intact_log_verifies(conn: sqlite3.Connection) -> None:
+def _refusal(conn: Conn) -> type[Exception]:
+    """How each backend refuses what the append-only triggers forbid."""
+    if isinstance(conn, PgConnection):
+        import psycopg
+
+        return psycopg.errors.RaiseException
+    return sqlite3.IntegrityError
+
+
+def test_an_intact_log_verifies(conn: Conn) -> None:
     result = audit.verify(conn)
     assert result.ok and result.count == 5 and result.first_bad_seq is None
     assert result.head_hash == audit.head(conn)[1]
     assert audit.head(conn)[0] == 5
 
 
-def test_an_empty_log_verifies(tmp_path: Path) -> None:
-    conn = connect(tmp_path / "empty.db")
-    migrate(conn, audit.MIGRATIONS)
+def test_an_empty_log_verifies(backend: Backend) -> None:
+    conn = _connect(backend)
     assert audit.verify(conn) == audit.VerifyResult(True, 0, None, "", audit.GENESIS_HASH)
-    conn.close()
+    backend.close(conn)
 
 
-def test_the_hash_is_the_documented_formula(conn: sqlite3.Connection) -> None:
+def test_the_hash_is_the_documented_formula(conn: Conn) -> None:
     first, second = audit.read_records(conn, limit=2)
     body = {"seq": 1, "ts": first.ts, "kind": "pending", "action_id": "act_1",
             "actor": "actor-1", "detail": {"tool": "file.write", "n": 1}}
@@ -61,14 +72,18 @@ def test_the_hash_is_the_documented_formula(conn: sqlite3.Connection) -> None:
     assert second.prev_hash == first.hash
 
 
-def test_records_are_append_only(conn: sqlite3.Connection) -> None:
-    with pytest.raises(sqlite3.IntegrityError, match="append-only"):
+def test_records_are_append_only(conn: Conn) -> None:
+    with pytest.raises(_refusal(conn), match="append-only"):
         conn.execute("UPDATE audit_log SET actor = 'x' WHERE seq = 1")
-    with pytest.raises(sqlite3.IntegrityError, match="append-only"):
+    with pytest.raises(_refusal(conn), match="append-only"):
         conn.execute("DELETE FROM audit_log WHERE seq = 5")
+    if isinstance(conn, PgConnection):
+        with pytest.raises(_refusal(conn), match="append-only"):
+            conn.execute("TRUNCATE audit_log")
+    assert audit.verify(conn).count == 5
 
 
-def test_an_edited_record_is_found(conn: sqlite3.Connection) -> None:
+def test_an_edited_record_is_found(conn: Conn) -> None:
     _unguard(conn)
     conn.execute("""UPDATE audit_log SET detail = '{"n":3,"tool":"file.read"}' WHERE seq = 3""")
     result = audit.verify(conn)
@@ -79,14 +94,14 @@ def test_an_edited_record_is_found(conn: sqlite3.Connection) -> None:
     ("kind", "allowed"), ("actor", "someone-else"), ("action_id", "act_9"),
     ("ts", "2000-01-01T00:00:00.000000Z"), ("detail", "not json"),
 ])
-def test_any_edited_field_is_found(conn: sqlite3.Connection, column: str, value: str) -> None:
+def test_any_edited_field_is_found(conn: Conn, column: str, value: str) -> None:
     _unguard(conn)
     conn.execute(f"UPDATE audit_log SET {column} = ? WHERE seq = 2", (value,))
     assert audit.verify(conn).first_bad_seq == 2
 
 
 def test_an_edited_record_with_a_recomputed_hash_breaks_the_next_link(
-        conn: sqlite3.Connection) -> None:
+        conn: Conn) -> None:
     _unguard(conn)
     row = conn.execute("SELECT ts, prev_hash FROM audit_log WHERE seq = 3").fetchone()
     forged = audit.record_hash(row[1], 3, row[0], "executed", "act_3", "actor-3",
@@ -97,7 +112,7 @@ def test_an_edited_record_with_a_recomputed_hash_breaks_the_next_link(
     assert not result.ok and result.first_bad_seq == 4 and "link" in result.reason
 
 
-def test_a_deleted_record_is_found(conn: sqlite3.Connection) -> None:
+def test_a_deleted_record_is_found(conn: Conn) -> None:
     _unguard(conn)
     conn.execute("DELETE FROM audit_log WHERE seq = 3")
     result = audit.verify(conn)
@@ -105,13 +120,13 @@ def test_a_deleted_record_is_found(conn: sqlite3.Connection) -> None:
     assert result.count == 2
 
 
-def test_the_first_record_deleted_is_found(conn: sqlite3.Connection) -> None:
+def test_the_first_record_deleted_is_found(conn: Conn) -> None:
     _unguard(conn)
     conn.execute("DELETE FROM audit_log WHERE seq = 1")
     assert audit.verify(conn).first_bad_seq == 1
 
 
-def test_reordered_records_are_found(conn: sqlite3.Connection) -> None:
+def test_reordered_records_are_found(conn: Conn) -> None:
     _unguard(conn)
     conn.execute("UPDATE audit_log SET seq = 100 WHERE seq = 2")
     conn.execute("UPDATE audit_log SET seq = 2 WHERE seq = 3")
@@ -120,7 +135,7 @@ def test_reordered_records_are_found(conn: sqlite3.Connection) -> None:
     assert not result.ok and result.first_bad_seq == 2
 
 
-def test_swapped_contents_are_found(conn: sqlite3.Connection) -> None:
+def test_swapped_contents_are_found(conn: Conn) -> None:
     _unguard(conn)
     two = conn.execute("SELECT kind, actor, action_id, detail FROM audit_log WHERE seq = 2"
                        ).fetchone()
@@ -132,7 +147,7 @@ def test_swapped_contents_are_found(conn: sqlite3.Connection) -> None:
     assert audit.verify(conn).first_bad_seq == 2
 
 
-def test_a_cut_off_tail_is_found_through_the_head(conn: sqlite3.Connection) -> None:
+def test_a_cut_off_tail_is_found_through_the_head(conn: Conn) -> None:
     _unguard(conn)
     conn.execute("DELETE FROM audit_log WHERE seq = 5")
     result = audit.verify(conn)
@@ -141,7 +156,7 @@ def test_a_cut_off_tail_is_found_through_the_head(conn: sqlite3.Connection) -> N
     assert audit.verify(conn).first_bad_seq == 3
 
 
-def test_a_rewritten_head_is_found_with_an_anchored_head(conn: sqlite3.Connection) -> None:
+def test_a_rewritten_head_is_found_with_an_anchored_head(conn: Conn) -> None:
     anchored = audit.verify(conn).head_hash
     _unguard(conn)
     conn.execute("DELETE FROM audit_log WHERE seq = 5")
@@ -152,20 +167,23 @@ def test_a_rewritten_head_is_found_with_an_anchored_head(conn: sqlite3.Connectio
     assert not result.ok and "anchored" in result.reason
 
 
-def test_a_missing_head_is_found(conn: sqlite3.Connection) -> None:
+def test_a_missing_head_is_found(conn: Conn) -> None:
     conn.execute("DELETE FROM audit_head")
     assert not audit.verify(conn).ok
 
 
-def test_verify_opens_a_path_read_only(conn: sqlite3.Connection, db_path: Path) -> None:
+def test_verify_opens_a_path_read_only(conn: Conn, backend: Backend) -> None:
+    if backend.path is None:
+        pytest.skip("a SQLite file's path; PostgreSQL is read through a connection")
+    db_path = backend.path.with_name("eva.db")
     assert audit.verify(db_path).ok
     assert audit.verify(str(db_path)).count == 5
     missing = audit.verify(db_path.parent / "nope.db")
     assert not missing.ok and "does not exist" in missing.reason
 
 
-def test_append_is_atomic_with_the_callers_transaction(conn: sqlite3.Connection) -> None:
-    conn.execute("BEGIN IMMEDIATE")
+def test_append_is_atomic_with_the_callers_transaction(conn: Conn) -> None:
+    conn.execute("BEGIN" if isinstance(conn, PgConnection) else "BEGIN IMMEDIATE")
     audit.append(conn, "rejected", actor="gateway", detail={"why": "test"})
     conn.execute("ROLLBACK")
     assert audit.head(conn)[0] == 5 and audit.verify(conn).ok
@@ -173,12 +191,12 @@ def test_append_is_atomic_with_the_callers_transaction(conn: sqlite3.Connection)
     assert record.seq == 6 and audit.verify(conn).count == 6
 
 
-def test_unknown_kinds_are_refused(conn: sqlite3.Connection) -> None:
+def test_unknown_kinds_are_refused(conn: Conn) -> None:
     with pytest.raises(ValueError):
         audit.append(conn, "deleted", actor="x")
 
 
-def test_records_can_be_listed_by_action(conn: sqlite3.Connection) -> None:
+def test_records_can_be_listed_by_action(conn: Conn) -> None:
     records = audit.read_records(conn, action_id="act_2")
     assert [r.kind for r in records] == ["approved"]
     assert [r.seq for r in audit.read_records(conn, after_seq=3)] == [4, 5]

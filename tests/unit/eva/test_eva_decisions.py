@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -15,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from backends import Backend
 from starlette.testclient import TestClient
 
 from sonia.actions import audit
@@ -22,9 +22,11 @@ from sonia.actions.plan import plan_hash
 from sonia.actions.policy import Policy, ToolPolicy, load_policy
 from sonia.errors import AlreadyDecided, InvalidArgument, InvalidCommand, NotFound, PolicyDenied
 from sonia.home import Home
-from sonia.kit.db import connect, migrate, transaction
+from sonia.kit.db import connect
+from sonia.kit.portable import Conn, transaction
 from sonia.services.eva.decisions import (
     EVA_MIGRATIONS,
+    EVA_PG_MIGRATIONS,
     POLICY_ACTOR,
     Decider,
     DecisionRecord,
@@ -51,17 +53,16 @@ def decider(policy: Policy) -> Decider:
     return Decider(policy)
 
 
-@pytest.fixture()
-def db_path(tmp_path: Path) -> Path:
-    return tmp_path / "eva.db"
+def _connect(backend: Backend) -> Conn:
+    return backend.connect("eva", EVA_MIGRATIONS, EVA_PG_MIGRATIONS)
 
 
 @pytest.fixture()
-def conn(db_path: Path) -> Iterator[sqlite3.Connection]:
-    conn = connect(db_path)
-    migrate(conn, EVA_MIGRATIONS)
+def conn(backend: Backend) -> Iterator[Conn]:
+    """EVA's ledger on each backend (a SQLite file, a schema on a real PostgreSQL)."""
+    conn = _connect(backend)
     yield conn
-    conn.close()
+    backend.close(conn)
 
 
 # --- deciding ------------------------------------------------------------------------------
@@ -135,14 +136,14 @@ def test_bad_requests_raise_instead_of_deciding(
 
 
 # --- the store -----------------------------------------------------------------------------
-def _pending(conn: sqlite3.Connection, decider: Decider, ttl: float = 900) -> str:
+def _pending(conn: Conn, decider: Decider, ttl: float = 900) -> str:
     verdict = decider.decide("file.write", {"path": "a.txt", "content": "hi"})
     return record_decision(conn, verdict, principal="user:k1", session_id="s1", ttl=ttl,
                            now=NOW).action_id
 
 
 def test_a_pending_action_is_stored_with_its_plan(
-        conn: sqlite3.Connection, decider: Decider) -> None:
+        conn: Conn, decider: Decider) -> None:
     action_id = _pending(conn, decider)
     record = get_decision(conn, action_id)
     assert record.status == "pending" and record.decision == "approval_required"
@@ -156,12 +157,12 @@ GRANT_LIFE = 35.0
 """A grant's `exp` plus the verifier's skew, past the moment of approval."""
 
 
-def _approve(conn: sqlite3.Connection, action_id: str, who: str, at: float) -> DecisionRecord:
+def _approve(conn: Conn, action_id: str, who: str, at: float) -> DecisionRecord:
     return approve(conn, action_id, who, now=at, grant_dead_at=at + GRANT_LIFE)
 
 
 def test_allow_and_deny_verdicts_are_stored_as_decided_by_policy(
-        conn: sqlite3.Connection, decider: Decider) -> None:
+        conn: Conn, decider: Decider) -> None:
     allowed = record_decision(conn, decider.decide("file.read", {"path": "a"}),
                               principal="user:k1", now=NOW)
     assert (allowed.status, allowed.decided_by) == ("approved", POLICY_ACTOR)
@@ -175,7 +176,7 @@ def test_allow_and_deny_verdicts_are_stored_as_decided_by_policy(
 
 
 def test_a_second_approval_is_409_while_the_grant_can_still_verify(
-        conn: sqlite3.Connection, decider: Decider) -> None:
+        conn: Conn, decider: Decider) -> None:
     action_id = _pending(conn, decider)
     record = _approve(conn, action_id, "approver:k2", NOW + 1)
     assert (record.status, record.decided_by, record.decided_at, record.grant_dead_at) == (
@@ -191,7 +192,7 @@ def test_a_second_approval_is_409_while_the_grant_can_still_verify(
 
 
 def test_an_approval_whose_grant_died_unused_is_decided_again(
-        conn: sqlite3.Connection, decider: Decider) -> None:
+        conn: Conn, decider: Decider) -> None:
     action_id = _pending(conn, decider, ttl=60)
     _approve(conn, action_id, "approver:k2", NOW + 1)
     later = NOW + 1 + GRANT_LIFE  # the first grant is dead; the pending ttl is long past too
@@ -207,7 +208,7 @@ def test_an_approval_whose_grant_died_unused_is_decided_again(
     assert "approvable_again_at" not in caught.value.extra
 
 
-def test_a_denied_action_cannot_be_approved(conn: sqlite3.Connection, decider: Decider) -> None:
+def test_a_denied_action_cannot_be_approved(conn: Conn, decider: Decider) -> None:
     action_id = _pending(conn, decider)
     assert deny(conn, action_id, "approver:k2", now=NOW).status == "denied"
     with pytest.raises(AlreadyDecided):
@@ -216,7 +217,7 @@ def test_a_denied_action_cannot_be_approved(conn: sqlite3.Connection, decider: D
         mark_executed(conn, action_id, now=NOW)
 
 
-def test_unknown_actions_are_not_found(conn: sqlite3.Connection) -> None:
+def test_unknown_actions_are_not_found(conn: Conn) -> None:
     with pytest.raises(NotFound):
         _approve(conn, "act_nope", "approver:k2", NOW)
     with pytest.raises(NotFound):
@@ -227,7 +228,7 @@ def test_unknown_actions_are_not_found(conn: sqlite3.Connection) -> None:
         get_decision(conn, "act_nope")
 
 
-def test_an_expired_action_cannot_be_approved(conn: sqlite3.Connection, decider: Decider) -> None:
+def test_an_expired_action_cannot_be_approved(conn: Conn, decider: Decider) -> None:
     action_id = _pending(conn, decider, ttl=60)
     with pytest.raises(AlreadyDecided) as caught:
         _approve(conn, action_id, "approver:k2", NOW + 60)
@@ -236,7 +237,7 @@ def test_an_expired_action_cannot_be_approved(conn: sqlite3.Connection, decider:
 
 
 def test_expire_pending_sweeps_only_overdue_actions(
-        conn: sqlite3.Connection, decider: Decider) -> None:
+        conn: Conn, decider: Decider) -> None:
     short = _pending(conn, decider, ttl=10)
     long = _pending(conn, decider, ttl=1000)
     assert expire_pending(conn, now=NOW + 11) == [short]
@@ -245,7 +246,7 @@ def test_expire_pending_sweeps_only_overdue_actions(
 
 
 def test_an_approved_action_is_executed_exactly_once(
-        conn: sqlite3.Connection, decider: Decider) -> None:
+        conn: Conn, decider: Decider) -> None:
     action_id = _pending(conn, decider)
     _approve(conn, action_id, "approver:k2", NOW)
     record = mark_executed(conn, action_id, now=NOW + 3)
@@ -254,7 +255,7 @@ def test_an_approved_action_is_executed_exactly_once(
         mark_executed(conn, action_id, now=NOW + 4)
 
 
-# --- races: each one run ROUNDS times, on real connections to one SQLite file ---------------
+# --- races: each one run ROUNDS times, on real connections to one database ------------------
 ROUNDS = 200
 """Enough rounds that a check-then-act window shows up: the single conditional UPDATE has
 none, so every round must have exactly one winner."""
@@ -264,11 +265,12 @@ class _Racers:
     """Threads, each with its own connection to the database file, kept for all rounds and
     released together by a barrier at the start of each round."""
 
-    def __init__(self, db_path: Path, count: int) -> None:
-        self.conns = [connect(db_path) for _ in range(count)]
+    def __init__(self, backend: Backend, count: int) -> None:
+        self.backend = backend
+        self.conns = [_connect(backend) for _ in range(count)]
         self.barrier = threading.Barrier(count, timeout=30)
 
-    def race(self, attempts: list[Callable[[sqlite3.Connection], Any]]) -> list[Any]:
+    def race(self, attempts: list[Callable[[Conn], Any]]) -> list[Any]:
         outcomes: list[Any] = [None] * len(attempts)
 
         def run(index: int) -> None:
@@ -289,21 +291,21 @@ class _Racers:
 
     def close(self) -> None:
         for c in self.conns:
-            c.close()
+            self.backend.close(c)
 
 
 @pytest.fixture()
-def racers(db_path: Path, conn: sqlite3.Connection) -> Iterator[_Racers]:
-    group = _Racers(db_path, 4)
+def racers(backend: Backend, conn: Conn) -> Iterator[_Racers]:
+    group = _Racers(backend, 4)
     yield group
     group.close()
 
 
-def _approver(action_id: str, who: str, at: float = NOW) -> Callable[[sqlite3.Connection], Any]:
+def _approver(action_id: str, who: str, at: float = NOW) -> Callable[[Conn], Any]:
     return lambda c: _approve(c, action_id, who, at)
 
 
-def _denier(action_id: str, who: str) -> Callable[[sqlite3.Connection], Any]:
+def _denier(action_id: str, who: str) -> Callable[[Conn], Any]:
     return lambda c: deny(c, action_id, who, now=NOW)
 
 
@@ -317,7 +319,7 @@ def _one_winner(outcomes: list[Any]) -> DecisionRecord:
 
 
 def test_concurrent_approvals_have_exactly_one_winner(
-        conn: sqlite3.Connection, decider: Decider, racers: _Racers) -> None:
+        conn: Conn, decider: Decider, racers: _Racers) -> None:
     for _ in range(ROUNDS):
         action_id = _pending(conn, decider)
         winner = _one_winner(racers.race([_approver(action_id, f"approver:{n}")
@@ -326,7 +328,7 @@ def test_concurrent_approvals_have_exactly_one_winner(
 
 
 def test_concurrent_reapprovals_after_the_grant_died_have_exactly_one_winner(
-        conn: sqlite3.Connection, decider: Decider, racers: _Racers) -> None:
+        conn: Conn, decider: Decider, racers: _Racers) -> None:
     later = NOW + GRANT_LIFE
     for _ in range(ROUNDS):
         action_id = _pending(conn, decider)
@@ -338,7 +340,7 @@ def test_concurrent_reapprovals_after_the_grant_died_have_exactly_one_winner(
 
 
 def test_approve_racing_deny_has_exactly_one_winner(
-        conn: sqlite3.Connection, decider: Decider, racers: _Racers) -> None:
+        conn: Conn, decider: Decider, racers: _Racers) -> None:
     for n in range(ROUNDS):
         action_id = _pending(conn, decider)
         attempts = [_approver(action_id, "approver:a"), _denier(action_id, "approver:b")] * 2
@@ -347,10 +349,10 @@ def test_approve_racing_deny_has_exactly_one_winner(
 
 
 def test_a_decision_and_its_audit_record_commit_together(
-        conn: sqlite3.Connection, decider: Decider) -> None:
+        conn: Conn, decider: Decider) -> None:
     verdict = decider.decide("file.write", {"path": "a.txt", "content": "hi"})
 
-    def write(c: sqlite3.Connection) -> str:
+    def write(c: Conn) -> str:
         record = record_decision(c, verdict, principal="user:k1", now=NOW)
         audit.append(c, "pending", actor="user:k1", action_id=record.action_id,
                      detail={"tool": verdict.tool, "plan_hash": verdict.plan_hash})

@@ -33,7 +33,6 @@ grant's `jti`, never the grant itself.
 from __future__ import annotations
 
 import logging
-import sqlite3
 import time
 from collections.abc import Callable
 from typing import Annotated, Any, Literal
@@ -46,9 +45,10 @@ from sonia.actions.grants import DEFAULT_SKEW_SECONDS, GrantSigner, public_key_j
 from sonia.actions.policy import load_policy
 from sonia.errors import AlreadyDecided, ApiError, PolicyDenied
 from sonia.kit.app import ServiceContext, ServiceParts, create_app, run_sync
-from sonia.kit.db import Database
+from sonia.kit.portable import Conn, open_ledger_database
 from sonia.services.eva.decisions import (
     EVA_MIGRATIONS,
+    EVA_PG_MIGRATIONS,
     POLICY_ACTOR,
     Decider,
     DecisionRecord,
@@ -80,8 +80,8 @@ CALLERS: dict[str, frozenset[str]] = {
 Name = Annotated[StrictStr, Field(min_length=1, max_length=200)]
 Status = Literal["pending", "approved", "denied", "executed", "expired"]
 MAX_CURSOR = 2**62
-"""Paging cursors are SQLite rowids and sequence numbers: larger ones cannot exist (and
-would not fit SQLite's integer)."""
+"""Paging cursors are rowids and sequence numbers: larger ones cannot exist (and would
+not fit SQLite's or PostgreSQL's 64-bit integer)."""
 ActionId = Annotated[str, Field(pattern=r"^act_[0-9a-f]{24}$")]
 
 
@@ -139,7 +139,9 @@ class Eva:
         self.decider = Decider(self.policy)
         self.signer = GrantSigner(home.grant_private_key(), ctx.settings.eva.grant_ttl_seconds)
         self.action_ttl = ctx.settings.gateway.action_ttl_seconds
-        self.db = Database(home.db_path("eva"), EVA_MIGRATIONS)
+        self.db = open_ledger_database(home, ctx.settings, service="eva",
+                                       sqlite_migrations=EVA_MIGRATIONS,
+                                       postgres_migrations=EVA_PG_MIGRATIONS)
 
     async def propose(self, body: Proposal) -> dict[str, Any]:
         try:
@@ -155,7 +157,7 @@ class Eva:
         await self.db.write(lambda c: audit.append(c, "rejected", actor=POLICY_ACTOR,
                                                    detail=detail))
 
-    def _record(self, conn: sqlite3.Connection, body: Proposal,
+    def _record(self, conn: Conn, body: Proposal,
                 verdict: Verdict) -> dict[str, Any]:
         record = record_decision(conn, verdict, principal=body.principal,
                                  session_id=body.session_id, ttl=self.action_ttl,
@@ -184,7 +186,7 @@ class Eva:
         """Approve once (409 for every later or concurrent attempt), or approve again an
         approved action whose last grant died unused: a new decision with its own audit
         record (`reapproval: true`)."""
-        def write(conn: sqlite3.Connection) -> dict[str, Any]:
+        def write(conn: Conn) -> dict[str, Any]:
             at = time.time()
             before = get_decision(conn, action_id)  # NOT_FOUND before anything is minted
             # Minted first so that the row records exactly when this grant stops verifying;
@@ -203,7 +205,7 @@ class Eva:
         return await self._decide(write)
 
     async def deny(self, action_id: str, approver: str) -> dict[str, Any]:
-        def write(conn: sqlite3.Connection) -> dict[str, Any]:
+        def write(conn: Conn) -> dict[str, Any]:
             record = deny(conn, action_id, approver)
             audit.append(conn, "denied", actor=approver, action_id=action_id,
                          detail={"tool": record.tool, "plan_hash": record.plan_hash})
@@ -212,12 +214,12 @@ class Eva:
 
         return await self._decide(write)
 
-    async def _decide(self, write: Callable[[sqlite3.Connection], dict[str, Any]]
+    async def _decide(self, write: Callable[[Conn], dict[str, Any]]
                       ) -> dict[str, Any]:
         """Run an approve or deny in one transaction. A refusal (409) leaves the transaction
         as a value and is raised once it committed, so that what the refusal found out is
         kept: a pending action past its deadline is stored as `expired`."""
-        def guarded(conn: sqlite3.Connection) -> dict[str, Any] | AlreadyDecided:
+        def guarded(conn: Conn) -> dict[str, Any] | AlreadyDecided:
             try:
                 return write(conn)
             except AlreadyDecided as refused:
@@ -229,7 +231,7 @@ class Eva:
         return outcome
 
     async def executed(self, action_id: str, body: Execution) -> dict[str, Any]:
-        def write(conn: sqlite3.Connection) -> dict[str, Any]:
+        def write(conn: Conn) -> dict[str, Any]:
             record = mark_executed(conn, action_id)
             detail: dict[str, Any] = {"tool": record.tool, "jti": body.jti,
                                       "outcome": body.outcome}
@@ -244,12 +246,12 @@ class Eva:
         return await self.db.write(write)
 
 
-def shown(conn: sqlite3.Connection, record: DecisionRecord) -> dict[str, Any]:
+def shown(conn: Conn, record: DecisionRecord) -> dict[str, Any]:
     """A stored action with its origin, as the decision routes answer it."""
     return {**describe(record), **load_origin(conn, record.action_id).to_dict()}
 
 
-def audit_page(conn: sqlite3.Connection, before: int | None, limit: int) -> dict[str, Any]:
+def audit_page(conn: Conn, before: int | None, limit: int) -> dict[str, Any]:
     """One page of the audit log (newest first) and the verification of the whole chain:
     an approver reading the log sees at once whether it is intact."""
     records = audit.latest_records(conn, before_seq=before, limit=limit)
@@ -275,7 +277,7 @@ def routes(eva: Eva) -> APIRouter:
                       = None,
                       before: Annotated[int, Query(ge=1, le=MAX_CURSOR)] | None = None,
                       limit: Annotated[int, Query(ge=1, le=200)] = 50) -> dict[str, Any]:
-        def read(conn: sqlite3.Connection) -> dict[str, Any]:
+        def read(conn: Conn) -> dict[str, Any]:
             found = list_decisions(conn, status=status, principal=principal, before=before,
                                    limit=limit)
             return {"decisions": [shown(conn, record) for _, record in found],

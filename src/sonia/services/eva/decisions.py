@@ -37,8 +37,8 @@ from __future__ import annotations
 
 import json
 import secrets
-import sqlite3
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -47,13 +47,16 @@ from sonia.actions.commands import CommandPlan, plan_command
 from sonia.actions.plan import canonical_json, plan_hash
 from sonia.actions.policy import Policy, validate_args
 from sonia.errors import AlreadyDecided, NotFound, PolicyDenied
+from sonia.kit.portable import Conn
 from sonia.services.eva import origins
 from sonia.services.eva.verdict import Decision, Verdict
 
 __all__ = [
     "DECISIONS",
     "EVA_MIGRATIONS",
+    "EVA_PG_MIGRATIONS",
     "MIGRATIONS",
+    "PG_MIGRATIONS",
     "POLICY_ACTOR",
     "STATUSES",
     "DecisionRecord",
@@ -106,6 +109,39 @@ EVA_MIGRATIONS: list[str] = [MIGRATIONS[0], audit.MIGRATIONS[0], MIGRATIONS[1],
                              origins.MIGRATIONS[0]]
 """EVA's database: decisions and the audit log, so a decision and its audit record
 commit in one transaction. Append new steps at the end; never edit or reorder."""
+
+PG_MIGRATIONS: list[str] = [
+    """
+    CREATE TABLE decisions (
+        rowid bigint GENERATED ALWAYS AS IDENTITY UNIQUE,
+        action_id text PRIMARY KEY,
+        tool text NOT NULL,
+        args text NOT NULL,
+        principal text NOT NULL,
+        session_id text,
+        tier integer NOT NULL CHECK (tier BETWEEN 0 AND 3),
+        plan_hash text NOT NULL,
+        decision text NOT NULL CHECK (decision IN ('allow', 'approval_required', 'deny')),
+        reason text NOT NULL,
+        status text NOT NULL
+            CHECK (status IN ('pending', 'approved', 'denied', 'executed', 'expired')),
+        created_at double precision NOT NULL,
+        expires_at double precision,
+        decided_by text,
+        decided_at double precision,
+        executed_at double precision,
+        grant_dead_at double precision
+    );
+    CREATE INDEX decisions_pending ON decisions (status, expires_at);
+    """,
+]
+"""The decisions table on PostgreSQL. `rowid` (SQLite's implicit paging cursor) is an
+identity column here, so the listing's SQL is the same on both."""
+
+EVA_PG_MIGRATIONS: list[str] = [PG_MIGRATIONS[0], audit.PG_MIGRATIONS[0],
+                                origins.PG_MIGRATIONS[0]]
+"""EVA's schema on PostgreSQL (`[storage] url`): the same tables as EVA_MIGRATIONS.
+Append new steps at the end; never edit or reorder."""
 
 
 class Decider:
@@ -173,7 +209,7 @@ _COLUMNS = ("action_id, tool, args, principal, session_id, tier, plan_hash, deci
             "grant_dead_at")
 
 
-def _record(row: sqlite3.Row | tuple[Any, ...]) -> DecisionRecord:
+def _record(row: Sequence[Any]) -> DecisionRecord:
     values = list(row)
     values[2] = json.loads(values[2])
     return DecisionRecord(*values)
@@ -184,7 +220,7 @@ def new_action_id() -> str:
 
 
 def record_decision(
-    conn: sqlite3.Connection,
+    conn: Conn,
     verdict: Verdict,
     *,
     principal: str,
@@ -218,7 +254,7 @@ def record_decision(
     return record
 
 
-def get_decision(conn: sqlite3.Connection, action_id: str) -> DecisionRecord:
+def get_decision(conn: Conn, action_id: str) -> DecisionRecord:
     """The action `action_id` (NOT_FOUND when unknown)."""
     row = conn.execute(f"SELECT {_COLUMNS} FROM decisions WHERE action_id = ?",
                        (action_id,)).fetchone()
@@ -227,7 +263,7 @@ def get_decision(conn: sqlite3.Connection, action_id: str) -> DecisionRecord:
     return _record(row)
 
 
-def list_decisions(conn: sqlite3.Connection, *, status: str | None = None,
+def list_decisions(conn: Conn, *, status: str | None = None,
                    principal: str | None = None, before: int | None = None, limit: int = 50,
                    now: float | None = None) -> list[tuple[int, DecisionRecord]]:
     """Actions newest first, as (cursor, record); the next page is `before=<last cursor>`.
@@ -258,7 +294,7 @@ def list_decisions(conn: sqlite3.Connection, *, status: str | None = None,
     return [(int(row[0]), _record(tuple(row)[1:])) for row in rows]
 
 
-def _not_pending(conn: sqlite3.Connection, action_id: str, now: float, verb: str) -> Exception:
+def _not_pending(conn: Conn, action_id: str, now: float, verb: str) -> Exception:
     """Why `action_id` could not be `verb` (it exists: NOT_FOUND otherwise), as the 409."""
     record = get_decision(conn, action_id)
     if record.status == "pending" and record.expires_at is not None and record.expires_at <= now:
@@ -276,7 +312,7 @@ def _not_pending(conn: sqlite3.Connection, action_id: str, now: float, verb: str
                           extra={"action_status": record.status})
 
 
-def approve(conn: sqlite3.Connection, action_id: str, approver: str, *,
+def approve(conn: Conn, action_id: str, approver: str, *,
             grant_dead_at: float, now: float | None = None) -> DecisionRecord:
     """pending -> approved by `approver`, exactly once; or, for an approved action whose
     last grant is dead (`grant_dead_at <= now`), approved again as a new decision.
@@ -301,7 +337,7 @@ def approve(conn: sqlite3.Connection, action_id: str, approver: str, *,
     return get_decision(conn, action_id)
 
 
-def deny(conn: sqlite3.Connection, action_id: str, approver: str, *,
+def deny(conn: Conn, action_id: str, approver: str, *,
          now: float | None = None) -> DecisionRecord:
     """pending -> denied, exactly once (ALREADY_DECIDED otherwise, NOT_FOUND if unknown)."""
     at = time.time() if now is None else now
@@ -315,7 +351,7 @@ def deny(conn: sqlite3.Connection, action_id: str, approver: str, *,
     return get_decision(conn, action_id)
 
 
-def mark_executed(conn: sqlite3.Connection, action_id: str, *,
+def mark_executed(conn: Conn, action_id: str, *,
                   now: float | None = None) -> DecisionRecord:
     """approved -> executed, exactly once (ALREADY_DECIDED otherwise)."""
     at = time.time() if now is None else now
@@ -330,7 +366,7 @@ def mark_executed(conn: sqlite3.Connection, action_id: str, *,
     return get_decision(conn, action_id)
 
 
-def expire_pending(conn: sqlite3.Connection, *, now: float | None = None) -> list[str]:
+def expire_pending(conn: Conn, *, now: float | None = None) -> list[str]:
     """Mark every pending action past its deadline expired; returns their ids."""
     at = time.time() if now is None else now
     rows = conn.execute(

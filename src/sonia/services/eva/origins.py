@@ -18,13 +18,13 @@ sources were in context and the chain shows who proposed what.
 from __future__ import annotations
 
 import json
-import sqlite3
 from dataclasses import dataclass, replace
 from typing import Any, Literal
 
+from sonia.kit.portable import Conn
 from sonia.services.eva.verdict import Verdict
 
-__all__ = ["MIGRATIONS", "Origin", "escalate", "load_origin", "save_origin"]
+__all__ = ["MIGRATIONS", "PG_MIGRATIONS", "Origin", "escalate", "load_origin", "save_origin"]
 
 MIGRATIONS: list[str] = [
     """
@@ -37,6 +37,9 @@ MIGRATIONS: list[str] = [
     """,
 ]
 """Appended to EVA_MIGRATIONS (decisions.py); never edit or reorder."""
+
+PG_MIGRATIONS: list[str] = [MIGRATIONS[0]]
+"""The same table on PostgreSQL (EVA_PG_MIGRATIONS); the SQL is common to both."""
 
 
 @dataclass(frozen=True)
@@ -62,13 +65,13 @@ def escalate(verdict: Verdict, origin: Origin) -> Verdict:
                           f"content entered its turn ({shown}): needs an approver")
 
 
-def save_origin(conn: sqlite3.Connection, action_id: str, origin: Origin) -> None:
+def save_origin(conn: Conn, action_id: str, origin: Origin) -> None:
     conn.execute("INSERT INTO action_origins (action_id, origin, turn_id, untrusted)"
                  " VALUES (?, ?, ?, ?)",
                  (action_id, origin.origin, origin.turn_id, json.dumps(list(origin.untrusted))))
 
 
-def load_origin(conn: sqlite3.Connection, action_id: str) -> Origin:
+def load_origin(conn: Conn, action_id: str) -> Origin:
     """The stored origin (actions from before origins were recorded: a user's)."""
     row = conn.execute("SELECT origin, turn_id, untrusted FROM action_origins"
                        " WHERE action_id = ?", (action_id,)).fetchone()

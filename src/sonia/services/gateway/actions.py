@@ -8,22 +8,27 @@ a restart, instead of running the action again.
 
 Answers with a 5xx status are not kept: they say "retry", and a retry must
 then be able to do the work.
+
+The store lives in the gateway's SQLite database (`MIGRATIONS`, with its other
+tables), or, when `[storage] url` names PostgreSQL, in the `gateway` schema
+(`PG_MIGRATIONS`); the functions are the same SQL on both (`kit.portable`).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import sqlite3
 import time
 from dataclasses import dataclass
 from typing import Any
 
 from sonia.actions.plan import canonical_json
 from sonia.errors import ApiError, InvalidArgument, api_error_for
+from sonia.kit.portable import Conn
 
-__all__ = ["MIGRATIONS", "ActionRow", "StoredAnswer", "answer_of_error", "get_action", "iso_time",
-           "load_answer", "pending_count", "request_hash", "save_action", "save_answer"]
+__all__ = ["MIGRATIONS", "PG_MIGRATIONS", "ActionRow", "StoredAnswer", "answer_of_error",
+           "get_action", "iso_time", "load_answer", "pending_count", "request_hash",
+           "save_action", "save_answer"]
 
 MIGRATIONS: list[str] = [
     """
@@ -51,6 +56,32 @@ MIGRATIONS: list[str] = [
 ]
 """Appended to the gateway's MIGRATIONS (state.py); never edit or reorder."""
 
+PG_MIGRATIONS: list[str] = [
+    """
+    CREATE TABLE actions (
+        id text PRIMARY KEY,
+        key_id text NOT NULL,
+        tool text NOT NULL,
+        status text NOT NULL,
+        result text,
+        error text,
+        created_at double precision NOT NULL,
+        updated_at double precision NOT NULL
+    );
+    CREATE INDEX actions_key ON actions (key_id, created_at);
+    CREATE TABLE action_requests (
+        key_id text NOT NULL,
+        idempotency_key text NOT NULL,
+        request_hash text NOT NULL,
+        status_code integer NOT NULL,
+        answer text NOT NULL,
+        created_at double precision NOT NULL,
+        PRIMARY KEY (key_id, idempotency_key)
+    );
+    """,
+]
+"""The action store on PostgreSQL (the `gateway` schema); never edit or reorder."""
+
 
 def iso_time(ts: float | None) -> str | None:
     """UTC ISO 8601 with milliseconds, like the rest of the gateway's answers."""
@@ -77,7 +108,7 @@ class ActionRow:
     updated_at: float
 
 
-def save_action(conn: sqlite3.Connection, action_id: str, key_id: str, tool: str, status: str,
+def save_action(conn: Conn, action_id: str, key_id: str, tool: str, status: str,
                 *, result: Any = None, error: ApiError | None = None) -> None:
     """Insert or update the gateway's row of one action."""
     now = time.time()
@@ -92,7 +123,7 @@ def save_action(conn: sqlite3.Connection, action_id: str, key_id: str, tool: str
     )
 
 
-def pending_count(conn: sqlite3.Connection, key_id: str, since: float) -> int:
+def pending_count(conn: Conn, key_id: str, since: float) -> int:
     """Actions of `key_id` proposed after `since` still waiting for approval here."""
     row = conn.execute("SELECT count(*) FROM actions WHERE key_id = ?"
                        " AND status = 'pending_approval' AND created_at > ?",
@@ -100,7 +131,7 @@ def pending_count(conn: sqlite3.Connection, key_id: str, since: float) -> int:
     return int(row[0])
 
 
-def get_action(conn: sqlite3.Connection, action_id: str) -> ActionRow | None:
+def get_action(conn: Conn, action_id: str) -> ActionRow | None:
     row = conn.execute("SELECT id, key_id, tool, status, result, error, created_at, updated_at"
                        " FROM actions WHERE id = ?", (action_id,)).fetchone()
     if row is None:
@@ -123,7 +154,7 @@ class StoredAnswer:
         return self.body
 
 
-def load_answer(conn: sqlite3.Connection, key_id: str, idempotency_key: str,
+def load_answer(conn: Conn, key_id: str, idempotency_key: str,
                 digest: str) -> StoredAnswer | None:
     """The answer kept for this key, or None; the key with another request is refused."""
     row = conn.execute(
@@ -136,11 +167,11 @@ def load_answer(conn: sqlite3.Connection, key_id: str, idempotency_key: str,
     return StoredAnswer(int(row[1]), json.loads(row[2]))
 
 
-def save_answer(conn: sqlite3.Connection, key_id: str, idempotency_key: str, digest: str,
+def save_answer(conn: Conn, key_id: str, idempotency_key: str, digest: str,
                 answer: StoredAnswer) -> None:
     conn.execute(
-        "INSERT OR IGNORE INTO action_requests (key_id, idempotency_key, request_hash,"
-        " status_code, answer, created_at) VALUES (?, ?, ?, ?, ?, ?)",
+        "INSERT INTO action_requests (key_id, idempotency_key, request_hash,"
+        " status_code, answer, created_at) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
         (key_id, idempotency_key, digest, answer.status_code, json.dumps(answer.body),
          time.time()),
     )

@@ -36,7 +36,6 @@ only with EVA's grant. A tool that fails answers its own problem (404 NOT_FOUND,
 import asyncio
 import logging
 import re
-import sqlite3
 import time
 from collections.abc import Awaitable, Callable
 from typing import Annotated, Any, Literal
@@ -49,6 +48,7 @@ from starlette.responses import JSONResponse
 from sonia.actions.plan import canonical_json
 from sonia.errors import ApiError, InvalidArgument, NotFound, RateLimited, Unavailable
 from sonia.home import ApiKey
+from sonia.kit.portable import Conn
 from sonia.services.gateway import actions, limits
 from sonia.services.gateway.limits import RefusalBudget
 from sonia.services.gateway.state import Gateway
@@ -130,7 +130,7 @@ class Actions:
         digest = actions.request_hash(body.tool, body.args, body.session_id)
         try:
             async with entry.lock:  # one request per key at a time; the DB keeps the answer
-                stored = await self.gw.db.read(lambda c: actions.load_answer(
+                stored = await self.gw.actions_db.read(lambda c: actions.load_answer(
                     c, key.id, slot[1], digest))
                 if stored is not None:
                     return stored
@@ -140,7 +140,7 @@ class Actions:
                     if exc.status >= 500 or isinstance(exc, RateLimited):
                         raise  # "retry later" answers are not kept: a retry must work
                     answer = actions.answer_of_error(exc)
-                await self.gw.db.write(lambda c: actions.save_answer(
+                await self.gw.actions_db.write(lambda c: actions.save_answer(
                     c, key.id, slot[1], digest, answer))
                 return answer
         finally:
@@ -154,7 +154,7 @@ class Actions:
         is asked, so it can neither fill the approval queue nor the audit log."""
         self.refusals.check(key.id)
         since = time.time() - self.action_ttl
-        pending = await self.gw.db.read(lambda c: actions.pending_count(c, key.id, since))
+        pending = await self.gw.actions_db.read(lambda c: actions.pending_count(c, key.id, since))
         limits.check_pending(pending + self._in_flight.get(key.id, 0), self.max_pending)
         self._in_flight[key.id] = self._in_flight.get(key.id, 0) + 1
         try:
@@ -181,7 +181,7 @@ class Actions:
                                          str(decision["grant"]))
             return actions.StoredAnswer(200, {"id": action_id, "status": "executed",
                                               "tool": body.tool, "result": result})
-        await self.gw.db.write(lambda c: actions.save_action(
+        await self.gw.actions_db.write(lambda c: actions.save_action(
             c, action_id, key.id, body.tool, "pending_approval"))
         return actions.StoredAnswer(202, {
             "id": action_id, "status": "pending_approval", "tool": body.tool,
@@ -195,11 +195,11 @@ class Actions:
         except ApiError as exc:
             exc.extra.setdefault("action_id", action_id)
             failure = exc
-            await self.gw.db.write(lambda c: actions.save_action(
+            await self.gw.actions_db.write(lambda c: actions.save_action(
                 c, action_id, key_id, tool, "failed", error=failure))
             raise
         result = answer["result"]
-        await self.gw.db.write(lambda c: actions.save_action(
+        await self.gw.actions_db.write(lambda c: actions.save_action(
             c, action_id, key_id, tool, "executed", result=result))
         return result
 
@@ -241,7 +241,7 @@ class Actions:
         denied = await self.eva.request("POST", f"/v1/decisions/{action_id}/deny",
                                         json_body={"approver": principal(key)})
         owner = key_id_of(str(denied["principal"]))
-        await self.gw.db.write(lambda c: actions.save_action(
+        await self.gw.actions_db.write(lambda c: actions.save_action(
             c, action_id, owner, str(denied["tool"]), "denied"))
         answer = {"id": action_id, "status": "denied", "tool": denied["tool"]}
         turn_id = await self._decided(action_id, {"status": "denied"})
@@ -251,7 +251,7 @@ class Actions:
         record = await self.eva.request("GET", f"/v1/decisions/{action_id}")
         if record["principal"] != principal(key) and key.role != "approver":
             raise NotFound(f"no action {action_id}")
-        row = await self.gw.db.read(lambda c: actions.get_action(c, action_id))
+        row = await self.gw.actions_db.read(lambda c: actions.get_action(c, action_id))
         shown = view(record, row)
         if row is not None and row.result is not None:
             shown["result"] = row.result
@@ -274,7 +274,7 @@ class Actions:
         found = await self.eva.request("GET", "/v1/decisions", params=params)
         records = list(found["decisions"])
         ids = [str(r["action_id"]) for r in records]
-        rows = await self.gw.db.read(lambda c: rows_of(c, ids))
+        rows = await self.gw.actions_db.read(lambda c: rows_of(c, ids))
         after = found.get("next_before")
         return {"actions": [view(r, rows.get(str(r["action_id"]))) for r in records],
                 "next_cursor": None if after is None else str(after)}
@@ -298,7 +298,7 @@ class Actions:
         return {**base, "kind": "diff", **change}
 
 
-def rows_of(conn: sqlite3.Connection, ids: list[str]) -> dict[str, actions.ActionRow]:
+def rows_of(conn: Conn, ids: list[str]) -> dict[str, actions.ActionRow]:
     """The gateway's rows of these actions, by id (one read for a page of them)."""
     found = (actions.get_action(conn, action_id) for action_id in ids)
     return {row.id: row for row in found if row is not None}

@@ -50,6 +50,8 @@ def create(ctx: ServiceContext) -> FastAPI:
 
     async def database() -> dict[str, object]:
         await gw.db.ping()
+        if gw.actions_db is not gw.db:
+            await gw.actions_db.ping()
         return {}
 
     checks = {"database": database} | {name: ctx.dependency_check(name) for name in DOWNSTREAM}

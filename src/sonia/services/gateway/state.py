@@ -1,4 +1,9 @@
-"""What the gateway's route modules share: its database, user keys and policies."""
+"""What the gateway's route modules share: its databases, user keys and policies.
+
+`db` is the gateway's SQLite database (sessions, paused turns, console sessions,
+and the action store). `actions_db` is where the action store lives: that same
+database, or, when `[storage] url` names PostgreSQL, the `gateway` schema there
+(the other tables are on SQLite still)."""
 
 from __future__ import annotations
 
@@ -9,9 +14,10 @@ from typing import Any
 from fastapi import Request
 
 from sonia.home import ApiKey
-from sonia.kit.app import Hook, ServiceContext
+from sonia.kit.app import Hook, ServiceContext, run_sync
 from sonia.kit.auth import UserKeys
 from sonia.kit.db import Database
+from sonia.kit.portable import LedgerDatabase, open_ledger_database
 from sonia.services.gateway import actions, sessions, turns, web_sessions
 
 MIGRATIONS: list[str] = [*sessions.MIGRATIONS, sessions.DEFAULT_SESSIONS_MIGRATION,
@@ -23,6 +29,7 @@ MIGRATIONS: list[str] = [*sessions.MIGRATIONS, sessions.DEFAULT_SESSIONS_MIGRATI
 class Gateway:
     ctx: ServiceContext
     db: Database
+    actions_db: LedgerDatabase
     keys: UserKeys
     session_policy: sessions.SessionPolicy
     credentials: web_sessions.Credentials
@@ -37,11 +44,22 @@ class Gateway:
     def build(cls, ctx: ServiceContext) -> Gateway:
         gw = ctx.settings.gateway
         db = Database(ctx.home.db_path("gateway"), MIGRATIONS)
+        actions_db: LedgerDatabase = db
+        opening: list[Hook] = []
+        closing: list[Hook] = []
+        if ctx.settings.storage.backend == "postgresql":
+            actions_db = open_ledger_database(ctx.home, ctx.settings, service="gateway",
+                                              sqlite_migrations=(),
+                                              postgres_migrations=actions.PG_MIGRATIONS)
+            opening, closing = [run_sync(actions_db.open)], [run_sync(actions_db.close)]
         keys = UserKeys(ctx.home)
         return cls(
             ctx=ctx,
             db=db,
+            actions_db=actions_db,
             keys=keys,
+            on_startup=opening,
+            on_shutdown=closing,
             credentials=web_sessions.Credentials(keys, db, gw.console_session_hours),
             session_policy=sessions.SessionPolicy(idle_seconds=gw.session_idle_seconds,
                                                   max_open=gw.max_sessions,

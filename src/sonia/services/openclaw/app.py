@@ -45,7 +45,7 @@ from sonia.actions.plan import canonical_json
 from sonia.actions.policy import Policy, load_policy
 from sonia.errors import AlreadyDecided, ApiError, InvalidApproval
 from sonia.kit.app import ServiceContext, ServiceParts, create_app, run_sync
-from sonia.kit.db import Database
+from sonia.kit.portable import open_ledger_database
 from sonia.redact import Redactor
 from sonia.services.openclaw.execution import Executor, detect_sandbox
 from sonia.services.openclaw.grant_key import GrantKeySource
@@ -110,7 +110,9 @@ class OpenClaw:
         self.toolbox = Toolbox(self.workspace, executor=self.executor,
                                validate_command=self.validate_command, redactor=redactor,
                                max_file_bytes=settings.max_file_bytes)
-        self.db = Database(home.db_path("openclaw"), grant_ledger.MIGRATIONS)
+        self.db = open_ledger_database(home, ctx.settings, service="openclaw",
+                                       sqlite_migrations=grant_ledger.MIGRATIONS,
+                                       postgres_migrations=grant_ledger.PG_MIGRATIONS)
         self.keys = GrantKeySource(ctx.client("eva"))
 
     def validate_command(self, argv: list[str], cwd: str = ".") -> CommandPlan:
