@@ -44,8 +44,6 @@ __all__ = [
     "ServiceClient",
     "error_from_response",
     "failed_in_transport",
-    "parse_sse_data",
-    "sse_data",
 ]
 
 DEFAULT_TIMEOUT_S = 10.0
@@ -291,11 +289,6 @@ class ServiceClient:
             self._session = None
 
 
-def sse_data(payload: Any) -> str:
-    """One SSE event carrying `payload` as compact JSON (what `parse_sse_data` reads)."""
-    return f"data: {json.dumps(payload, separators=(',', ':'))}\n\n"
-
-
 def _certificate_refusal(exc: BaseException) -> str | None:
     """Why the target's certificate was refused, when that is why the call failed (aiohttp's
     wrapper is itself an ssl.CertificateError; the reason is on the one it wraps)."""
@@ -307,12 +300,3 @@ def _certificate_refusal(exc: BaseException) -> str | None:
         seen = seen.__cause__ or seen.__context__
     return None
 
-
-def parse_sse_data(line: str) -> Any | None:
-    """The JSON payload of one `data:` line of an SSE stream (None for others and [DONE])."""
-    if not line.startswith("data:"):
-        return None
-    data = line[5:].strip()
-    if not data or data == "[DONE]":
-        return None
-    return json.loads(data)

@@ -1,5 +1,5 @@
 """The internal client against real servers on loopback: what each call sends, what each
-failure becomes, and TLS with a CA the test makes.
+failure becomes, TLS with a CA the test makes, and which services load it at all.
 
 A uvicorn server (HTTP or HTTPS) serves a small app; raw sockets play the servers
 that misbehave (never answer, drop the request, speak no TLS) and count what reached
@@ -12,6 +12,8 @@ import asyncio
 import json
 import socket
 import ssl
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -28,11 +30,13 @@ from starlette.routing import Route
 from tls_certs import TestCA
 
 from sonia.errors import Internal, NotFound, Timeout, Unavailable
+from sonia.home import Home
 from sonia.kit import correlation
 from sonia.kit.auth import SERVICE_TOKEN_HEADER
 from sonia.kit.client import KEEPALIVE_S, ServiceClient, failed_in_transport
 from sonia.kit.problems import problem_response
 from sonia.services.runner import KEEP_ALIVE_S
+from sonia.supervisor.ports import free_base_port
 
 TOKEN = "t" * 43
 DEADLINE_S = 10.0
@@ -420,3 +424,28 @@ def test_a_certificate_the_caller_does_not_trust_is_refused_naming_tls_ca_file(
 
     run(ServiceClient(TOKEN, "eva", https.url, verify=other), scenario)
     assert https.seen.requests == [], "nothing was sent to an untrusted server"
+
+
+# ------------------------------------------------------------------ weight
+
+
+def test_the_services_that_call_no_other_never_load_the_clients_library(
+        tmp_path: Path) -> None:
+    """aiohttp is 8 MiB in a process: EVA, memory and the router, which call nobody,
+    build and start their apps without it (kit.app imports the client on first use)."""
+    home = Home.at(tmp_path / "home")
+    home.init(base_port=free_base_port())
+    program = ("import sys\n"
+               "from starlette.testclient import TestClient\n"
+               "from sonia.home import Home\n"
+               "from sonia.services.runner import build_app\n"
+               "app, _ = build_app(sys.argv[1], Home.at(sys.argv[2]))\n"
+               "with TestClient(app) as client:\n"
+               "    assert client.get('/livez').status_code == 200\n"
+               "print(sorted(m for m in sys.modules if m.split('.')[0] == 'aiohttp'))\n")
+    for name in ("eva", "memory", "router", "gateway"):
+        done = subprocess.run([sys.executable, "-c", program, name, str(home.root)],
+                              capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, done.stderr
+        loaded = done.stdout.strip() != "[]"
+        assert loaded is (name == "gateway"), f"{name}: {done.stdout[:200]}"
