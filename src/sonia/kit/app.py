@@ -23,7 +23,7 @@ import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fastapi import APIRouter, Depends, FastAPI
 from prometheus_client import CollectorRegistry, Gauge
@@ -34,12 +34,14 @@ from sonia.home import Home
 from sonia.kit.access import AccessLogMiddleware, RequestMetrics
 from sonia.kit.auth import ServiceAuth
 from sonia.kit.body_limit import BodyLimitMiddleware
-from sonia.kit.client import ServiceClient
 from sonia.kit.correlation import CorrelationMiddleware
 from sonia.kit.encoding import EncodingGuardMiddleware
 from sonia.kit.health import Check, Readiness, health_router
 from sonia.kit.problems import install_handlers
 from sonia.kit.tls import client_context
+
+if TYPE_CHECKING:
+    from sonia.kit.client import ServiceClient
 
 Hook = Callable[[], Awaitable[None] | None]
 
@@ -70,6 +72,10 @@ class ServiceContext:
     def client(self, target: str) -> ServiceClient:
         """The (shared) internal client for calls from this service to `target`."""
         if target not in self._clients:
+            # Imported on first use: the client's HTTP library (aiohttp) is 8 MiB in a
+            # process, and EVA, memory and the router call no other service.
+            from sonia.kit.client import ServiceClient
+
             self._clients[target] = ServiceClient(self.token, target,
                                                   self.settings.upstream_of(target),
                                                   verify=self.tls)

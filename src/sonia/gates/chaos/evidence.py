@@ -31,7 +31,7 @@ from sonia.gates.chaos import history as h
 from sonia.gates.chaos.history import History, Observed, Operation
 from sonia.gates.common.evidence import VALIDITY, Check, Verdict
 from sonia.home import Home
-from sonia.kit.client import DEFAULT_TIMEOUT
+from sonia.kit.client import DEFAULT_TIMEOUT_S
 from sonia.kit.db import connect
 from sonia.supervisor.state import read_json, state_file
 
@@ -42,8 +42,8 @@ __all__ = ["CLIENT_TIMEOUT_S", "DEPENDENTS", "HISTORY", "MEMORY_KINDS", "REPORT"
 REPORT = "chaos-report.json"
 HISTORY = "chaos-history.jsonl"
 
-CLIENT_TIMEOUT_S = float(DEFAULT_TIMEOUT.read or 10.0)
-"""The gateway's internal read timeout: a fault must outlast it to be a real stall."""
+CLIENT_TIMEOUT_S = DEFAULT_TIMEOUT_S
+"""The gateway's internal call timeout: a fault must outlast it to be a real stall."""
 DEPENDENTS: dict[str, tuple[str, ...]] = {
     "gateway": h.KINDS,  # every request enters through the gateway
     "router": (h.CHAT,),

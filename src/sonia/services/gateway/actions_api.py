@@ -40,7 +40,6 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Annotated, Any, Literal
 
-import httpx
 from fastapi import APIRouter, Depends, Path, Query
 from pydantic import BaseModel, ConfigDict, Field, StrictStr
 from starlette.responses import JSONResponse
@@ -48,6 +47,7 @@ from starlette.responses import JSONResponse
 from sonia.actions.plan import canonical_json
 from sonia.errors import ApiError, InvalidArgument, NotFound, RateLimited, Unavailable
 from sonia.home import ApiKey
+from sonia.kit.client import failed_in_transport
 from sonia.kit.portable import Conn
 from sonia.services.gateway import actions, limits
 from sonia.services.gateway.limits import RefusalBudget
@@ -215,7 +215,7 @@ class Actions:
                 return await self.claw.request("POST", "/v1/execute", json_body=body,
                                                timeout=self.execute_timeout)
             except Unavailable as exc:
-                if attempt == 2 or not isinstance(exc.__cause__, httpx.TransportError):
+                if attempt == 2 or not failed_in_transport(exc):
                     raise
                 log.warning("execute call failed in transport (%s); sending it again",
                             type(exc.__cause__).__name__)

@@ -23,7 +23,7 @@ from typing import Any
 from sonia.errors import api_error_for
 from sonia.kit import correlation
 from sonia.kit.app import ServiceContext
-from sonia.kit.client import parse_sse_data
+from sonia.kit.sse import parse_sse_data
 
 Progress = Callable[[dict[str, Any]], Awaitable[None]]
 """Told of a chat turn as it goes (`POST /v1/chat/stream`): `start` with what was

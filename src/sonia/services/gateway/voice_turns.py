@@ -35,7 +35,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictStr
 from starlette.responses import StreamingResponse
 
 from sonia.errors import ApiError, Forbidden
-from sonia.kit.client import sse_data
+from sonia.kit.sse import sse_data
 from sonia.services.gateway import sessions
 from sonia.services.gateway.agent import Agent, TurnLive
 from sonia.services.gateway.conversation import checked_text

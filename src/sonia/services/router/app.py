@@ -35,7 +35,7 @@ from starlette.responses import StreamingResponse
 
 from sonia.errors import ApiError, Unavailable
 from sonia.kit.app import ServiceContext, ServiceParts, create_app
-from sonia.kit.client import sse_data
+from sonia.kit.sse import sse_data
 from sonia.services.router import tools
 from sonia.services.router.assembly import build_router
 from sonia.services.router.providers import GenerationRequest, count_words

@@ -54,7 +54,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictStr
 from starlette.responses import StreamingResponse
 
 from sonia.errors import ApiError, InvalidArgument
-from sonia.kit.client import sse_data
+from sonia.kit.sse import sse_data
 from sonia.services.router import builtin_tools
 from sonia.services.router.providers import (
     BuiltinProvider,

@@ -38,7 +38,7 @@ from typing import Any
 from sonia.errors import ApiError, api_error_for
 from sonia.kit import correlation
 from sonia.kit.app import ServiceContext
-from sonia.kit.client import parse_sse_data
+from sonia.kit.sse import parse_sse_data
 from sonia.services.voice.pipeline import Attribution, GenerateStream
 
 log = logging.getLogger("sonia.voice.dialogue")
