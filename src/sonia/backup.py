@@ -10,6 +10,10 @@ Layout of one backup, `backups/<UTC timestamp>/`:
 
     data/<name>.db     a consistent snapshot of each database (rollback-journal mode,
                        so the file is complete on its own: no -wal to lose)
+    postgres/sonia.dump  on a home whose [storage] url names PostgreSQL: one
+                       pg_dump (custom format) of Sonia's schemas (`pgdump.py`);
+                       the manifest's "postgres" entry says which, and how many
+                       entries pg_restore --list must find in it
     sonia.toml         the configuration, as it was
     policies/...       the policy files, as they were
     manifest.json      per file: path, size, sha256; per database: PRAGMA
@@ -41,9 +45,12 @@ file system, so renames are atomic), and swaps each item in: the live `data/` is
 renamed away and the staged one renamed into place (so stale `-wal`/`-shm` files
 of the old databases go with the old folder and can never be replayed onto the
 restored ones), then `policies/` likewise, then `sonia.toml` by an atomic replace.
-If a step fails the items already swapped are put back. The stack must be stopped:
-by default restore refuses while any `run/*.pid` names a live process; pass
-`require_stopped` to use another check (the supervisor's own).
+If a step fails the items already swapped are put back. A PostgreSQL dump is
+restored before the swap, in one transaction (`pgdump.restore_dump`), into the
+database the restored configuration names: if that fails, nothing has changed.
+The stack must be stopped: by default restore refuses while any `run/*.pid`
+names a live process; pass `require_stopped` to use another check (the
+supervisor's own).
 
 Row digests: sha256 over the column names, then every row in rowid order (primary
 key order for WITHOUT ROWID tables, which have no rowid), each value encoded with
