@@ -91,8 +91,8 @@ def _run(argv: Sequence[str], *, password: str | None, what: str) -> str:
     return done.stdout
 
 
-def server_major(url: str, password: str | None) -> int:
-    """The server's major version (17 for 17.2), asked over a connection."""
+def _server_facts(url: str, password: str | None) -> tuple[int, list[str]]:
+    """The server's major version (17 for 17.2) and which of SCHEMAS exist there."""
     from sonia.kit import pg
 
     try:
@@ -102,22 +102,37 @@ def server_major(url: str, password: str | None) -> int:
             from exc
     try:
         row = conn.execute("SHOW server_version_num").fetchone()
+        found = conn.execute("SELECT nspname FROM pg_namespace WHERE nspname = ANY(%s) "
+                             "ORDER BY nspname", (list(SCHEMAS),)).fetchall()
     finally:
         conn.close()
-    return int(str(row["server_version_num"] if row else 0)) // 10000
+    major = int(str(row["server_version_num"] if row else 0)) // 10000
+    return major, [str(r["nspname"]) for r in found]
+
+
+def server_major(url: str, password: str | None) -> int:
+    """The server's major version (17 for 17.2), asked over a connection."""
+    return _server_facts(url, password)[0]
 
 
 def dump(url: str, password: str | None, target: Path) -> dict[str, object]:
-    """Dump Sonia's schemas on `url` to `target`; return the manifest's facts of it."""
-    major = server_major(url, password)
+    """Dump Sonia's schemas on `url` to `target`; return the manifest's facts of it.
+
+    Only the schemas that exist are named (pg_dump fails when none matches); a
+    database with none of them yet has nothing to back up, which is an error, not an
+    empty dump that would look like a backup of the ledgers."""
+    major, schemas = _server_facts(url, password)
+    if not schemas:
+        raise BackupError(f"the database holds none of Sonia's schemas ({', '.join(SCHEMAS)}) "
+                          "yet: start the stack once (`sonia up`) so the services create them")
     tool = find_tool("pg_dump", server_major=major)
     target.parent.mkdir(parents=True, exist_ok=True)
     argv = [str(tool), "--format=custom", "--no-owner", "--no-privileges",
             f"--file={target}", f"--dbname={url}"]
-    argv += [f"--schema={schema}" for schema in SCHEMAS]
+    argv += [f"--schema={schema}" for schema in schemas]
     _run(argv, password=password, what="pg_dump")
     entries = list_dump(target)
-    return {"path": DUMP_PATH, "format": "custom", "schemas": list(SCHEMAS),
+    return {"path": DUMP_PATH, "format": "custom", "schemas": schemas,
             "server_major": major, "toc_entries": len(entries)}
 
 

@@ -158,6 +158,21 @@ def test_verification_reads_the_dump_with_pg_restore(pg_home: Home) -> None:
         restore_backup(pg_home, backup)
 
 
+def test_a_database_without_sonia_schemas_is_refused_not_dumped_empty(
+    pg_home: Home,
+) -> None:
+    with _connect(pg_home) as conn:
+        conn.execute("DROP SCHEMA memory, openclaw CASCADE")
+    with pytest.raises(BackupError, match="none of Sonia's schemas"):
+        create_backup(pg_home)
+    assert not any(pg_home.backups.iterdir())
+
+
+def test_only_the_schemas_that_exist_are_dumped(pg_home: Home) -> None:
+    manifest = json.loads((create_backup(pg_home) / MANIFEST).read_text())
+    assert manifest["postgres"]["schemas"] == ["memory", "openclaw"]
+
+
 def test_a_missing_pg_dump_is_a_configuration_error_and_leaves_nothing(
     pg_home: Home, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
 ) -> None:
