@@ -173,6 +173,30 @@ def test_only_the_schemas_that_exist_are_dumped(pg_home: Home) -> None:
     assert manifest["postgres"]["schemas"] == ["memory", "openclaw"]
 
 
+def test_the_password_reaches_pg_dump_in_its_environment_never_its_argv(
+    pg_home: Home, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The real tools, behind wrappers that record what they were given."""
+    tools = tmp_path / "tools"
+    tools.mkdir()
+    for tool in ("pg_dump", "pg_restore"):
+        real = pgdump.find_tool(tool, server_major=pgdump.server_major(
+            pg_home.settings().storage.url, pg_home.storage_password()))
+        wrapper = tools / tool
+        wrapper.write_text(f'#!/bin/sh\nprintf "%s\\n" "$@" >> "{tools}/{tool}.argv"\n'
+                           f'printf "%s\\n" "$PGPASSWORD" >> "{tools}/{tool}.env"\n'
+                           f'exec "{real}" "$@"\n')
+        wrapper.chmod(0o700)
+    monkeypatch.setenv(pgdump.BINDIR_ENV, str(tools))
+    backup = create_backup(pg_home)
+    restore_backup(pg_home, backup)
+    password = str(pg_home.storage_password())
+    for tool in ("pg_dump", "pg_restore"):
+        assert password not in (tools / f"{tool}.argv").read_text(), tool
+    assert (tools / "pg_dump.env").read_text().splitlines() == [password]
+    assert password in (tools / "pg_restore.env").read_text().splitlines(), "the restore"
+
+
 def test_a_missing_pg_dump_is_a_configuration_error_and_leaves_nothing(
     pg_home: Home, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
 ) -> None:
