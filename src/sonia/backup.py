@@ -10,6 +10,10 @@ Layout of one backup, `backups/<UTC timestamp>/`:
 
     data/<name>.db     a consistent snapshot of each database (rollback-journal mode,
                        so the file is complete on its own: no -wal to lose)
+    postgres/sonia.dump  on a home whose [storage] url names PostgreSQL: one
+                       pg_dump (custom format) of Sonia's schemas (`pgdump.py`);
+                       the manifest's "postgres" entry says which, and how many
+                       entries pg_restore --list must find in it
     sonia.toml         the configuration, as it was
     policies/...       the policy files, as they were
     manifest.json      per file: path, size, sha256; per database: PRAGMA
@@ -41,9 +45,12 @@ file system, so renames are atomic), and swaps each item in: the live `data/` is
 renamed away and the staged one renamed into place (so stale `-wal`/`-shm` files
 of the old databases go with the old folder and can never be replayed onto the
 restored ones), then `policies/` likewise, then `sonia.toml` by an atomic replace.
-If a step fails the items already swapped are put back. The stack must be stopped:
-by default restore refuses while any `run/*.pid` names a live process; pass
-`require_stopped` to use another check (the supervisor's own).
+If a step fails the items already swapped are put back. A PostgreSQL dump is
+restored before the swap, in one transaction (`pgdump.restore_dump`), into the
+database the restored configuration names: if that fails, nothing has changed.
+The stack must be stopped: by default restore refuses while any `run/*.pid`
+names a live process; pass `require_stopped` to use another check (the
+supervisor's own).
 
 Row digests: sha256 over the column names, then every row in rowid order (primary
 key order for WITHOUT ROWID tables, which have no rowid), each value encoded with
@@ -72,8 +79,8 @@ from typing import Any
 
 import psutil
 
-from sonia import __version__, files
-from sonia.config import load_settings
+from sonia import __version__, files, pgdump
+from sonia.config import Settings, load_settings
 from sonia.errors import BackupError, ConfigError
 from sonia.home import Home
 
@@ -344,12 +351,7 @@ def create_backup(home: Home, dest_dir: Path | None = None) -> Path:
     Safe while the stack runs. Raises BackupError when a database cannot be read
     or its snapshot fails integrity_check (nothing is left behind then).
     """
-    if home.settings().storage.backend != "sqlite":
-        # Copying data/*.db would leave out what lives in PostgreSQL, and a backup
-        # that looks whole but is not is worse than none.
-        raise BackupError("storage.url names PostgreSQL: `sonia backup` copies the SQLite "
-                          "databases only and would leave the memory ledger out; back the "
-                          "database up with pg_dump (docs/scale-out.md)")
+    storage = home.settings().storage
     root = dest_dir if dest_dir is not None else home.backups
     root.mkdir(parents=True, exist_ok=True)
     key = home_backup_key(home)
@@ -383,6 +385,10 @@ def create_backup(home: Home, dest_dir: Path | None = None) -> Path:
                     f"({facts['integrity_check'][:200]}); not backed up"
                 )
             databases[source.stem] = {"path": f"data/{source.name}", **facts}
+        postgres: dict[str, Any] | None = None
+        if storage.backend == "postgresql":
+            postgres = pgdump.dump(storage.url, home.storage_password(),
+                                   partial / pgdump.DUMP_PATH)
         if home.config_file.exists():
             shutil.copy2(home.config_file, partial / "sonia.toml")
         if home.policies.is_dir():
@@ -393,11 +399,14 @@ def create_backup(home: Home, dest_dir: Path | None = None) -> Path:
             "sonia_version": __version__,
             "sqlite_version": sqlite3.sqlite_version,
             "source_home": str(home.root),
-            "contains": ["data", "sonia.toml", "policies"],
+            "contains": ["data", "sonia.toml", "policies",
+                         *(["postgres"] if postgres else [])],
             "excludes_secrets": True,
             "files": [files.file_entry(partial, p, known.get(p)) for p in _walk_files(partial)],
             "databases": databases,
         }
+        if postgres is not None:
+            manifest["postgres"] = postgres
         _write_manifest(partial, manifest, key)
         for done in synced:
             done.result()
@@ -501,7 +510,30 @@ def verify_backup(path: Path, key: bytes | None = None) -> VerifyReport:
     with ThreadPoolExecutor(2, thread_name_prefix="backup-verify") as pool:
         good, listed = _verify_files(path, manifest, report, pool)
     _verify_databases(path, manifest, report, good, listed)
+    _verify_postgres(path, manifest, report, good)
     return report
+
+
+def _verify_postgres(path: Path, manifest: dict[str, Any], report: VerifyReport,
+                     good: set[str]) -> None:
+    """The PostgreSQL dump, when there is one and its sha256 checked out: pg_restore
+    reads its table of contents, which has as many entries as when it was made."""
+    expected = manifest.get("postgres")
+    if expected is None:
+        return
+    rel = str(expected.get("path", ""))
+    if rel not in good:
+        if not any(str(e.get("path")) == rel for e in manifest.get("files", [])):
+            report.fail(rel or "postgres", "dump not listed among the files")
+        return
+    report.databases_checked += 1
+    try:
+        entries = pgdump.list_dump(path / rel)
+    except (BackupError, ConfigError) as exc:
+        report.fail(rel, f"pg_restore --list cannot read it: {exc}")
+        return
+    if len(entries) != expected.get("toc_entries"):
+        report.fail(rel, f"{len(entries)} entries, manifest says {expected.get('toc_entries')}")
 
 
 def _verify_files(path: Path, manifest: dict[str, Any], report: VerifyReport,
@@ -742,12 +774,15 @@ def restore_backup(home: Home, backup_path: Path, *,
             _copy_verified(backup_path / entry["path"], staged / entry["path"], entry)
         for side in (p for p in (staged / "data").iterdir() if p.name.endswith(_SIDE_FILES)):
             side.unlink()
+        settings = None
         if (staged / "sonia.toml").exists():
             try:
-                load_settings(staged / "sonia.toml")
+                settings = load_settings(staged / "sonia.toml")
             except ConfigError as exc:
                 raise BackupError(f"sonia.toml in backup {backup_path} is not valid: {exc}") \
                     from exc
+        if "postgres" in manifest:
+            _restore_postgres(home, settings, staged / manifest["postgres"]["path"])
         _swap_in(home, staged, stage / "old")
     finally:
         shutil.rmtree(stage, ignore_errors=True)
@@ -755,6 +790,20 @@ def restore_backup(home: Home, backup_path: Path, *,
     return RestoreResult(backup=backup_path, files=len(manifest["files"]),
                          databases=tuple(sorted(manifest.get("databases", {}))),
                          duration_s=round(time.monotonic() - started, 3))
+
+
+def _restore_postgres(home: Home, settings: Settings | None, dump: Path) -> None:
+    """Restore the backup's dump into the database the restored configuration names (the
+    backup's sonia.toml, else the home's own), in one transaction, before any file is
+    swapped in: a failure changes nothing."""
+    storage = (settings if settings is not None else home.settings()).storage
+    if storage.backend != "postgresql":
+        raise BackupError("the backup holds a PostgreSQL dump but storage.url is sqlite: "
+                          "nothing was restored (set [storage] url to the database)")
+    try:
+        pgdump.restore_dump(storage.url, home.storage_password(), dump)
+    except BackupError as exc:
+        raise BackupError(f"{exc}; nothing was restored") from exc
 
 
 def _swap_in(home: Home, staged: Path, old: Path) -> None:
