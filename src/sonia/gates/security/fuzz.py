@@ -23,6 +23,7 @@ from hypothesis import HealthCheck, Phase, given
 from hypothesis import settings as hsettings
 from schemathesis import GenerationMode
 from schemathesis.checks import not_a_server_error
+from schemathesis.core.failures import FailureGroup, ServerError
 from schemathesis.openapi import from_dict
 from schemathesis.specs.openapi.checks import (
     negative_data_rejection,
@@ -56,6 +57,12 @@ SKIP_OPERATIONS = frozenset({"GET /v1/sessions/{session_id}/stream"})
 del status_code_conformance  # deliberately not used, see CHECKS
 
 
+CHECK_FAILED = (Exception, FailureGroup)
+"""What a failed check raises: one failure (an Exception), or several at once in a
+FailureGroup, which is a BaseExceptionGroup and escapes `except Exception` (a 504 with a
+schema mismatch once crashed a release run instead of being counted)."""
+
+
 @dataclass
 class Finding:
     service: str
@@ -82,6 +89,22 @@ class FuzzReport:
     """"service METHOD path" -> {"2xx": n, "4xx": n}: answers that passed every check.
     An operation without both never had its logic reached, or never refused bad
     input: the judge makes such a run INVALID, naming it."""
+
+    def found(self, service: str, label: str, mode: str, case: Any, exc: BaseException,
+              seen: set[str] | None = None) -> None:
+        """Record what a failed check raised (once per first line when `seen` is given);
+        a server error among its failures counts as one."""
+        failures = exc.exceptions if isinstance(exc, BaseExceptionGroup) else (exc,)
+        status = getattr(getattr(exc, "response", None), "status_code", None)
+        problem = "; ".join(f"{type(f).__name__}: {f}" for f in failures)[:600]
+        key = problem.split("\n", 1)[0]
+        if seen is None or key not in seen:
+            if seen is not None:
+                seen.add(key)
+            self.findings.append(Finding(service, label, mode, problem, status, _curl(case)))
+        if any(isinstance(f, ServerError) or "Server error" in str(f) for f in failures) or (
+                status is not None and status >= 500):
+            self.server_errors += 1
 
     def to_dict(self) -> dict[str, Any]:
         return {"operations": self.operations, "requests": self.requests,
@@ -153,12 +176,8 @@ def _record(report: FuzzReport, service: str, label: str, mode: str, case: Any,
     report.requests += 1
     try:
         response = call()
-    except Exception as exc:  # a failed check is a finding, not a crash of the gate
-        status = getattr(getattr(exc, "response", None), "status_code", None)
-        problem = f"{type(exc).__name__}: {exc}"[:600]
-        report.findings.append(Finding(service, label, mode, problem, status, _curl(case)))
-        if "Server error" in problem or (status is not None and status >= 500):
-            report.server_errors += 1
+    except CHECK_FAILED as exc:  # a failed check is a finding, not a crash of the gate
+        report.found(service, label, mode, case, exc)
         return
     status = response.status_code
     report.statuses[str(status)] = report.statuses.get(str(status), 0) + 1
@@ -207,16 +226,8 @@ def _fuzz_operation(report: FuzzReport, session: requests.Session, service: str,
             counts = report.per_operation[f"{service} {label}"]
             if kind in ("2xx", "4xx"):
                 counts[kind] += 1
-        except Exception as exc:  # a failed check is a finding, not a crash of the gate
-            status = getattr(getattr(exc, "response", None), "status_code", None)
-            problem = f"{type(exc).__name__}: {exc}"[:600]
-            key = problem.split("\n", 1)[0]
-            if key not in seen:
-                seen.add(key)
-                report.findings.append(Finding(service, label, mode.value, problem, status,
-                                               _curl(case)))
-            if "Server error" in problem or (status is not None and status >= 500):
-                report.server_errors += 1
+        except CHECK_FAILED as exc:  # a failed check is a finding, not a crash of the gate
+            report.found(service, label, mode.value, case, exc, seen)
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
