@@ -15,7 +15,7 @@ from sonia.actions import audit
 from sonia.actions.policy import load_policy
 from sonia.errors import NotFound
 from sonia.kit.db import connect, migrate
-from sonia.services.eva.app import audit_page
+from sonia.services.eva.app import KnownChain, audit_page
 from sonia.services.eva.decisions import (
     EVA_MIGRATIONS,
     Decider,
@@ -137,3 +137,23 @@ def test_another_owner_cannot_forget_a_memory(memory: sqlite3.Connection) -> Non
     with pytest.raises(NotFound):
         store.delete_memory(memory, mine.id, owner="b2")
     assert store.get_memory(memory, mine.id, owner="a1").content == "my locker code is 4711"
+
+
+def test_the_page_view_walks_the_whole_chain_again_at_least_every_minute(
+        eva: sqlite3.Connection) -> None:
+    for n in range(3):
+        audit.append(eva, "pending", actor="policy", detail={"n": n})
+    now = [0.0]
+    known = KnownChain(clock=lambda: now[0])
+    assert known.current() is None  # nothing checked yet: walk it all
+    known.checked(audit_page(eva, None, 10)["chain"], whole=True)
+    eva.execute("DROP TRIGGER audit_log_no_update")
+    eva.execute("UPDATE audit_log SET actor = 'nobody' WHERE seq = 2")
+    now[0] = 59.0
+    assert audit_page(eva, None, 10, known.current())["chain"]["ok"]  # not re-read yet
+    now[0] = 60.0
+    assert known.current() is None
+    chain = audit_page(eva, None, 10, known.current())["chain"]
+    assert (chain["ok"], chain["first_bad_seq"]) == (False, 2)
+    known.checked(chain, whole=True)
+    assert known.current() is None  # a broken chain is never walked from

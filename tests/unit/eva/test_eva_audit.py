@@ -200,3 +200,34 @@ def test_records_can_be_listed_by_action(conn: Conn) -> None:
     records = audit.read_records(conn, action_id="act_2")
     assert [r.kind for r in records] == ["approved"]
     assert [r.seq for r in audit.read_records(conn, after_seq=3)] == [4, 5]
+
+
+def test_a_walk_since_an_intact_check_reads_only_what_came_after(conn: Conn) -> None:
+    known = audit.verify(conn)
+    for n in range(3):
+        audit.append(conn, "pending", actor="policy", detail={"n": n})
+    since = audit.verify(conn, since=known)
+    assert (since.ok, since.count, since.head_hash) == (True, 8, audit.head(conn)[1])
+    assert since == audit.verify(conn)
+    _unguard(conn)
+    conn.execute("UPDATE audit_log SET actor = 'x' WHERE seq = 7")  # after the known end
+    assert audit.verify(conn, since=known).first_bad_seq == 7
+
+
+def test_a_walk_since_a_check_whose_last_record_changed_walks_it_all(conn: Conn) -> None:
+    known = audit.verify(conn)
+    _unguard(conn)
+    conn.execute("UPDATE audit_log SET actor = 'x' WHERE seq = 2")
+    conn.execute("UPDATE audit_log SET hash = 'f' WHERE seq = 5")  # the anchor moved too
+    result = audit.verify(conn, since=known)
+    assert not result.ok and result.first_bad_seq == 2
+
+
+def test_an_edit_before_the_known_end_needs_a_whole_walk(conn: Conn) -> None:
+    """The rule the page view lives with: a walk since a check does not re-read what
+    it checked; EVA walks the whole chain again at least every minute."""
+    known = audit.verify(conn)
+    _unguard(conn)
+    conn.execute("UPDATE audit_log SET actor = 'x' WHERE seq = 2")
+    assert audit.verify(conn, since=known).ok
+    assert audit.verify(conn).first_bad_seq == 2
