@@ -172,7 +172,9 @@ class ServiceClient:
         """Send a request and return the decoded JSON body (None for an empty body)."""
         data = None if json_body is None else _encode(json_body)
         query = None if params is None else {k: _query_value(v) for k, v in params.items()}
-        budget = None if timeout is None else _call_timeout(timeout)
+        # aiohttp reads `timeout=None` as "no timeout at all": the client's own budget
+        # is passed every time (the chaos gate's delayed memory once waited 22 s).
+        budget = _call_timeout(self._timeout if timeout is None else timeout)
         headers = self._headers(json_body)
         self.breaker.before_call()
         attempts = 2 if method == "GET" else 1

@@ -335,6 +335,21 @@ def test_a_silent_server_is_a_timeout_and_a_failure(raw: Callable[[str], RawServ
                scenario) == 2
 
 
+def test_a_call_without_its_own_timeout_has_the_clients(
+        raw: Callable[[str], RawServer]) -> None:
+    """aiohttp takes `timeout=None` for no timeout: a silent dependency must still end
+    in TIMEOUT after the client's budget, not hold the caller for as long as it likes."""
+    server = raw("silent")
+
+    async def scenario(client: ServiceClient) -> Any:
+        with pytest.raises(Timeout, match="memory did not answer GET /v1/x in time"):
+            await client.request("GET", "/v1/x")
+        return client.breaker.failures
+
+    client = ServiceClient(TOKEN, "memory", f"http://127.0.0.1:{server.port}", timeout=0.3)
+    assert run(client, scenario) == 1
+
+
 def test_a_request_dropped_by_the_server_is_not_sent_again(raw: Callable[[str], RawServer]) -> None:
     """Neither a DELETE (aiohttp would resend it) nor a GET: the request reached the
     server, so only the caller may decide to send it again."""
