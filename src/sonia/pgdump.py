@@ -33,6 +33,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from sonia.errors import BackupError, ConfigError, Unavailable
+from sonia.kit.pg import BINDIR_ENV, INSTALL_ROOT, installed_bindirs
 
 __all__ = ["DUMP_PATH", "SCHEMAS", "dump", "find_tool", "list_dump", "restore_dump",
            "server_major"]
@@ -41,9 +42,7 @@ SCHEMAS = ("eva", "gateway", "memory", "openclaw")
 """The schemas Sonia's services own on a PostgreSQL server (kit/pg.py)."""
 DUMP_PATH = "postgres/sonia.dump"
 """Where the dump lies inside a backup folder."""
-BINDIR_ENV = "SONIA_PG_BINDIR"
 TOOL_TIMEOUT_SECONDS = 3600.0
-_DEBIAN_BINDIRS = Path("/usr/lib/postgresql")
 
 
 def find_tool(tool: str, *, server_major: int | None = None) -> Path:
@@ -54,14 +53,11 @@ def find_tool(tool: str, *, server_major: int | None = None) -> Path:
         candidates.append(Path(pinned))
     else:
         if server_major is not None:
-            candidates.append(_DEBIAN_BINDIRS / str(server_major) / "bin")
+            candidates.append(INSTALL_ROOT / str(server_major) / "bin")
         on_path = shutil.which(tool)
         if on_path:
             candidates.append(Path(on_path).resolve().parent)
-        if _DEBIAN_BINDIRS.is_dir():
-            versions = sorted((p for p in _DEBIAN_BINDIRS.iterdir() if p.name.isdigit()),
-                              key=lambda p: int(p.name), reverse=True)
-            candidates.extend(p / "bin" for p in versions)
+        candidates.extend(installed_bindirs())
     for folder in candidates:
         if os.access(folder / tool, os.X_OK):
             return folder / tool

@@ -39,14 +39,13 @@ from types import TracebackType
 from typing import Any
 
 from sonia.errors import SupervisorError
+from sonia.kit.pg import BINDIR_ENV, installed_bindirs
 
-BINDIR_ENV = "SONIA_PG_BINDIR"
 MARKER_ENV = "SONIA_PG_TEST_SERVER"
 """Set in the server's environment (the folder it serves), to find a leftover one."""
 SUPERUSER = "sonia"
 START_TIMEOUT_SECONDS = 60.0
 STOP_TIMEOUT_SECONDS = 20.0
-_DEBIAN_BINDIRS = Path("/usr/lib/postgresql")
 
 
 def find_bindir() -> Path | None:
@@ -57,10 +56,7 @@ def find_bindir() -> Path | None:
     on_path = shutil.which("initdb")
     if on_path:
         candidates.append(Path(on_path).resolve().parent)
-    if _DEBIAN_BINDIRS.is_dir():
-        versions = sorted((p for p in _DEBIAN_BINDIRS.iterdir() if p.name.isdigit()),
-                          key=lambda p: int(p.name), reverse=True)
-        candidates.extend(p / "bin" for p in versions)
+    candidates.extend(installed_bindirs())
     for folder in candidates:
         if all(os.access(folder / tool, os.X_OK) for tool in ("initdb", "postgres")):
             return folder

@@ -32,6 +32,7 @@ import re
 import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from sonia.errors import ConfigError, Unavailable
@@ -42,6 +43,19 @@ if TYPE_CHECKING:
 T = TypeVar("T")
 
 CONNECT_TIMEOUT_SECONDS = 5
+BINDIR_ENV = "SONIA_PG_BINDIR"
+"""A folder of PostgreSQL's programs that overrides where they are looked for."""
+INSTALL_ROOT = Path("/usr/lib/postgresql")
+"""Debian's layout: one `<major version>/bin` per installed version."""
+
+
+def installed_bindirs() -> list[Path]:
+    """The `bin` folders of the installed PostgreSQL versions, newest first."""
+    if not INSTALL_ROOT.is_dir():
+        return []
+    versions = sorted((p for p in INSTALL_ROOT.iterdir() if p.name.isdigit()),
+                      key=lambda p: int(p.name), reverse=True)
+    return [p / "bin" for p in versions]
 _SCHEMA = r"[a-z][a-z0-9_]{0,30}"
 
 

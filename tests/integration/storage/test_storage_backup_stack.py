@@ -15,6 +15,7 @@ import httpx
 import pytest
 
 from sonia import pgdump
+from sonia.kit.pg import BINDIR_ENV
 from sonia.pgserver import PostgresServer
 from sonia.testing import FreshStack
 
@@ -100,6 +101,6 @@ def test_restore_is_refused_while_the_stack_runs_and_a_missing_pg_dump_exits_2(
 
     empty = tmp_path / "no-tools"
     empty.mkdir()
-    missing = sonia("backup", home=stack.home.root, env={pgdump.BINDIR_ENV: str(empty)})
+    missing = sonia("backup", home=stack.home.root, env={BINDIR_ENV: str(empty)})
     assert missing.returncode == 2, missing.stderr
     assert "pg_dump not found" in missing.stderr + missing.stdout

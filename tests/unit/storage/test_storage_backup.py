@@ -28,6 +28,7 @@ from sonia.backup import (
 )
 from sonia.errors import BackupError, ConfigError
 from sonia.home import Home
+from sonia.kit.pg import BINDIR_ENV
 from sonia.pgserver import PostgresServer
 
 
@@ -187,7 +188,7 @@ def test_the_password_reaches_pg_dump_in_its_environment_never_its_argv(
                            f'printf "%s\\n" "$PGPASSWORD" >> "{tools}/{tool}.env"\n'
                            f'exec "{real}" "$@"\n')
         wrapper.chmod(0o700)
-    monkeypatch.setenv(pgdump.BINDIR_ENV, str(tools))
+    monkeypatch.setenv(BINDIR_ENV, str(tools))
     backup = create_backup(pg_home)
     restore_backup(pg_home, backup)
     password = str(pg_home.storage_password())
@@ -202,7 +203,7 @@ def test_a_missing_pg_dump_is_a_configuration_error_and_leaves_nothing(
 ) -> None:
     empty = tmp_path / "no-tools"
     empty.mkdir()
-    monkeypatch.setenv(pgdump.BINDIR_ENV, str(empty))
+    monkeypatch.setenv(BINDIR_ENV, str(empty))
     with pytest.raises(ConfigError, match="pg_dump not found") as missing:
         create_backup(pg_home)
     assert missing.value.key == "storage.url"
