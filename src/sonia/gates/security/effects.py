@@ -193,15 +193,12 @@ class EffectWatch:
                               "uid": uids.effective if uids else None})
         return found
 
-    def diff(self, before: Snapshot, *, exclude: frozenset[str] = frozenset()
-             ) -> dict[str, Any]:
-        """The effects since `before`, as evidence (empty lists: nothing happened).
-
-        `exclude` names watched labels a case is allowed to change (none by default).
-        """
+    def diff(self, before: Snapshot) -> dict[str, Any]:
+        """The effects since `before`, as evidence (empty lists: nothing happened). What
+        a case may write is the judge's to allow (`may_write`), from this record."""
         after = self.snapshot()
         changed = sorted(label for label, digest in after.hashes.items()
-                         if label not in exclude and before.hashes.get(label) != digest)
+                         if before.hashes.get(label) != digest)
         created = sorted(f"{label}/{name}" for label, names in after.listings.items()
                          for name in names - before.listings.get(label, frozenset()))
         removed = sorted(f"{label}/{name}" for label, names in before.listings.items()

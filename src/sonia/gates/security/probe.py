@@ -105,8 +105,6 @@ class Probe:
         self.leak_log: list[str] = []
         """Every leak any answer showed, in order; `run_case` takes the ones of its case."""
         self._leak_lock = threading.Lock()
-        self.allowed_changes: dict[str, frozenset[str]] = {}
-        """case id -> watched labels that case may change (none so far)."""
         self._watched: dict[str, Path] = {}
         self.watch = EffectWatch({}, {}, self.marker_token, (self.home.root,))
         self.set_up_trees: dict[str, dict[str, str]] | None = None
