@@ -34,9 +34,16 @@ import textwrap
 import time
 from pathlib import Path
 
+import aiohttp
 import httpx
 
-from sonia.gates.soak.loadgen import CORRELATION_HEADER, LoadGenerator, Stream, outcome_of
+from sonia.gates.soak.loadgen import (
+    CORRELATION_HEADER,
+    LoadGenerator,
+    Stream,
+    open_client,
+    outcome_of,
+)
 from sonia.kit.deadline import wait_until
 
 BARE_APP = textwrap.dedent("""
@@ -88,11 +95,12 @@ def start_bare(folder: Path) -> tuple[subprocess.Popen[bytes], str]:
 
 
 async def generator_at(url: str, rate: float, seconds: float, folder: Path) -> dict[str, float]:
-    async def hit(client: httpx.AsyncClient, cid: str) -> tuple[bool, str | None]:
-        return outcome_of(await client.get("/", headers={CORRELATION_HEADER: cid}))
+    async def hit(client: aiohttp.ClientSession, cid: str) -> tuple[bool, str | None]:
+        async with client.get("/", headers={CORRELATION_HEADER: cid}) as response:
+            await response.read()
+            return outcome_of(response.status)
 
-    limits = httpx.Limits(max_connections=256, max_keepalive_connections=256)
-    async with httpx.AsyncClient(base_url=url, limits=limits, timeout=10) as client:
+    async with open_client(url, max_concurrency=256, request_timeout_s=10) as client:
         gen = LoadGenerator(client, [Stream("bare", rate, hit)],
                             csv_path=folder / f"rate-{rate:.0f}.csv", window_seconds=1.0)
         result = await gen.run(seconds)

@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import httpx
+import aiohttp
 import pytest
 import uvicorn
 from starlette.applications import Starlette
@@ -28,6 +28,7 @@ from sonia.gates.soak.loadgen import (
     RequestFn,
     Row,
     Stream,
+    open_client,
     outcome_of,
 )
 
@@ -81,16 +82,18 @@ def server() -> Iterator[Server]:
 
 
 def get(path: str) -> RequestFn:
-    async def make(client: httpx.AsyncClient, correlation_id: str) -> tuple[bool, str | None]:
-        response = await client.get(path, headers={CORRELATION_HEADER: correlation_id})
-        return outcome_of(response)
+    async def make(client: aiohttp.ClientSession, correlation_id: str
+                   ) -> tuple[bool, str | None]:
+        async with client.get(path, headers={CORRELATION_HEADER: correlation_id}) as response:
+            await response.read()
+            return outcome_of(response.status)
     return make
 
 
 def run(url: str, streams: list[Stream], duration: float, csv_path: Path,
         **options: object) -> LoadResult:
     async def main() -> LoadResult:
-        async with httpx.AsyncClient(base_url=url, timeout=30) as client:
+        async with open_client(url, max_concurrency=256, request_timeout_s=30) as client:
             generator = LoadGenerator(client, streams, csv_path=csv_path, **options)  # type: ignore[arg-type]
             return await generator.run(duration)
     return asyncio.run(main())
@@ -126,7 +129,8 @@ def test_latency_is_measured_from_the_scheduled_time(server: Server, tmp_path: P
     calls = 0
     fast = get("/fast")
 
-    async def stalling(client: httpx.AsyncClient, correlation_id: str) -> tuple[bool, str | None]:
+    async def stalling(client: aiohttp.ClientSession, correlation_id: str
+                       ) -> tuple[bool, str | None]:
         nonlocal calls
         calls += 1
         if calls == 10:
@@ -159,9 +163,10 @@ def test_failures_are_counted_by_class(server: Server, tmp_path: Path) -> None:
     dead_port = closed.getsockname()[1]
     closed.close()  # nothing listens there now
 
-    async def refused(client: httpx.AsyncClient, correlation_id: str) -> tuple[bool, str | None]:
-        response = await client.get(f"http://127.0.0.1:{dead_port}/")
-        return outcome_of(response)
+    async def refused(client: aiohttp.ClientSession, correlation_id: str
+                      ) -> tuple[bool, str | None]:
+        async with client.get(f"http://127.0.0.1:{dead_port}/") as response:
+            return outcome_of(response.status)
 
     streams = [Stream("missing", 4, get("/status/404")), Stream("broken", 4, get("/status/503")),
                Stream("refused", 4, refused), Stream("hung", 4, get("/slow?delay=3"))]
@@ -181,7 +186,8 @@ def test_rows_are_on_disk_as_each_window_closes_and_stop_keeps_them(
     rows_on_disk: list[int] = []
 
     async def main() -> LoadResult:
-        async with httpx.AsyncClient(base_url=server.url) as client:
+        async with open_client(server.url, max_concurrency=256,
+                               request_timeout_s=30) as client:
             generator: LoadGenerator
 
             def on_window(row: Row) -> None:

@@ -59,6 +59,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import httpx
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus, WebSocketException
@@ -74,6 +75,7 @@ from sonia.gates.soak.loadgen import (
     LoadProgress,
     LoadResult,
     Stream,
+    open_client,
     outcome_of,
 )
 from sonia.gates.soak.verdict import MIB, SoakProfile, evaluate_soak
@@ -150,21 +152,42 @@ PROFILES: dict[str, SoakGateProfile] = {
 }
 
 
-def _failed(response: httpx.Response, expect_status: int, expect_state: str | None
+@dataclass(frozen=True)
+class _Answer:
+    """What the soak reads of an HTTP answer: its status and, when JSON, its body."""
+
+    status: int
+    body: Any
+
+    @classmethod
+    async def read(cls, response: aiohttp.ClientResponse) -> _Answer:
+        raw = await response.read()  # the whole body, so the connection is reused
+        try:
+            body = json.loads(raw) if raw else None
+        except ValueError:
+            body = None
+        return cls(response.status, body)
+
+    def field(self, name: str) -> Any:
+        return self.body.get(name) if isinstance(self.body, dict) else None
+
+
+async def _send(client: aiohttp.ClientSession, method: str, path: str,
+                headers: Mapping[str, str], json_body: Any = None) -> _Answer:
+    async with client.request(method, path, json=json_body, headers=dict(headers)) as r:
+        return await _Answer.read(r)
+
+
+def _failed(answer: _Answer, expect_status: int, expect_state: str | None
             ) -> tuple[bool, str | None] | None:
     """None when the answer is as expected, else the (ok, error class) to report."""
-    ok, error = outcome_of(response)
+    ok, error = outcome_of(answer.status)
     if not ok:
         return ok, error
-    if response.status_code != expect_status:
+    if answer.status != expect_status:
         return False, "other"
-    if expect_state is not None:
-        try:
-            state = response.json().get("status")
-        except ValueError:
-            return False, "other"
-        if state != expect_state:
-            return False, "other"
+    if expect_state is not None and answer.field("status") != expect_state:
+        return False, "other"
     return None
 
 
@@ -172,6 +195,7 @@ def _failed(response: httpx.Response, expect_status: int, expect_state: str | No
 class SoakTraffic:
     """The four kinds of request the soak sends, and what it must remember of them."""
 
+    base_url: str
     user: Mapping[str, str]
     approver: Mapping[str, str]
     chat_sessions: set[str] = field(default_factory=set)
@@ -180,63 +204,65 @@ class SoakTraffic:
     def _headers(self, who: Mapping[str, str], correlation_id: str) -> dict[str, str]:
         return {**who, CORRELATION_HEADER: correlation_id}
 
-    async def chat(self, client: httpx.AsyncClient, cid: str) -> tuple[bool, str | None]:
+    async def chat(self, client: aiohttp.ClientSession, cid: str) -> tuple[bool, str | None]:
         message = CHAT_MESSAGES[next(self._counter) % len(CHAT_MESSAGES)]
-        r = await client.post("/v1/chat", json={"message": message},
-                              headers=self._headers(self.user, cid))
+        r = await _send(client, "POST", "/v1/chat", self._headers(self.user, cid),
+                        {"message": message})
         if (bad := _failed(r, 200, None)) is not None:
             return bad
-        session = r.json().get("session_id")
+        session = r.field("session_id")
         if not isinstance(session, str):
             return False, "other"
         self.chat_sessions.add(session)
         return True, None
 
-    async def action_read(self, client: httpx.AsyncClient, cid: str) -> tuple[bool, str | None]:
-        r = await client.post("/v1/actions", json={
+    async def action_read(self, client: aiohttp.ClientSession, cid: str
+                          ) -> tuple[bool, str | None]:
+        r = await _send(client, "POST", "/v1/actions", self._headers(self.user, cid), {
             "tool": "file.list", "args": {"path": "."}, "idempotency_key": cid,
-        }, headers=self._headers(self.user, cid))
+        })
         bad = _failed(r, 200, "executed")
         return bad if bad is not None else (True, None)
 
-    async def action_write(self, client: httpx.AsyncClient, cid: str) -> tuple[bool, str | None]:
+    async def action_write(self, client: aiohttp.ClientSession, cid: str
+                           ) -> tuple[bool, str | None]:
         slot = next(self._counter) % WRITE_SLOTS
-        r = await client.post("/v1/actions", json={
+        r = await _send(client, "POST", "/v1/actions", self._headers(self.user, cid), {
             "tool": "file.write",
             "args": {"path": f"soak/slot-{slot:02d}.txt", "content": f"soak write {cid}\n"},
             "idempotency_key": cid,
-        }, headers=self._headers(self.user, cid))
+        })
         if (bad := _failed(r, 202, "pending_approval")) is not None:
             return bad
-        action_id = r.json().get("id")
+        action_id = r.field("id")
         if not isinstance(action_id, str):
             return False, "other"
-        approved = await client.post(f"/v1/actions/{action_id}/approve",
-                                     headers=self._headers(self.approver, cid))
+        approved = await _send(client, "POST", f"/v1/actions/{action_id}/approve",
+                               self._headers(self.approver, cid))
         bad = _failed(approved, 200, "executed")
         return bad if bad is not None else (True, None)
 
-    async def voice_session(self, client: httpx.AsyncClient, cid: str
+    async def voice_session(self, client: aiohttp.ClientSession, cid: str
                             ) -> tuple[bool, str | None]:
-        r = await client.post("/v1/sessions", json={"mode": "text"},
-                              headers=self._headers(self.user, cid))
+        r = await _send(client, "POST", "/v1/sessions", self._headers(self.user, cid),
+                        {"mode": "text"})
         if (bad := _failed(r, 201, None)) is not None:
             return bad
-        session_id = r.json().get("id")
+        session_id = r.field("id")
         if not isinstance(session_id, str):
             return False, "other"
-        url = str(client.base_url).replace("http", "ws", 1).rstrip("/") + \
+        url = self.base_url.replace("http", "ws", 1).rstrip("/") + \
             f"/v1/sessions/{session_id}/stream"
         message = CHAT_MESSAGES[next(self._counter) % len(CHAT_MESSAGES)]
         turn = await voice_turn(url, self._headers(self.user, cid), message)
         # stopped even after a failed turn, so stuck sessions count the stack's, not ours
-        stopped = await client.post(f"/v1/sessions/{session_id}/stop",
-                                    headers=self._headers(self.user, cid))
+        stopped = await _send(client, "POST", f"/v1/sessions/{session_id}/stop",
+                              self._headers(self.user, cid))
         if turn is not None:
             return turn
         if (bad := _failed(stopped, 200, None)) is not None:
             return bad
-        return (True, None) if stopped.json().get("state") == "closed" else (False, "other")
+        return (True, None) if stopped.field("state") == "closed" else (False, "other")
 
     def streams(self, profile: SoakGateProfile) -> list[Stream]:
         return [
@@ -357,10 +383,8 @@ async def _drive(stack: FreshStack, traffic: SoakTraffic, profile: SoakGateProfi
                         description=f"soak: {snap.completed} done, {snap.errors} errors, "
                                     f"{snap.dropped} dropped, {snap.windows} windows")
 
-    limits = httpx.Limits(max_connections=profile.max_concurrency,
-                          max_keepalive_connections=min(64, profile.max_concurrency))
-    async with httpx.AsyncClient(base_url=stack.url(), timeout=profile.request_timeout_s,
-                                 limits=limits) as client:
+    async with open_client(stack.url(), max_concurrency=profile.max_concurrency,
+                           request_timeout_s=profile.request_timeout_s) as client:
         generator = LoadGenerator(
             client, traffic.streams(profile), csv_path=csv_path,
             window_seconds=profile.window_seconds, max_concurrency=profile.max_concurrency,
@@ -453,7 +477,8 @@ def run(run_dir: Path, profile: SoakGateProfile, progress: GateProgress) -> Verd
     with FreshStack(run_dir / "stack-home", config=STACK_CONFIG) as stack:
         (stack.home.workspace / "soak").mkdir(exist_ok=True)
         stack.up()
-        traffic = SoakTraffic(user=stack.user_headers(), approver=stack.approver_headers())
+        traffic = SoakTraffic(base_url=stack.url(), user=stack.user_headers(),
+                              approver=stack.approver_headers())
         load = asyncio.run(_drive(stack, traffic, profile, csv_path, progress))
         sessions = count_stuck_sessions(stack, traffic.chat_sessions)
         trace = trace_correlation_ids(stack.home.log_file("gateway"), load.correlation_samples)
