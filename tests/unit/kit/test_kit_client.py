@@ -29,6 +29,7 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 from tls_certs import TestCA
 
+from sonia import SERVICES
 from sonia.errors import Internal, NotFound, Timeout, Unavailable
 from sonia.home import Home
 from sonia.kit import correlation
@@ -464,3 +465,28 @@ def test_the_services_that_call_no_other_never_load_the_clients_library(
         assert done.returncode == 0, done.stderr
         loaded = done.stdout.strip() != "[]"
         assert loaded is (name == "gateway"), f"{name}: {done.stdout[:200]}"
+
+
+def test_only_the_router_loads_httpx_without_a_speech_server(
+        tmp_path: Path) -> None:
+    """httpx brings its command line's rich and pygments (9 MiB): the router's model
+    providers are written on it (the router loads it), voice's transcriber too, made only
+    when a speech server is configured. (Starlette's TestClient is httpx, so each app's
+    start and stop run here without it.)"""
+    home = Home.at(tmp_path / "home")
+    home.init(base_port=free_base_port())
+    program = ("import asyncio, sys\n"
+               "from sonia.home import Home\n"
+               "from sonia.services.runner import build_app\n"
+               "app, _ = build_app(sys.argv[1], Home.at(sys.argv[2]))\n"
+               "async def started_and_stopped():\n"
+               "    async with app.router.lifespan_context(app):\n"
+               "        pass\n"
+               "asyncio.run(started_and_stopped())\n"
+               "print(sorted(m for m in sys.modules if m.split('.')[0] in ('httpx', 'rich')))\n")
+    for name in SERVICES:
+        done = subprocess.run([sys.executable, "-c", program, name, str(home.root)],
+                              capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, done.stderr
+        loaded = done.stdout.strip() != "[]"
+        assert loaded is (name == "router"), f"{name}: {done.stdout[:200]}"

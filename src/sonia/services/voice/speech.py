@@ -28,12 +28,15 @@ import struct
 import wave
 from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass
-from typing import Any, Protocol
-
-import httpx
+from typing import TYPE_CHECKING, Any, Protocol
 
 from sonia.config import VoiceSettings
 from sonia.errors import ApiError, ConfigError, InvalidArgument, Timeout, Unavailable
+
+# httpx is imported where a transcriber is made: it brings its command line's rich and
+# pygments, 9 MiB that a voice service without a speech server never uses.
+if TYPE_CHECKING:
+    import httpx
 
 SAMPLE_WIDTH = 2  # bytes: 16-bit PCM
 TTS_CHOICES = ("auto", "espeak-ng", "none")
@@ -259,6 +262,8 @@ class OpenAITranscriber:
     def __init__(self, base_url: str, model: str = "whisper-1", timeout: float = 30.0,
                  *, api_key: str | None = None,
                  transport: httpx.AsyncBaseTransport | None = None) -> None:
+        import httpx
+
         self.base_url = base_url.rstrip("/")
         self.model = model
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
@@ -270,11 +275,15 @@ class OpenAITranscriber:
         await self._client.aclose()
 
     def _failure(self, exc: httpx.HTTPError) -> ApiError:
+        import httpx
+
         if isinstance(exc, httpx.TimeoutException):
             return Timeout("transcription server did not answer in time")
         return Unavailable(f"transcription server unreachable: {type(exc).__name__}")
 
     async def available(self) -> bool:
+        import httpx
+
         try:
             response = await self._client.get("/models")
         except httpx.HTTPError:
@@ -282,6 +291,8 @@ class OpenAITranscriber:
         return response.status_code == 200
 
     async def transcribe(self, pcm: bytes, sample_rate: int) -> str:
+        import httpx
+
         files = {"file": ("speech.wav", pcm_to_wav(pcm, sample_rate), "audio/wav")}
         try:
             response = await self._client.post(
