@@ -20,7 +20,11 @@ import httpx
 import pytest
 from backends import Backend
 
+from sonia.kit import pg
+from sonia.kit.deadline import wait_until
+from sonia.kit.portable import PgConnection
 from sonia.pgserver import PostgresServer
+from sonia.services.gateway import actions
 from sonia.testing import FreshStack
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -218,3 +222,53 @@ def test_an_idempotency_key_sent_to_both_gateways_at_once_makes_one_action(
         rows = ledger.execute("SELECT args FROM eva.decisions WHERE args LIKE ?",
                               ('%"idem-%',))
     assert len(rows) == ROUNDS, "one action per idempotency key"
+
+
+COUNT_ATTEMPTS = """
+CREATE TABLE claim_attempts (n integer NOT NULL);
+CREATE FUNCTION count_claim_attempt() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF NEW.idempotency_key = 'held-elsewhere' THEN
+        INSERT INTO claim_attempts VALUES (1);
+    END IF;
+    RETURN NEW;
+END $$;
+CREATE TRIGGER count_claim_attempt BEFORE INSERT ON action_requests
+    FOR EACH ROW EXECUTE FUNCTION count_claim_attempt();
+"""
+"""Counts the gateway's claims of one key: a BEFORE INSERT trigger fires for an
+insert that then does nothing on conflict, so the test sees the gateway asking."""
+
+
+def test_a_request_whose_key_is_held_elsewhere_waits_for_that_answer(
+    pair: Pair, database: Backend,
+) -> None:
+    a, b = pair
+    body: dict[str, Any] = {"tool": "file.write", "idempotency_key": "held-elsewhere",
+                            "args": {"path": "held.txt", "content": "never\n"}}
+    digest = actions.request_hash(body["tool"], body["args"], None)
+    owner = key_id(a.user_key)
+    assert database.password is not None
+    raw = pg.connect(database.url, password=database.password, schema="gateway")
+    conn = PgConnection(raw)
+    try:
+        raw.execute(COUNT_ATTEMPTS)
+        claim = actions.claim_answer(conn, owner, "held-elsewhere", digest)
+        assert isinstance(claim, actions.Claim), "the test holds the key, as a gateway would"
+        with ThreadPoolExecutor(1) as pool:
+            sent = pool.submit(poster(b.url() + "/v1/actions", b.user_headers(), body))
+            wait_until(lambda: conn.execute(
+                "SELECT count(*) FROM claim_attempts").fetchone()[0] >= 3, timeout=30,
+                interval=0.01, what="gateway B asking for the key three times")
+            assert not sent.done(), sent.result().text
+            kept = actions.StoredAnswer(202, {"id": "act_made_elsewhere", "tool": "file.write",
+                                              "status": "pending_approval"})
+            assert actions.keep_answer(conn, owner, "held-elsewhere", claim, kept)
+            answer = sent.result()
+    finally:
+        raw.execute("DROP TRIGGER count_claim_attempt ON action_requests;"
+                    "DROP FUNCTION count_claim_attempt(); DROP TABLE claim_attempts")
+        raw.close()
+    assert (answer.status_code, answer.json()) == (202, kept.body), \
+        "the answer of the request that held the key, not a second action"
+    assert not (b.home.workspace / "held.txt").exists()
