@@ -32,6 +32,7 @@ from starlette.testclient import TestClient
 
 from sonia.config import Settings
 from sonia.home import Home
+from sonia.replica import make_replica
 from sonia.services.runner import build_app
 from sonia.supervisor import control
 from sonia.supervisor.ports import free_base_port
@@ -68,19 +69,28 @@ def free_stack_port() -> int:
 
 class FreshStack:
     def __init__(self, root: Path | None = None, *, keep: bool = True,
-                 config: Mapping[str, Mapping[str, Any]] | None = None) -> None:
+                 config: Mapping[str, Mapping[str, Any]] | None = None,
+                 replica_of: FreshStack | None = None) -> None:
         """A new home under `root` (a temporary folder when None) on free ports, with a
         user and an approver key; `config` sets keys of its sonia.toml, {table: {key:
-        value}}, through `Home.configure`."""
+        value}}, through `Home.configure`. With `replica_of`, the home is a replica of
+        that stack's (`sonia init --replica-of`: its storage, secrets and keys) on ports
+        of its own."""
         self._tmp = None if root is not None else tempfile.mkdtemp(prefix="sonia-stack-")
         self.root = Path(root) if root is not None else Path(self._tmp or "")
         self.keep = keep
         self.home = Home.at(self.root)
         self.base_port = free_stack_port()
-        self.home.init(base_port=self.base_port)
-        self.settings: Settings = self.home.configure(config or {})
-        self.user_key = self.home.create_api_key("user")
-        self.approver_key = self.home.create_api_key("approver")
+        if replica_of is not None:
+            make_replica(replica_of.home, self.home, base_port=self.base_port)
+            self.settings: Settings = self.home.configure(config or {})
+            self.user_key: str = replica_of.user_key
+            self.approver_key: str = replica_of.approver_key
+        else:
+            self.home.init(base_port=self.base_port)
+            self.settings = self.home.configure(config or {})
+            self.user_key = self.home.create_api_key("user")
+            self.approver_key = self.home.create_api_key("approver")
         self.running = False
 
     def url(self, service: str = "gateway") -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -14,8 +15,10 @@ from rich.table import Table
 from sonia import SERVICES
 from sonia.cli.options import HomeOption, resolve_home
 from sonia.errors import ConfigError
+from sonia.home import Home
 from sonia.kit import logfiles
 from sonia.kit.logfiles import Follower
+from sonia.replica import make_replica
 from sonia.supervisor import control
 
 console = Console()
@@ -35,11 +38,21 @@ def register(app: typer.Typer) -> None:
 
     @app.command()
     def init(home: HomeOption = None,
-             base_port: Annotated[int, typer.Option(help="gateway port; others follow")] = 7000
-             ) -> None:
+             base_port: Annotated[int | None, typer.Option(
+                 help="gateway port; others follow (default 7000, or the source's "
+                      "with --replica-of)")] = None,
+             replica_of: Annotated[Path | None, typer.Option(
+                 "--replica-of", help="make this home a replica of that one: the same "
+                 "PostgreSQL storage, tokens, grant key, user keys and policies, its own "
+                 "ports, logs, pid files and workspace; run again to copy keys made since")
+             ] = None) -> None:
         """Create the home: configuration, secrets, folders, default policies."""
         h = resolve_home(home)
-        h.init(base_port=base_port)
+        if replica_of is not None:
+            make_replica(Home.at(replica_of), h, base_port=base_port)
+            console.print(f"replica of {Home.at(replica_of).root} ready at {h.root}")
+            return
+        h.init(base_port=base_port or 7000)
         h.check()
         console.print(f"home ready at {h.root}")
 

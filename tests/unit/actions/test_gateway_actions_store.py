@@ -3,6 +3,7 @@ real PostgreSQL one."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -64,3 +65,41 @@ def test_an_action_row_moves_forward(conn: Conn) -> None:
 def test_times_are_utc_iso_with_milliseconds() -> None:
     assert actions.iso_time(0.25) == "1970-01-01T00:00:00.250Z"
     assert actions.iso_time(None) is None
+
+
+def test_the_first_request_claims_a_key_and_the_others_wait_for_its_answer(
+    conn: Conn,
+) -> None:
+    digest = actions.request_hash("file.write", {"path": "a"}, None)
+    claim = actions.claim_answer(conn, "k1", "idem", digest)
+    assert isinstance(claim, actions.Claim)
+    assert actions.claim_answer(conn, "k1", "idem", digest) is None, "held: wait"
+    assert actions.load_answer(conn, "k1", "idem", digest) is None, "no answer yet"
+    other = actions.request_hash("file.write", {"path": "b"}, None)
+    with pytest.raises(InvalidArgument):
+        actions.claim_answer(conn, "k1", "idem", other)
+    answer = actions.StoredAnswer(202, {"id": "act_1", "status": "pending_approval"})
+    assert actions.keep_answer(conn, "k1", "idem", claim, answer)
+    assert actions.claim_answer(conn, "k1", "idem", digest) == answer
+    assert actions.load_answer(conn, "k1", "idem", digest) == answer
+
+
+def test_a_released_claim_lets_a_retry_work_and_a_stale_one_is_taken_over(
+    conn: Conn,
+) -> None:
+    digest = actions.request_hash("file.write", {"path": "a"}, None)
+    first = actions.claim_answer(conn, "k1", "idem", digest)
+    assert isinstance(first, actions.Claim)
+    actions.release_claim(conn, "k1", "idem", first)
+    second = actions.claim_answer(conn, "k1", "idem", digest)
+    assert isinstance(second, actions.Claim) and second != first
+
+    later = actions.STALE_CLAIM_SECONDS + 1 + time.time()
+    third = actions.claim_answer(conn, "k1", "idem", digest, now=later)
+    assert isinstance(third, actions.Claim), "a claim left by a dead gateway is taken over"
+    answer = actions.StoredAnswer(200, {"id": "act_2"})
+    assert not actions.keep_answer(conn, "k1", "idem", second, answer), \
+        "the old holder's answer no longer lands"
+    assert actions.keep_answer(conn, "k1", "idem", third, answer)
+    actions.release_claim(conn, "k1", "idem", third)
+    assert actions.load_answer(conn, "k1", "idem", digest) == answer, "an answer stays"

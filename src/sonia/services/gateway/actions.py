@@ -9,6 +9,16 @@ a restart, instead of running the action again.
 Answers with a 5xx status are not kept: they say "retry", and a retry must
 then be able to do the work.
 
+Which request does the work is the database's to say, not a lock in one
+process: several gateways share this store on PostgreSQL, and two of them may
+hold the same key's first request at once. The first request claims the key
+(`claim_answer`: an insert the primary key lets only one request make, its row
+marked in progress), does the work, and puts its answer in the row
+(`keep_answer`); a request that finds the claim of another waits for that
+answer, and one whose claim yields a 5xx gives the claim back
+(`release_claim`) so a retry can work. A claim left by a gateway that died
+mid-request is taken over once older than `STALE_CLAIM_SECONDS`.
+
 The store lives in the gateway's SQLite database (`MIGRATIONS`, with its other
 tables), or, when `[storage] url` names PostgreSQL, in the `gateway` schema
 (`PG_MIGRATIONS`); the functions are the same SQL on both (`kit.portable`).
@@ -18,6 +28,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import secrets
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -26,9 +37,16 @@ from sonia.actions.plan import canonical_json
 from sonia.errors import ApiError, InvalidArgument, api_error_for
 from sonia.kit.portable import Conn
 
-__all__ = ["MIGRATIONS", "PG_MIGRATIONS", "ActionRow", "StoredAnswer", "answer_of_error",
-           "get_action", "iso_time", "load_answer", "pending_count", "request_hash",
+__all__ = ["MIGRATIONS", "PG_MIGRATIONS", "STALE_CLAIM_SECONDS", "ActionRow", "Claim",
+           "StoredAnswer", "answer_of_error", "claim_answer", "get_action", "iso_time",
+           "keep_answer", "load_answer", "pending_count", "release_claim", "request_hash",
            "save_action", "save_answer"]
+
+IN_PROGRESS = 0
+"""The status_code of a claimed key whose answer is not known yet (no HTTP status is 0)."""
+STALE_CLAIM_SECONDS = 600.0
+"""A claim this old belongs to a gateway that died mid-request (a proposal, with its
+execution, is bounded far below this); another request may take it over."""
 
 MIGRATIONS: list[str] = [
     """
@@ -164,7 +182,74 @@ def load_answer(conn: Conn, key_id: str, idempotency_key: str,
         return None
     if row[0] != digest:
         raise InvalidArgument("this idempotency_key was used with a different request")
+    if int(row[1]) == IN_PROGRESS:
+        return None
     return StoredAnswer(int(row[1]), json.loads(row[2]))
+
+
+@dataclass(frozen=True)
+class Claim:
+    """The right to answer one idempotency key: its holder proposes, others wait."""
+
+    token: str
+
+    @property
+    def marker(self) -> str:
+        """What the claimed row holds in place of an answer; the holder's alone."""
+        return json.dumps({"claim": self.token})
+
+
+def claim_answer(conn: Conn, key_id: str, idempotency_key: str, digest: str,
+                 *, now: float | None = None) -> StoredAnswer | Claim | None:
+    """The kept answer; or a Claim when this request is the first (or takes over a
+    stale claim) and must do the work; or None while another request holds the claim
+    (ask again). The key with another request is refused (InvalidArgument).
+
+    One transaction (READ COMMITTED on PostgreSQL): of several requests inserting
+    at once the primary key lets one in; the others' inserts wait for it and do
+    nothing, and their SELECT then sees its row."""
+    now = time.time() if now is None else now
+    claim = Claim(secrets.token_hex(16))
+    inserted = conn.execute(
+        "INSERT INTO action_requests (key_id, idempotency_key, request_hash,"
+        " status_code, answer, created_at) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+        (key_id, idempotency_key, digest, IN_PROGRESS, claim.marker, now)).rowcount
+    if inserted == 1:
+        return claim
+    row = conn.execute(
+        "SELECT request_hash, status_code, answer, created_at FROM action_requests"
+        " WHERE key_id = ? AND idempotency_key = ?", (key_id, idempotency_key)).fetchone()
+    if row is None:
+        return None  # released between the insert and the select: ask again
+    if row[0] != digest:
+        raise InvalidArgument("this idempotency_key was used with a different request")
+    if int(row[1]) != IN_PROGRESS:
+        return StoredAnswer(int(row[1]), json.loads(row[2]))
+    if float(row[3]) >= now - STALE_CLAIM_SECONDS:
+        return None
+    taken = conn.execute(
+        "UPDATE action_requests SET answer = ?, created_at = ? WHERE key_id = ?"
+        " AND idempotency_key = ? AND status_code = ? AND answer = ?",
+        (claim.marker, now, key_id, idempotency_key, IN_PROGRESS, row[2])).rowcount
+    return claim if taken == 1 else None
+
+
+def keep_answer(conn: Conn, key_id: str, idempotency_key: str, claim: Claim,
+                answer: StoredAnswer) -> bool:
+    """Put the answer in the claimed row; False when the claim was no longer this
+    request's (taken over as stale), and the row keeps the other's answer."""
+    return conn.execute(
+        "UPDATE action_requests SET status_code = ?, answer = ? WHERE key_id = ?"
+        " AND idempotency_key = ? AND status_code = ? AND answer = ?",
+        (answer.status_code, json.dumps(answer.body), key_id, idempotency_key,
+         IN_PROGRESS, claim.marker)).rowcount == 1
+
+
+def release_claim(conn: Conn, key_id: str, idempotency_key: str, claim: Claim) -> None:
+    """Give the key back unanswered (a 5xx is not kept: a retry must be able to work)."""
+    conn.execute("DELETE FROM action_requests WHERE key_id = ? AND idempotency_key = ?"
+                 " AND status_code = ? AND answer = ?",
+                 (key_id, idempotency_key, IN_PROGRESS, claim.marker))
 
 
 def save_answer(conn: Conn, key_id: str, idempotency_key: str, digest: str,

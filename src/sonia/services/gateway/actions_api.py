@@ -81,6 +81,11 @@ def key_id_of(principal_name: str) -> str:
     return principal_name.removeprefix("key:")
 
 
+CLAIM_FIRST_PAUSE = 0.02
+CLAIM_MAX_PAUSE = 0.5
+"""How often a request asks for the answer of its key's first request, held elsewhere."""
+
+
 class _Slot:
     """The lock of one (key id, idempotency key) and how many requests hold or await it."""
 
@@ -102,6 +107,7 @@ class Actions:
         self.eva = gw.ctx.client("eva")
         self.claw = gw.ctx.client("openclaw")
         self.execute_timeout = gw.ctx.settings.openclaw.shell_timeout_seconds + 15.0
+        self.claim_wait = self.execute_timeout + 15.0
         self._locks: dict[tuple[str, str], _Slot] = {}
         settings = gw.ctx.settings.gateway
         self.refusals = RefusalBudget(settings.invalid_proposals_per_minute)
@@ -129,24 +135,53 @@ class Actions:
         entry.users += 1
         digest = actions.request_hash(body.tool, body.args, body.session_id)
         try:
-            async with entry.lock:  # one request per key at a time; the DB keeps the answer
-                stored = await self.gw.actions_db.read(lambda c: actions.load_answer(
-                    c, key.id, slot[1], digest))
-                if stored is not None:
-                    return stored
-                try:
-                    answer = await self._propose(key, body)
-                except ApiError as exc:
-                    if exc.status >= 500 or isinstance(exc, RateLimited):
-                        raise  # "retry later" answers are not kept: a retry must work
-                    answer = actions.answer_of_error(exc)
-                await self.gw.actions_db.write(lambda c: actions.save_answer(
-                    c, key.id, slot[1], digest, answer))
-                return answer
+            async with entry.lock:  # one request per key here; the database across gateways
+                claimed = await self._claim(key.id, slot[1], digest)
+                if isinstance(claimed, actions.StoredAnswer):
+                    return claimed
+                return await self._answer_claimed(key, body, claimed)
         finally:
             entry.users -= 1
             if entry.users == 0:
                 del self._locks[slot]
+
+    async def _claim(self, key_id: str, idempotency_key: str,
+                     digest: str) -> actions.StoredAnswer | actions.Claim:
+        """The kept answer, or the claim to make it; while another request (perhaps on
+        another gateway) holds the claim, wait for its answer, up to the time its work
+        can take, then say retry (503)."""
+        deadline = time.monotonic() + self.claim_wait
+        pause = CLAIM_FIRST_PAUSE
+        while True:
+            got = await self.gw.actions_db.write(lambda c: actions.claim_answer(
+                c, key_id, idempotency_key, digest))
+            if got is not None:
+                return got
+            if time.monotonic() >= deadline:
+                raise Unavailable("the first request with this idempotency_key is still "
+                                  "being answered; retry it later")
+            await asyncio.sleep(pause)
+            pause = min(pause * 2, CLAIM_MAX_PAUSE)
+
+    async def _answer_claimed(self, key: ApiKey, body: NewAction,
+                              claim: actions.Claim) -> actions.StoredAnswer:
+        idempotency_key = str(body.idempotency_key)
+        try:
+            answer = await self._propose(key, body)
+        except ApiError as exc:
+            if exc.status >= 500 or isinstance(exc, RateLimited):
+                # "retry later" answers are not kept: a retry must work
+                await self.gw.actions_db.write(lambda c: actions.release_claim(
+                    c, key.id, idempotency_key, claim))
+                raise
+            answer = actions.answer_of_error(exc)
+        except Exception:
+            await self.gw.actions_db.write(lambda c: actions.release_claim(
+                c, key.id, idempotency_key, claim))
+            raise
+        await self.gw.actions_db.write(lambda c: actions.keep_answer(
+            c, key.id, idempotency_key, claim, answer))
+        return answer
 
     async def _propose(self, key: ApiKey, body: NewAction) -> actions.StoredAnswer:
         """Ask EVA, within the key's limits: a key with too many actions awaiting
