@@ -1,8 +1,9 @@
 """The PostgreSQL part of a backup: one `pg_dump --format=custom` of Sonia's schemas.
 
 When `[storage] url` names a server, the memory, EVA, OpenClaw and gateway ledgers
-live in the schemas `memory`, `eva`, `openclaw` and `gateway` there, not in
-`data/`. `sonia backup` then writes, beside the SQLite snapshots, one dump of
+(each service's every table) live in the schemas `memory`, `eva`, `openclaw` and
+`gateway` there, not in `data/`. `sonia backup` then writes, beside the SQLite
+snapshots of whatever `data/` holds, one dump of
 those schemas (`postgres/sonia.dump`), listed in the same manifest (size,
 sha256) and so covered by the same HMAC signature. pg_dump takes the whole dump
 in one repeatable-read snapshot: the four schemas are consistent with each other.

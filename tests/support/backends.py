@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from sonia.home import Home
 from sonia.kit import db, pg, portable
 from sonia.services.memory import facts, postgres, repository, store
 
@@ -51,6 +52,12 @@ class Backend:
     @classmethod
     def postgresql(cls, url: str, password: str) -> Backend:
         return cls("postgresql", url, password)
+
+    def configure(self, home: Home) -> None:
+        """Point `home`'s `[storage] url` here (its password in `secrets/`, on PostgreSQL)."""
+        if self.password is not None:
+            home.write_storage_password(self.password)
+        home.configure({"storage": {"url": self.url}})
 
     @contextmanager
     def ledger(self) -> Iterator[Ledger]:

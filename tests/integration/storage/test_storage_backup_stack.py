@@ -1,6 +1,7 @@
 """A whole stack on PostgreSQL, backed up and restored with `sonia backup` / `sonia
 restore`: after the schemas are dropped, the restore brings back the memories, the
-audit chain (it verifies) and the grant ledger (the used grant stays used)."""
+audit chain (it verifies), the grant ledger (the used grant stays used) and the
+gateway's sessions, paused turns and console sessions (the cookie still works)."""
 
 from __future__ import annotations
 
@@ -63,6 +64,16 @@ def test_backup_drop_restore_brings_the_ledgers_back(pg_stack: FreshStack) -> No
     approved = httpx.post(f"{actions}/{action_id}/approve", headers=stack.approver_headers(),
                           timeout=30)
     assert approved.json()["status"] == "executed", approved.text
+    chatted = httpx.post(stack.url() + "/v1/chat", headers=headers, timeout=60,
+                         json={"message": "write 'call mum' to todo.txt"}).json()
+    assert chatted["status"] == "pending_approval", chatted
+    console = httpx.Client(base_url=stack.url(), timeout=30)
+    signed_in = console.post("/v1/console/login", json={"key": stack.user_key})
+    assert signed_in.status_code == 200, signed_in.text
+    gateway_rows = ("SELECT (SELECT count(*) FROM gateway.sessions),"
+                    " (SELECT string_agg(status, ',') FROM gateway.agent_turns),"
+                    " (SELECT count(*) FROM gateway.console_sessions)")
+    assert _sql(stack, gateway_rows) == [(1, "pending_approval", 1)]
 
     made = sonia("backup", home=stack.home.root)
     assert made.returncode == 0, made.stderr
@@ -77,6 +88,8 @@ def test_backup_drop_restore_brings_the_ledgers_back(pg_stack: FreshStack) -> No
     assert restored.returncode == 0, restored.stderr
     used = _sql(stack, "SELECT action_id FROM openclaw.consumed_grants")
     assert used == [(action_id,)], "the grant ledger still holds the used grant"
+    assert _sql(stack, gateway_rows) == [(1, "pending_approval", 1)], "the gateway's tables"
+    assert not stack.home.db_path("gateway").exists()
 
     stack.up()
     found = httpx.get(stack.url() + "/v1/memory/search", headers=headers, timeout=30,
@@ -84,10 +97,12 @@ def test_backup_drop_restore_brings_the_ledgers_back(pg_stack: FreshStack) -> No
     assert [r["id"] for r in found] == [noted.json()["id"]]
     verified = sonia("audit", "verify", home=stack.home.root)
     assert verified.returncode == 0, verified.stderr
-    assert "audit chain intact: 3 records" in verified.stdout
+    assert "audit chain intact: 4 records" in verified.stdout, "and the paused write's"
     again = httpx.post(f"{actions}/{action_id}/approve", headers=stack.approver_headers(),
                        timeout=30)
     assert (again.status_code, again.json()["code"]) == (409, "ALREADY_DECIDED")
+    assert console.get("/v1/whoami").json()["role"] == "user", "the console session"
+    console.close()
 
 
 def test_restore_is_refused_while_the_stack_runs_and_a_missing_pg_dump_exits_2(

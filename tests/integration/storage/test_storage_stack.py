@@ -1,6 +1,8 @@
 """A whole stack on each storage backend: what the gateway's API stores in memory is
 recalled, owned by its key, and survives a stop and start of the stack; an action
-waits for its approver, runs once, and EVA's audit chain verifies."""
+waits for its approver, runs once, and EVA's audit chain verifies; the gateway's
+sessions, a chat turn paused for approval and a console session survive a restart,
+and on PostgreSQL the gateway writes no SQLite file at all."""
 
 from __future__ import annotations
 
@@ -114,3 +116,52 @@ def test_an_approved_action_runs_once_and_the_audit_chain_verifies(
         assert [r["kind"] for r in kinds] == ["pending", "approved", "executed"]
         assert [r["action_id"] for r in used] == [action_id]
         assert [r["status"] for r in stored] == ["executed"], "the gateway's action store"
+
+
+def test_the_gateways_state_is_the_servers_and_survives_a_restart(
+    backend: Backend, stack_on: FreshStack,
+) -> None:
+    """A chat in the key's default session, a chat turn paused on a tier-2 write and a
+    console sign-in; the stack stops and starts; the cookie still works and the approval
+    resumes the paused turn. On PostgreSQL their rows are the server's and
+    `data/gateway.db` never exists."""
+    stack, headers = stack_on, stack_on.user_headers()
+    chatted = httpx.post(stack.url() + "/v1/chat", headers=headers, timeout=60,
+                         json={"message": "hello there"})
+    assert chatted.status_code == 200, chatted.text
+    session = httpx.post(stack.url() + "/v1/sessions", headers=headers, timeout=30).json()
+    paused = httpx.post(stack.url() + "/v1/chat", headers=headers, timeout=60, json={
+        "message": "write 'call mum' to todo.txt", "session_id": session["id"]}).json()
+    assert paused["status"] == "pending_approval", paused
+    console = httpx.Client(base_url=stack.url(), timeout=30)
+    signed_in = console.post("/v1/console/login", json={"key": stack.user_key})
+    assert signed_in.status_code == 200, signed_in.text
+    assert console.get("/v1/whoami").json()["role"] == "user"
+
+    if backend.name == "postgresql":  # the rows are the server's
+        with backend.ledger() as ledger:
+            states = ledger.execute("SELECT id, state FROM gateway.sessions")
+            turns = ledger.execute("SELECT status FROM gateway.agent_turns WHERE id = ?",
+                                   (paused["agent_turn_id"],))
+            signed = ledger.execute("SELECT count(*) AS n FROM gateway.console_sessions")
+        assert {(r["id"], r["state"]) for r in states} == {
+            (chatted.json()["session_id"], "active"), (session["id"], "active")}
+        assert [r["status"] for r in turns] == ["pending_approval"]
+        assert [r["n"] for r in signed] == [1]
+
+    assert stack.down().was_running
+    stack.up()
+    assert console.get("/v1/whoami").json()["role"] == "user", "the console session"
+    approved = httpx.post(
+        stack.url() + f"/v1/actions/{paused['pending_approval']['action_id']}/approve",
+        headers=stack.approver_headers(), timeout=60)
+    assert approved.status_code == 200, approved.text
+    assert approved.json()["turn_id"] == paused["agent_turn_id"]
+    record = httpx.get(stack.url() + f"/v1/turns/{paused['agent_turn_id']}", headers=headers,
+                       timeout=30).json()
+    assert (record["status"], record["reply"]) == ("completed", "Wrote todo.txt.")
+    listed = httpx.get(stack.url() + "/v1/sessions", headers=headers, timeout=30).json()
+    assert session["id"] in {s["id"] for s in listed["sessions"]}
+    console.close()
+    assert stack.down().was_running
+    assert stack.home.db_path("gateway").exists() == (backend.name == "sqlite")

@@ -1,27 +1,47 @@
 """Signing in to the console: an API key is exchanged once for a session cookie that
 the page's scripts cannot read, and every request that changes something must also
-carry the session's CSRF token. The session dies with its key."""
+carry the session's CSRF token. The session dies with its key. Each test runs on a
+gateway whose database is a SQLite file and on one whose database is PostgreSQL."""
 
 from __future__ import annotations
 
-import sqlite3
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
+from backends import Backend
 from starlette.testclient import TestClient
 
 from sonia.home import Home
-from sonia.kit.db import connect
+from sonia.kit.portable import Conn, open_ledger_database
+from sonia.services.gateway.state import MIGRATIONS, PG_MIGRATIONS
 from sonia.services.gateway.web_sessions import COOKIE
 from sonia.testing import in_process
 
 
 @pytest.fixture
-def home(tmp_path: Path) -> Home:
+def home(tmp_path: Path, backend: Backend) -> Home:
     made = Home.at(tmp_path / "home")
     made.init(base_port=17000)
+    backend.configure(made)
     return made
+
+
+def gateway_sql(home: Home, sql: str, params: tuple[Any, ...] = ()) -> list[Any]:
+    """`sql` in one transaction on the gateway's database, wherever `home` keeps it."""
+    database = open_ledger_database(home, home.settings(), service="gateway",
+                                    sqlite_migrations=MIGRATIONS,
+                                    postgres_migrations=PG_MIGRATIONS)
+    database.open()
+    try:
+        def run(conn: Conn) -> list[Any]:
+            cursor = conn.execute(sql, params)
+            return [tuple(row) for row in cursor.fetchall()] if sql.startswith("SELECT") else []
+        return database.write_sync(run)
+    finally:
+        database.close()
 
 
 @pytest.fixture
@@ -120,11 +140,7 @@ def test_a_key_reissued_under_its_id_does_not_revive_old_sessions(
 
 def test_an_expired_session_is_refused(home: Home, gateway: TestClient) -> None:
     sign_in(gateway, home.create_api_key("user"))
-    conn = connect(home.db_path("gateway"))
-    try:
-        conn.execute("UPDATE console_sessions SET expires_at = 1.0")
-    finally:
-        conn.close()
+    gateway_sql(home, "UPDATE console_sessions SET expires_at = 1.0")
     answer = gateway.get("/v1/whoami")
     assert (answer.status_code, answer.json()["code"]) == (401, "UNAUTHENTICATED")
 
@@ -132,11 +148,7 @@ def test_an_expired_session_is_refused(home: Home, gateway: TestClient) -> None:
 def test_only_the_token_hash_is_stored(home: Home, gateway: TestClient) -> None:
     sign_in(gateway, home.create_api_key("user"))
     token = gateway.cookies[COOKIE]
-    conn = sqlite3.connect(home.db_path("gateway"))
-    try:
-        rows = conn.execute("SELECT * FROM console_sessions").fetchall()
-    finally:
-        conn.close()
+    rows = gateway_sql(home, "SELECT * FROM console_sessions")
     assert len(rows) == 1 and token not in repr(rows)
 
 
@@ -146,3 +158,28 @@ def test_a_session_of_a_user_key_is_refused_approver_routes(home: Home,
     for path in ("/v1/audit", "/v1/keys", "/v1/system", "/v1/gates", "/v1/releases"):
         answer = gateway.get(path)
         assert (answer.status_code, answer.json()["code"]) == (403, "FORBIDDEN"), path
+
+
+@pytest.mark.parametrize("backend", ["postgresql"], indirect=True)
+def test_a_session_made_on_one_gateway_is_valid_on_another(
+        backend: Backend, home: Home, gateway: TestClient, tmp_path: Path) -> None:
+    """Two gateways (two homes, one PostgreSQL database, the same keys file): a console
+    session signed in on one is accepted by the other with its CSRF token, and signing
+    out on the other ends it on the first. Neither writes a SQLite file."""
+    other = Home.at(tmp_path / "other")
+    other.init(base_port=17100)
+    backend.configure(other)
+    key = home.create_api_key("user")
+    shutil.copy2(home.api_keys_file, other.api_keys_file)
+    csrf = sign_in(gateway, key)
+    with in_process("gateway", other) as second:
+        second.cookies.set(COOKIE, gateway.cookies[COOKIE])
+        assert second.get("/v1/whoami").json()["key_id"] == key.split("-")[2]
+        made = second.post("/v1/sessions", json={"mode": "text"}, headers={"X-CSRF-Token": csrf})
+        assert made.status_code == 201, made.text
+        out = second.post("/v1/console/logout", headers={"X-CSRF-Token": csrf})
+        assert out.json()["signed_out"] is True
+    answer = gateway.get("/v1/whoami")
+    assert (answer.status_code, answer.json()["code"]) == (401, "UNAUTHENTICATED")
+    assert gateway_sql(home, "SELECT count(*) FROM console_sessions") == [(0,)]
+    assert not home.db_path("gateway").exists() and not other.db_path("gateway").exists()

@@ -1,41 +1,42 @@
-"""Issue 10, finding 6: per-key caps at the gateway, on a real SQLite file.
+"""Issue 10, finding 6: per-key caps at the gateway, on a real SQLite file and a real
+PostgreSQL database.
 
 One key flooding sessions, streams or refused proposals must not deny another key.
 """
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
+from backends import Backend
 
 from sonia.errors import RateLimited
-from sonia.kit.db import connect, migrate
+from sonia.kit.portable import Conn
 from sonia.services.gateway import actions, sessions
 from sonia.services.gateway.limits import RefusalBudget, check_pending
 from sonia.services.gateway.sessions import SessionPolicy
-from sonia.services.gateway.state import MIGRATIONS
+from sonia.services.gateway.state import MIGRATIONS, PG_MIGRATIONS
 from sonia.services.gateway.stream_proxy import LiveStreams
 
 POLICY = SessionPolicy(idle_seconds=100.0, max_open=4, max_per_key=2)
 
 
 @pytest.fixture
-def conn(tmp_path: Path) -> Iterator[sqlite3.Connection]:
-    connection = connect(tmp_path / "gateway.db")
-    migrate(connection, MIGRATIONS)
-    yield connection
-    connection.close()
+def conn(backend: Backend) -> Iterator[Conn]:
+    connection = backend.connect("gateway", MIGRATIONS, PG_MIGRATIONS)
+    try:
+        yield connection
+    finally:
+        backend.close(connection)
 
 
-def _active(conn: sqlite3.Connection, owner: str) -> int:
+def _active(conn: Conn, owner: str) -> int:
     return int(conn.execute("SELECT count(*) FROM sessions WHERE owner=? AND state='active'",
                             (owner,)).fetchone()[0])
 
 
-def test_finding_6_one_key_cannot_take_every_session(conn: sqlite3.Connection) -> None:
+def test_finding_6_one_key_cannot_take_every_session(conn: Conn) -> None:
     """Key A starts sessions until refused: it holds max_per_key, not every slot; key B
     then still gets sessions, and the global cap still holds for all keys together."""
     refused = 0
@@ -46,7 +47,7 @@ def test_finding_6_one_key_cannot_take_every_session(conn: sqlite3.Connection) -
             refused += 1
             assert exc.extra["retry_after"] >= 1
     assert _active(conn, "key-a") == POLICY.max_per_key and refused == 8
-    assert sessions.start(conn, POLICY, "text", "key-b", now=2.0)["owner"] == "key-b"
+    assert sessions.start(conn, POLICY, "text", "key-b", now=2.0).owner == "key-b"
     sessions.default_session(conn, POLICY, "key-b", now=3.0)  # B's second: its own cap
     with pytest.raises(RateLimited):
         sessions.start(conn, POLICY, "text", "key-c", now=4.0)  # 4 open: the global cap
@@ -95,7 +96,7 @@ def test_finding_6_refused_proposals_are_throttled_per_key() -> None:
 
 
 def test_finding_6_pending_actions_are_counted_per_key_within_their_ttl(
-    conn: sqlite3.Connection,
+    conn: Conn,
 ) -> None:
     for n in range(3):
         actions.save_action(conn, f"act_{n}", "a", "file.write", "pending_approval")

@@ -12,7 +12,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Depends, FastAPI
 
 from sonia.home import ApiKey
-from sonia.kit.app import ServiceContext, ServiceParts, create_app, run_sync
+from sonia.kit.app import ServiceContext, ServiceParts, create_app
 from sonia.services.gateway import (
     actions_api,
     audit_api,
@@ -50,8 +50,6 @@ def create(ctx: ServiceContext) -> FastAPI:
 
     async def database() -> dict[str, object]:
         await gw.db.ping()
-        if gw.actions_db is not gw.db:
-            await gw.actions_db.ping()
         return {}
 
     checks = {"database": database} | {name: ctx.dependency_check(name) for name in DOWNSTREAM}
@@ -64,8 +62,8 @@ def create(ctx: ServiceContext) -> FastAPI:
                       *audit_api.routers(gw), *keys_api.routers(gw), *system_api.routers(gw),
                       *evidence_api.routers(gw), *console.routers(gw)],
         checks=checks,
-        on_startup=[run_sync(gw.db.open), *gw.on_startup],
-        on_shutdown=[run_sync(gw.db.close), *gw.on_shutdown],  # hooks run in reverse
+        on_startup=gw.on_startup,  # the database opens first (Gateway.build)
+        on_shutdown=gw.on_shutdown,  # hooks run in reverse: the database closes last
     ))
     app.add_middleware(SecurityHeadersMiddleware)  # outermost: every answer carries them
     return app

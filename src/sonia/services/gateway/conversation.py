@@ -82,7 +82,7 @@ async def session_for(gw: Gateway, key: ApiKey, session_id: str | None) -> str:
         await gw.db.write(lambda c: sessions.touch(c, policy, session_id, now, key.id))
         return session_id
     row = await gw.db.write(lambda c: sessions.default_session(c, policy, key.id, now))
-    return str(row["id"])
+    return row.id
 
 
 def routers(gw: Gateway, assistant: Assistant | None = None,

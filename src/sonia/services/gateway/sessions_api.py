@@ -143,7 +143,7 @@ def routers(gw: Gateway) -> list[APIRouter]:
             live.reserve(session_id)
             reserved = True
             upstream = await open_upstream(f"{voice_ws}/v1/sessions/{session_id}/stream",
-                                           gw.ctx.token, str(row["mode"]), key.id,
+                                           gw.ctx.token, row.mode, key.id,
                                            tls=gw.ctx.tls)
         except ApiError as exc:
             if reserved:

@@ -1,6 +1,7 @@
 """Turn records: every step of a chat turn in which the model may use tools.
 
-One row per turn in the gateway's database (`agent_turns`): who asked, in which
+One row per turn in the gateway's database (`agent_turns`, in its SQLite file or
+its PostgreSQL schema: the same SQL on both, `kit.portable`): who asked, in which
 session, where the turn stands, the action it waits on, and the whole record
 as JSON (the messages the model saw, each model step and each tool call with
 its action id, EVA's decision and the result, the untrusted sources in
@@ -12,7 +13,9 @@ Status moves forward only:
     running --> pending_approval --(approved, denied, expired: claimed once)--> running
 
 `claim` is one conditional UPDATE, so of an approval and an expiry noticed at
-the same moment exactly one resumes the turn.
+the same moment exactly one resumes the turn, in whichever gateway process each
+was noticed: on PostgreSQL a second claim waits for the first to commit, then
+finds the condition false and changes nothing.
 
 Records are kept for `gateway.agent_turn_retention_days` after their last
 change (`prune`); a turn still paused is kept that long after its approval's
@@ -23,15 +26,15 @@ from __future__ import annotations
 
 import json
 import secrets
-import sqlite3
 import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from sonia.errors import NotFound
+from sonia.kit.portable import Conn
 
-__all__ = ["MIGRATIONS", "TurnRecord", "claim", "find_pending", "load", "new_turn_id", "prune",
-           "save"]
+__all__ = ["MIGRATIONS", "PG_MIGRATIONS", "TurnRecord", "claim", "find_pending", "load",
+           "new_turn_id", "prune", "save"]
 
 MIGRATIONS: list[str] = [
     """
@@ -50,6 +53,25 @@ MIGRATIONS: list[str] = [
     """,
 ]
 """Appended to the gateway's MIGRATIONS (state.py); never edit or reorder."""
+
+PG_MIGRATIONS: list[str] = [
+    """
+    CREATE TABLE agent_turns (
+        id text PRIMARY KEY,
+        key_id text NOT NULL,
+        session_id text NOT NULL,
+        status text NOT NULL
+            CHECK (status IN ('running', 'pending_approval', 'completed', 'failed')),
+        pending_action_id text,
+        record text NOT NULL,
+        created_at double precision NOT NULL,
+        updated_at double precision NOT NULL
+    );
+    CREATE INDEX agent_turns_pending ON agent_turns (pending_action_id);
+    """,
+]
+"""The same table in the gateway's PostgreSQL schema (state.PG_MIGRATIONS); never edit
+or reorder."""
 
 
 def new_turn_id() -> str:
@@ -97,7 +119,7 @@ class TurnRecord:
         return shown
 
 
-def save(conn: sqlite3.Connection, record: TurnRecord) -> None:
+def save(conn: Conn, record: TurnRecord) -> None:
     now = time.time()
     pending = record.pending["action_id"] if record.pending else None
     conn.execute(
@@ -109,21 +131,21 @@ def save(conn: sqlite3.Connection, record: TurnRecord) -> None:
          json.dumps(asdict(record)), now, now))
 
 
-def load(conn: sqlite3.Connection, turn_id: str) -> TurnRecord:
+def load(conn: Conn, turn_id: str) -> TurnRecord:
     row = conn.execute("SELECT record FROM agent_turns WHERE id = ?", (turn_id,)).fetchone()
     if row is None:
         raise NotFound(f"no turn {turn_id[:80]!r}")
     return TurnRecord(**json.loads(row[0]))
 
 
-def find_pending(conn: sqlite3.Connection, action_id: str) -> str | None:
+def find_pending(conn: Conn, action_id: str) -> str | None:
     """The turn waiting on `action_id`, if any."""
     row = conn.execute("SELECT id FROM agent_turns WHERE pending_action_id = ?"
                        " AND status = 'pending_approval'", (action_id,)).fetchone()
     return None if row is None else str(row[0])
 
 
-def claim(conn: sqlite3.Connection, turn_id: str, action_id: str) -> bool:
+def claim(conn: Conn, turn_id: str, action_id: str) -> bool:
     """pending_approval on `action_id` -> running, exactly once; False if someone else did."""
     changed = conn.execute(
         "UPDATE agent_turns SET status = 'running', updated_at = ? WHERE id = ?"
@@ -132,7 +154,7 @@ def claim(conn: sqlite3.Connection, turn_id: str, action_id: str) -> bool:
     return changed == 1
 
 
-def prune(conn: sqlite3.Connection, ended_before: float, paused_before: float) -> int:
+def prune(conn: Conn, ended_before: float, paused_before: float) -> int:
     """Delete turns that ended before `ended_before`, and paused turns untouched since
     `paused_before` (their approval long expired); the number deleted."""
     return conn.execute(

@@ -63,7 +63,7 @@ def router(gw: Gateway, agent: Agent) -> APIRouter:
         policy = gw.session_policy
         row = await gw.db.write(
             lambda c: sessions.touch(c, policy, body.session_id, time.time()))
-        owner = str(row["owner"])
+        owner = row.owner
         key = gw.keys.by_id(owner)
         if key is None:
             raise Forbidden(f"the key that holds session {body.session_id} no longer exists")

@@ -9,9 +9,14 @@ only a cookie, which its scripts cannot read:
 
 The gateway keeps the SHA-256 of the session token (never the token), the key's
 id and the hash of the key it was made with, and when it expires
-(`gateway.console_session_hours`). Every request checks that this very key is
-still in force, so revoking the key (or re-issuing its id with a new secret)
-ends its sessions at once; signing out deletes the row.
+(`gateway.console_session_hours`), in its database (`console_sessions`, in its
+SQLite file or its PostgreSQL schema). Nothing of a session is the process's
+own: the hashes and the CSRF token are plain SHA-256 with no per-process secret,
+so gateways sharing one PostgreSQL database (and one `api_keys.json`) each
+accept a session any of them made, and a sign-out on one ends it on all.
+Every request checks that this very key is still in force, so revoking the key
+(or re-issuing its id with a new secret) ends its sessions at once; signing out
+deletes the row.
 
 A cookie is sent by the browser on its own, so a request that changes anything
 must also prove it comes from the console's own page: the `X-CSRF-Token` header
@@ -29,7 +34,6 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
-import sqlite3
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -40,9 +44,10 @@ from starlette.responses import Response
 from sonia.errors import Forbidden, Unauthenticated
 from sonia.home import ApiKey
 from sonia.kit.auth import UserKeys
-from sonia.kit.db import Database
+from sonia.kit.portable import Conn, LedgerDatabase, serialise
 
-__all__ = ["COOKIE", "CSRF_HEADER", "MIGRATIONS", "Credentials", "WebSession"]
+__all__ = ["COOKIE", "CSRF_HEADER", "MIGRATIONS", "PG_MIGRATIONS", "Credentials", "WebSession",
+           "remember"]
 
 COOKIE = "sonia_session"
 CSRF_HEADER = "x-csrf-token"
@@ -64,9 +69,41 @@ MIGRATIONS: list[str] = [
 ]
 """Appended to the gateway's MIGRATIONS (state.py); never edit or reorder."""
 
+PG_MIGRATIONS: list[str] = [
+    """
+    CREATE TABLE console_sessions (
+        token_hash text PRIMARY KEY,
+        key_id text NOT NULL,
+        key_digest text NOT NULL,
+        created_at double precision NOT NULL,
+        expires_at double precision NOT NULL
+    );
+    CREATE INDEX console_sessions_key ON console_sessions (key_id, created_at);
+    """,
+]
+"""The same table in the gateway's PostgreSQL schema (state.PG_MIGRATIONS); never edit
+or reorder."""
+
 
 def _token_hash(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
+
+
+def remember(conn: Conn, token_hash: str, key_id: str, key_digest: str, now: float,
+             expires: float) -> None:
+    """Store a new console session; drop the expired ones, and the key's oldest past
+    MAX_SESSIONS_PER_KEY. The key's sign-ins are serialised (`serialise`, first in the
+    transaction), so sign-ins through several gateways at once still leave at most
+    MAX_SESSIONS_PER_KEY: each one's trim sees every session committed before it."""
+    serialise(conn, f"sonia-console-sessions:{key_id}")
+    conn.execute("DELETE FROM console_sessions WHERE expires_at <= ?", (now,))
+    conn.execute("INSERT INTO console_sessions (token_hash, key_id, key_digest,"
+                 " created_at, expires_at) VALUES (?, ?, ?, ?, ?)",
+                 (token_hash, key_id, key_digest, now, expires))
+    conn.execute("DELETE FROM console_sessions WHERE key_id = ? AND token_hash NOT IN"
+                 " (SELECT token_hash FROM console_sessions WHERE key_id = ?"
+                 "  ORDER BY created_at DESC LIMIT ?)",
+                 (key_id, key_id, MAX_SESSIONS_PER_KEY))
 
 
 def csrf_token(token: str) -> str:
@@ -87,7 +124,7 @@ class WebSession:
 class Credentials:
     """The gateway's user authentication: bearer keys, and console sessions."""
 
-    def __init__(self, keys: UserKeys, db: Database, hours: float) -> None:
+    def __init__(self, keys: UserKeys, db: LedgerDatabase, hours: float) -> None:
         self.keys = keys
         self.db = db
         self.lifetime = hours * 3600.0
@@ -102,17 +139,8 @@ class Credentials:
         now = time.time()
         expires = now + self.lifetime
 
-        def write(conn: sqlite3.Connection) -> None:
-            conn.execute("DELETE FROM console_sessions WHERE expires_at <= ?", (now,))
-            conn.execute("INSERT INTO console_sessions (token_hash, key_id, key_digest,"
-                         " created_at, expires_at) VALUES (?, ?, ?, ?, ?)",
-                         (_token_hash(token), key.id, digest, now, expires))
-            conn.execute("DELETE FROM console_sessions WHERE key_id = ? AND token_hash NOT IN"
-                         " (SELECT token_hash FROM console_sessions WHERE key_id = ?"
-                         "  ORDER BY created_at DESC LIMIT ?)",
-                         (key.id, key.id, MAX_SESSIONS_PER_KEY))
-
-        await self.db.write(write)
+        await self.db.write(lambda c: remember(c, _token_hash(token), key.id, digest, now,
+                                               expires))
         response.set_cookie(COOKIE, token, max_age=int(self.lifetime), path="/",
                             httponly=True, samesite="strict")
         return WebSession(key, csrf_token(token), expires)
