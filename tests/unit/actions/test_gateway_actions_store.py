@@ -103,3 +103,21 @@ def test_a_released_claim_lets_a_retry_work_and_a_stale_one_is_taken_over(
     assert actions.keep_answer(conn, "k1", "idem", third, answer)
     actions.release_claim(conn, "k1", "idem", third)
     assert actions.load_answer(conn, "k1", "idem", digest) == answer, "an answer stays"
+
+
+def test_a_claim_in_process_writes_nothing_and_keeping_its_answer_inserts_it(
+        conn: Conn) -> None:
+    """The SQLite gateway's claim is its own per-key lock: no row (no commit, no fsync)
+    until the answer is kept, so a gateway killed mid-request leaves nothing behind."""
+    digest = actions.request_hash("file.read", {"path": "a"}, None)
+    claim = actions.claim_in_process(conn, "k1", "idem", digest)
+    assert isinstance(claim, actions.Claim) and not claim.in_database
+    rows = "SELECT COUNT(*) FROM action_requests"
+    assert conn.execute(rows).fetchone()[0] == 0
+    actions.release_claim(conn, "k1", "idem", claim)  # nothing to give back
+    answer = actions.StoredAnswer(200, {"id": "act_1"})
+    assert actions.keep_answer(conn, "k1", "idem", claim, answer)
+    assert actions.claim_in_process(conn, "k1", "idem", digest) == answer
+    other = actions.request_hash("file.read", {"path": "b"}, None)
+    with pytest.raises(InvalidArgument):
+        actions.claim_in_process(conn, "k1", "idem", other)

@@ -17,7 +17,9 @@ marked in progress), does the work, and puts its answer in the row
 (`keep_answer`); a request that finds the claim of another waits for that
 answer, and one whose claim yields a 5xx gives the claim back
 (`release_claim`) so a retry can work. A claim left by a gateway that died
-mid-request is taken over once older than `STALE_CLAIM_SECONDS`.
+mid-request is taken over once older than `STALE_CLAIM_SECONDS`. A SQLite
+file has one gateway, whose lock per key is the claim (`claim_in_process`:
+nothing written until the answer is kept, so no extra synchronous commit).
 
 The store lives in the gateway's SQLite database (`MIGRATIONS`, with its other
 tables), or, when `[storage] url` names PostgreSQL, in the `gateway` schema
@@ -38,9 +40,9 @@ from sonia.errors import ApiError, InvalidArgument, api_error_for
 from sonia.kit.portable import Conn
 
 __all__ = ["MIGRATIONS", "PG_MIGRATIONS", "STALE_CLAIM_SECONDS", "ActionRow", "Claim",
-           "StoredAnswer", "answer_of_error", "claim_answer", "get_action", "iso_time",
-           "keep_answer", "load_answer", "pending_count", "release_claim", "request_hash",
-           "save_action", "save_answer"]
+           "StoredAnswer", "answer_of_error", "claim_answer", "claim_in_process", "get_action",
+           "iso_time", "keep_answer", "load_answer", "pending_count", "release_claim",
+           "request_hash", "save_action", "save_answer"]
 
 IN_PROGRESS = 0
 """The status_code of a claimed key whose answer is not known yet (no HTTP status is 0)."""
@@ -189,9 +191,14 @@ def load_answer(conn: Conn, key_id: str, idempotency_key: str,
 
 @dataclass(frozen=True)
 class Claim:
-    """The right to answer one idempotency key: its holder proposes, others wait."""
+    """The right to answer one idempotency key: its holder proposes, others wait.
+
+    `in_database` says whether the claim is a row (`claim_answer`: gateways share the
+    database) or only this process's lock (`claim_in_process`: SQLite, one gateway)."""
 
     token: str
+    digest: str
+    in_database: bool = True
 
     @property
     def marker(self) -> str:
@@ -209,7 +216,7 @@ def claim_answer(conn: Conn, key_id: str, idempotency_key: str, digest: str,
     at once the primary key lets one in; the others' inserts wait for it and do
     nothing, and their SELECT then sees its row."""
     now = time.time() if now is None else now
-    claim = Claim(secrets.token_hex(16))
+    claim = Claim(secrets.token_hex(16), digest)
     inserted = conn.execute(
         "INSERT INTO action_requests (key_id, idempotency_key, request_hash,"
         " status_code, answer, created_at) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
@@ -234,10 +241,23 @@ def claim_answer(conn: Conn, key_id: str, idempotency_key: str, digest: str,
     return claim if taken == 1 else None
 
 
+def claim_in_process(conn: Conn, key_id: str, idempotency_key: str,
+                     digest: str) -> StoredAnswer | Claim:
+    """The kept answer, or a claim that writes nothing: for a SQLite file, which one
+    gateway alone uses, whose lock per key already lets one request at a time through.
+    A claim row there would cost every idempotent action one more synchronous commit
+    (an fsync), and a gateway killed mid-request would leave it holding the key."""
+    kept = load_answer(conn, key_id, idempotency_key, digest)
+    return kept if kept is not None else Claim(secrets.token_hex(16), digest, False)
+
+
 def keep_answer(conn: Conn, key_id: str, idempotency_key: str, claim: Claim,
                 answer: StoredAnswer) -> bool:
     """Put the answer in the claimed row; False when the claim was no longer this
     request's (taken over as stale), and the row keeps the other's answer."""
+    if not claim.in_database:
+        save_answer(conn, key_id, idempotency_key, claim.digest, answer)
+        return True
     return conn.execute(
         "UPDATE action_requests SET status_code = ?, answer = ? WHERE key_id = ?"
         " AND idempotency_key = ? AND status_code = ? AND answer = ?",
@@ -247,6 +267,8 @@ def keep_answer(conn: Conn, key_id: str, idempotency_key: str, claim: Claim,
 
 def release_claim(conn: Conn, key_id: str, idempotency_key: str, claim: Claim) -> None:
     """Give the key back unanswered (a 5xx is not kept: a retry must be able to work)."""
+    if not claim.in_database:
+        return
     conn.execute("DELETE FROM action_requests WHERE key_id = ? AND idempotency_key = ?"
                  " AND status_code = ? AND answer = ?",
                  (key_id, idempotency_key, IN_PROGRESS, claim.marker))

@@ -108,6 +108,9 @@ class Actions:
         self.claw = gw.ctx.client("openclaw")
         self.execute_timeout = gw.ctx.settings.openclaw.shell_timeout_seconds + 15.0
         self.claim_wait = self.execute_timeout + 15.0
+        # On PostgreSQL other gateways share the store, so a key is claimed by a row;
+        # a SQLite file has this gateway alone, whose per-key lock is the claim.
+        self.claims_in_database = gw.ctx.settings.storage.backend == "postgresql"
         self._locks: dict[tuple[str, str], _Slot] = {}
         settings = gw.ctx.settings.gateway
         self.refusals = RefusalBudget(settings.invalid_proposals_per_minute)
@@ -150,6 +153,9 @@ class Actions:
         """The kept answer, or the claim to make it; while another request (perhaps on
         another gateway) holds the claim, wait for its answer, up to the time its work
         can take, then say retry (503)."""
+        if not self.claims_in_database:
+            return await self.gw.actions_db.read(lambda c: actions.claim_in_process(
+                c, key_id, idempotency_key, digest))
         deadline = time.monotonic() + self.claim_wait
         pause = CLAIM_FIRST_PAUSE
         while True:
