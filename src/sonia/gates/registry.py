@@ -33,6 +33,7 @@ from sonia.gates import catalog
 from sonia.gates.common import provenance
 from sonia.gates.common.evidence import VALIDITY, Check, Verdict, new_run_dir, write_json
 from sonia.gates.common.progress import GateProgress
+from sonia.gates.common.storage import STORAGES
 from sonia.gates.waivers import Waiver, below_minimum
 
 PROVENANCE = "provenance.json"
@@ -55,8 +56,22 @@ def profile_for(gate: str, profile: str, overrides: dict[str, Any]) -> Any:
                           key="profile")
     chosen = profiles[profile]
     fields = {f.name for f in dataclasses.fields(chosen)}
+    if overrides.get("storage") not in (None, *STORAGES):
+        raise ConfigError(f"unknown storage {overrides['storage']!r}; use one of "
+                          f"{', '.join(STORAGES)}", key="storage")
+    if overrides.get("storage") not in (None, "sqlite") and "storage" not in fields:
+        raise ConfigError(f"gate {gate} runs on SQLite only; --storage "
+                          f"{overrides['storage']} applies to the gates "
+                          f"{', '.join(storage_gates())}", key="storage")
     applicable = {k: v for k, v in overrides.items() if v is not None and k in fields}
     return dataclasses.replace(chosen, **applicable)
+
+
+def storage_gates() -> list[str]:
+    """The gates whose profile takes a `storage` backend (`--storage`)."""
+    return [name for name in catalog.available()
+            if any(f.name == "storage"
+                   for f in dataclasses.fields(next(iter(catalog.load(name).PROFILES.values()))))]
 
 
 def _read_json(path: Path) -> dict[str, Any]:
