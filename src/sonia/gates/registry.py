@@ -7,7 +7,8 @@ that re-derives the verdict from the raw evidence files; quick and release
 profiles go through the very same code. A run writes its evidence under
 `artifacts/<run id>/`, and beside it:
 
-    provenance.json   the code that ran, captured at the start and at the end
+    provenance.json   the code that ran, captured at the start and at the end, and the
+                      storage backend its stack ran on (`--storage`; sqlite by default)
     verdict.json      gate, profile, parameters, waivers, seconds, the verdict
 
 `judge(gate, run_dir)` here is the one judge both the gate and the release step
@@ -155,7 +156,8 @@ def run_gate(gate: str, profile: str, artifacts: Path, overrides: dict[str, Any]
     with GateProgress(enabled=show_progress) as progress, catalog.tools_named():
         module.run(run_dir, chosen, progress)
     seconds = time.monotonic() - start
-    write_json(run_dir / PROVENANCE, {"start": start_provenance, "end": provenance.capture()})
+    write_json(run_dir / PROVENANCE, {"start": start_provenance, "end": provenance.capture(),
+                                      "storage": parameters.get("storage", "sqlite")})
     verdict = judge(gate, run_dir)
     write_json(run_dir / VERDICT, {
         "gate": gate, "profile": profile, "parameters": parameters,

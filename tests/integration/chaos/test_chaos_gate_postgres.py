@@ -32,6 +32,8 @@ def test_quick_chaos_on_postgresql_restarts_the_server_and_is_go(tmp_path: Path)
     stated = json.loads((run.run_dir / "verdict.json").read_text())
     assert stated["parameters"]["storage"] == report["profile"]["storage"] == "postgresql"
     assert report["storage"]["backend"] == "postgresql" and report["storage"]["server_version"]
+    provenance = json.loads((run.run_dir / "provenance.json").read_text())
+    assert provenance["storage"] == "postgresql"
     assert report["stored"]["storage_backend"] == "postgresql"
     assert report["stored"]["ledger_files"] == []
     assert not (run.run_dir / "stack-home" / "data" / "memory.db").exists()

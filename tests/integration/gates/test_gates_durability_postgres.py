@@ -27,6 +27,8 @@ def test_the_quick_drill_on_postgresql_is_go_and_restores_the_dump(tmp_path: Pat
     assert registry.judge("durability", run.run_dir).to_dict() == run.verdict.to_dict()
     drill = json.loads((run.run_dir / "restore-drill.json").read_text())
     assert drill["profile"]["storage"] == "postgresql"
+    provenance = json.loads((run.run_dir / "provenance.json").read_text())
+    assert provenance["storage"] == "postgresql"
     storage = drill["storage"]
     assert storage["backend"] == "postgresql" and storage["schemas_after_loss"] == []
     assert storage["dump_schemas"] == storage["restored_schemas"] == list(SCHEMAS)
