@@ -14,6 +14,12 @@ a deadline while the child is watched: a server that dies says why (its log).
 `stop()` asks for a fast shutdown (SIGINT), waits, kills the process group at
 a deadline, and removes the folder.
 
+`shutdown(mode)` and `start_again()` restart the server in place, as an
+operator's `pg_ctl stop -m fast|immediate` and a start would (same folder, port
+and password): the chaos gate's PostgreSQL faults. `started()` says which
+postmaster answers (its pid and `pg_postmaster_start_time()`), so that a restart
+can be shown to have happened.
+
 PostgreSQL refuses to run as root. As root, the server runs as the `postgres`
 user when there is one (Debian's package makes it), else as `nobody`, with the
 folder handed to that user; the uid switch is Popen's own (no su, no sudo).
@@ -46,6 +52,8 @@ MARKER_ENV = "SONIA_PG_TEST_SERVER"
 SUPERUSER = "sonia"
 START_TIMEOUT_SECONDS = 60.0
 STOP_TIMEOUT_SECONDS = 20.0
+SHUTDOWN_MODES = ("fast", "immediate")
+"""The `pg_ctl stop -m` modes `shutdown` takes (smart would wait for every client)."""
 
 
 def find_bindir() -> Path | None:
@@ -98,8 +106,10 @@ class PostgresServer:
     """One running server in its own temporary folder; see the module docstring."""
 
     def __init__(self, root: Path, bindir: Path, port: int, password: str,
-                 process: subprocess.Popen[bytes]) -> None:
+                 process: subprocess.Popen[bytes],
+                 owner: pwd.struct_passwd | None = None) -> None:
         self.root = root
+        self.owner = owner
         self.bindir = bindir
         self.port = port
         self.host = "127.0.0.1"
@@ -132,7 +142,7 @@ class PostgresServer:
             (root / "pwfile").unlink()
             port = _free_port()
             process = cls._spawn(bindir, root, owner, port)
-            server = cls(root, bindir, port, password, process)
+            server = cls(root, bindir, port, password, process, owner)
         except BaseException:
             shutil.rmtree(root, ignore_errors=True)
             raise
@@ -207,6 +217,39 @@ class PostgresServer:
         raise SupervisorError(f"PostgreSQL was not ready after {timeout:.0f} s ({last}):\n"
                               f"{self.log_tail()}")
 
+    def shutdown(self, mode: str, *, timeout: float = STOP_TIMEOUT_SECONDS) -> int:
+        """`pg_ctl stop -m MODE` (fast: clients are disconnected and a checkpoint is
+        written; immediate: every process quits at once, crash recovery at the next
+        start), then wait for the postmaster to exit; its exit code. The folder stays."""
+        if mode not in SHUTDOWN_MODES:
+            raise ValueError(f"shutdown mode {mode!r} is not one of {SHUTDOWN_MODES}")
+        done = subprocess.run(
+            [str(self.bindir / "pg_ctl"), "stop", "-D", str(self.root / "data"), "-m", mode,
+             "-w", "-t", str(int(timeout))],
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, check=False, timeout=timeout + 10,
+            cwd=self.root, **self._child_options(self.owner))
+        try:
+            return self.process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            raise SupervisorError(f"pg_ctl stop -m {mode} did not stop PostgreSQL "
+                                  f"({done.returncode}): {done.stdout.decode(errors='replace')}"
+                                  ) from None
+
+    def start_again(self, *, timeout: float = START_TIMEOUT_SECONDS) -> None:
+        """Start the postmaster again on the same folder and port, after `shutdown`, and
+        wait until a connection succeeds."""
+        if self.process.poll() is None:
+            raise SupervisorError("PostgreSQL is still running: shut it down first")
+        self.process = self._spawn(self.bindir, self.root, self.owner, self.port)
+        self._wait_ready(timeout)
+
+    def started(self) -> tuple[int, str]:
+        """(postmaster pid, `pg_postmaster_start_time()` in ISO form) of the server that
+        answers now: both change when the server really restarted."""
+        with self.admin() as conn:
+            row = conn.execute("SELECT pg_postmaster_start_time()").fetchone()
+        return self.process.pid, row[0].isoformat()
+
     def log_tail(self, chars: int = 4000) -> str:
         try:
             return self.log_file.read_text(errors="replace")[-chars:]
@@ -264,4 +307,4 @@ class PostgresServer:
         self.stop()
 
 
-__all__ = ["BINDIR_ENV", "MARKER_ENV", "PostgresServer", "find_bindir", "missing"]
+__all__ = ["BINDIR_ENV", "MARKER_ENV", "SHUTDOWN_MODES", "PostgresServer", "find_bindir", "missing"]

@@ -33,7 +33,7 @@ import numpy as np
 
 from sonia import SERVICES as STACK_SERVICES
 from sonia.gates.chaos import history as h
-from sonia.gates.chaos.evidence import DEPENDENTS
+from sonia.gates.chaos.evidence import DEPENDENTS, PG_RESTART, PG_RESTART_MODES
 from sonia.gates.chaos.evidence import HISTORY as CHAOS_HISTORY
 from sonia.gates.chaos.evidence import REPORT as CHAOS_REPORT
 from sonia.gates.common.evidence import write_json
@@ -468,8 +468,11 @@ class ChaosRun:
         return {
             "gate": "chaos", "profile": self.profile,
             "faults": self.faults, "observed": self.observed(),
+            "storage": {"backend": self.profile.get("storage", "sqlite")},
             "stored": {"audit_chain_ok": True, "audit_reason": "",
-                       "foreign_lines_in_action_files": 0},
+                       "foreign_lines_in_action_files": 0,
+                       "storage_backend": self.profile.get("storage", "sqlite"),
+                       "ledger_files": []},
             "sessions": self.sessions,
             "supervisor_restarts": dict.fromkeys(STACK_SERVICES,
                                                  int(self.profile["kills_per_service"])),
@@ -509,6 +512,16 @@ def good_chaos_run(profile: Any = None) -> ChaosRun:
     run.faults[-1]["recovered_at_s"] = drop_at + 5.0
     run.op(h.MEMORY_WRITE, drop_at + 1.0, outcome="failed")
     run.op(h.MEMORY_WRITE, drop_at + 6.0)
+    if run.profile.get("storage") == "postgresql":
+        for n, mode in enumerate(PG_RESTART_MODES):
+            at = drop_at + 20.0 * (n + 1)
+            run.fault(PG_RESTART, "postgresql", at, mode=mode, pid=100 + n,
+                      started=f"2026-01-01T00:0{n}:00+00:00", new_pid=200 + n,
+                      new_started=f"2026-01-01T00:0{n}:30+00:00", back_at_s=at + 3.0)
+            run.faults[-1]["recovered_at_s"] = at + 3.0
+            run.op(h.MEMORY_WRITE, at + 1.0, outcome="failed")
+            run.op(h.MEMORY_WRITE, at + 4.0)
+            run.op(h.ACTION_PROPOSE, at + 4.0, id=f"act_pg_{n}", status="pending")
     return run
 
 

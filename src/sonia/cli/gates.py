@@ -61,6 +61,9 @@ def register(app: typer.Typer) -> None:
         health_minutes: Annotated[float | None, typer.Option(help="go-no-go: minutes")] = None,
         health_interval: Annotated[float | None, typer.Option(help="go-no-go: seconds")] = None,
         duration: Annotated[str | None, typer.Option(help="soak: e.g. 90s, 10m, 48h")] = None,
+        storage: Annotated[str | None, typer.Option(
+            help="chaos, durability: sqlite or postgresql (a PostgreSQL server the gate "
+                 "starts for the run)")] = None,
         waive: Annotated[list[str] | None, typer.Option(
             help='GATE.PARAMETER="VALUE: REASON": allow a duration or count below the '
                  "release profile (repeatable)")] = None,
@@ -75,7 +78,8 @@ def register(app: typer.Typer) -> None:
             h.init()
         overrides = {"cycles": cycles, "health_minutes": health_minutes,
                      "health_interval": health_interval,
-                     "duration_s": parse_duration(duration) if duration else None}
+                     "duration_s": parse_duration(duration) if duration else None,
+                     "storage": storage}
         waivers = waivers_of(waive or [])
         names = catalog.available() if name == "all" else [name]
         for gate_name in names:  # refuse bad parameters before anything runs

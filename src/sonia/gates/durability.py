@@ -16,10 +16,14 @@ for the drill so that it finishes; the product default is judged separately):
    latest backup and the start of the next one; at that moment the whole stack
    (supervisor first, then every service) is SIGKILLed: a power cut;
 4. the data directory of A is listed (every `*.db`, `*.sqlite`, `*.sqlite3`), so
-   that a database the backup does not hold is noticed; A is given up;
+   that a database the backup does not hold is noticed; A is given up. With
+   `storage = "postgresql"` (`--storage postgresql`) stack A ran on a server of
+   the run's own, the scheduled backups hold its `pg_dump`, and the server's
+   database is lost too (dropped and made again, empty);
 5. recovery, timed from the kill: a clean home B, `restore_backup` of the latest
-   scheduled backup into it (before B starts: the restored audit chain is
-   verified with EVA's own verification), then B's stack started and ready
+   scheduled backup into it (the dump, on PostgreSQL, into the empty database;
+   before B starts: the restored audit chain is verified with EVA's own
+   verification, through the backend), then B's stack started and ready
    (RTO); every canary is read back by id, a sample through search.
 
 Evidence, `restore-drill.json`, holds the raw facts (every acknowledged canary
@@ -56,7 +60,6 @@ from typing import Any
 
 import httpx
 
-from sonia.actions import audit
 from sonia.backup import database_facts, read_backup_key, restore_backup, verify_backup
 from sonia.errors import ConfigError
 from sonia.gates.common.evidence import (
@@ -68,6 +71,7 @@ from sonia.gates.common.evidence import (
     write_json,
 )
 from sonia.gates.common.progress import GateProgress
+from sonia.gates.common.storage import GateStorage, gate_storage, verify_audit
 from sonia.home import DEFAULT_CONFIG, Home
 from sonia.supervisor import control
 from sonia.testing import FreshStack
@@ -99,6 +103,10 @@ class DurabilityProfile:
     audit_actions: int = 3
     seed: int | None = None
     """seeds the kill moment; None draws one (recorded in the evidence)"""
+    storage: str = "sqlite"
+    """where stack A keeps its ledgers: sqlite, or postgresql (a server of the run's own;
+    the power cut then also loses the database, and the restore brings the backup's
+    pg_dump back into it)"""
 
 
 PROFILES: dict[str, DurabilityProfile] = {
@@ -301,13 +309,20 @@ def _product_interval_h() -> float:
 
 
 def run(run_dir: Path, profile: DurabilityProfile, progress: GateProgress) -> Verdict:
+    with gate_storage(profile.storage) as storage:
+        return _drill(run_dir, profile, progress, storage)
+
+
+def _drill(run_dir: Path, profile: DurabilityProfile, progress: GateProgress,
+           storage: GateStorage) -> Verdict:
     task = progress.task("durability drill", 6)
     seed = profile.seed if profile.seed is not None else secrets.randbits(32)
     rng = random.Random(seed)
     os.environ[INTERVAL_ENV] = repr(profile.backup_interval_s / 3600.0)
     try:
-        stack = FreshStack(run_dir / "stack-home")
+        stack = FreshStack(run_dir / "stack-home", config=storage.config())
         with stack:
+            storage.prepare(stack.home)
             stack.up()
             os.environ.pop(INTERVAL_ENV, None)  # the supervisor has read it; B must not
             started = time.time()
@@ -338,15 +353,19 @@ def run(run_dir: Path, profile: DurabilityProfile, progress: GateProgress) -> Ve
     backup_path = stack.home.backups / chosen["name"]
     # The operator carries the lost home's backup key to the new machine (operations.md).
     backup_key = read_backup_key(stack.home.backup_key_file)
+    storage.recreate_database()  # the server's data went with the machine
+    schemas_after_loss = storage.schemas()
     progress.advance(task)
 
     with FreshStack(run_dir / "restored-home") as restored_stack:
+        storage.prepare(restored_stack.home)  # the operator's secret, as the backup key
         t = time.monotonic()
         restored = restore_backup(restored_stack.home, backup_path, key=backup_key)
         restore_s = time.monotonic() - t
         manifest = verify_backup(backup_path, backup_key).manifest or {}
         facts = _restored_facts(restored_stack.home.data, manifest)
-        chain = audit.verify(restored_stack.home.db_path("eva"))
+        chain = verify_audit(restored_stack.home)
+        restored_schemas = storage.schemas()
         restored_stack.settings = restored_stack.home.check()
         configured_h = (restored_stack.settings.backup.interval_hours
                         if (backup_path / "sonia.toml").is_file() else _product_interval_h())
@@ -371,6 +390,10 @@ def run(run_dir: Path, profile: DurabilityProfile, progress: GateProgress) -> Ve
         "seed": seed,
         "rpo_objective_h": RPO_OBJECTIVE_H,
         "configured_interval_h": configured_h,
+        "storage": storage.facts() | {
+            "schemas_after_loss": schemas_after_loss,
+            "dump_schemas": list((manifest.get("postgres") or {}).get("schemas") or []),
+            "restored_schemas": restored_schemas},
         "drill_started_at": started,
         "setup": {"tier0_actions": profile.audit_actions, "errors": setup_errors},
         "canary": {
@@ -416,6 +439,27 @@ def _field(data: Mapping[str, Any], *path: str) -> Any:
             raise ConfigError(f"{EVIDENCE} has no {'.'.join(path)}", key="evidence")
         value = value[name]
     return value
+
+
+def _storage_checks(profile: Mapping[str, Any], storage: Mapping[str, Any]) -> list[Check]:
+    """The drill ran on the backend its profile names; on PostgreSQL the database was
+    lost (no Sonia schema left) before the restore, and the dump brought every schema
+    it holds back."""
+    wanted = str(profile.get("storage", "sqlite"))
+    checks = [Check("storage as profiled", wanted, storage.get("backend"),
+                    storage.get("backend") == wanted, VALIDITY)]
+    if wanted == "postgresql":
+        lost = list(storage.get("schemas_after_loss", ["unknown"]))
+        dumped = list(storage.get("dump_schemas") or [])
+        restored = list(storage.get("restored_schemas") or [])
+        checks += [
+            Check("PostgreSQL lost before the restore", [], lost, not lost, VALIDITY,
+                  detail="the run's database was dropped and made again, empty: what is "
+                         "there after the restore came from the backup's pg_dump"),
+            Check("PostgreSQL dump restored", {"schemas": dumped or "at least one"},
+                  restored, bool(dumped) and set(dumped) <= set(restored)),
+        ]
+    return checks
 
 
 def judge(run_dir: Path) -> Verdict:
@@ -511,6 +555,7 @@ def judge(run_dir: Path) -> Verdict:
               bool(after) and all(v == "ok" for v in after.values())),
         Check("RTO (kill to restored stack ready)", {"seconds_below": rto_target},
               rto_s, rto_s < rto_target),
+        *_storage_checks(profile, data.get("storage") or {"backend": "sqlite"}),
     ]
     return Verdict.of("durability", checks, {
         "rpo_objective_h": objective_h, "backup_interval_s": interval_s,

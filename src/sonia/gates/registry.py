@@ -7,7 +7,8 @@ that re-derives the verdict from the raw evidence files; quick and release
 profiles go through the very same code. A run writes its evidence under
 `artifacts/<run id>/`, and beside it:
 
-    provenance.json   the code that ran, captured at the start and at the end
+    provenance.json   the code that ran, captured at the start and at the end, and the
+                      storage backend its stack ran on (`--storage`; sqlite by default)
     verdict.json      gate, profile, parameters, waivers, seconds, the verdict
 
 `judge(gate, run_dir)` here is the one judge both the gate and the release step
@@ -33,6 +34,7 @@ from sonia.gates import catalog
 from sonia.gates.common import provenance
 from sonia.gates.common.evidence import VALIDITY, Check, Verdict, new_run_dir, write_json
 from sonia.gates.common.progress import GateProgress
+from sonia.gates.common.storage import STORAGES
 from sonia.gates.waivers import Waiver, below_minimum
 
 PROVENANCE = "provenance.json"
@@ -55,8 +57,22 @@ def profile_for(gate: str, profile: str, overrides: dict[str, Any]) -> Any:
                           key="profile")
     chosen = profiles[profile]
     fields = {f.name for f in dataclasses.fields(chosen)}
+    if overrides.get("storage") not in (None, *STORAGES):
+        raise ConfigError(f"unknown storage {overrides['storage']!r}; use one of "
+                          f"{', '.join(STORAGES)}", key="storage")
+    if overrides.get("storage") not in (None, "sqlite") and "storage" not in fields:
+        raise ConfigError(f"gate {gate} runs on SQLite only; --storage "
+                          f"{overrides['storage']} applies to the gates "
+                          f"{', '.join(storage_gates())}", key="storage")
     applicable = {k: v for k, v in overrides.items() if v is not None and k in fields}
     return dataclasses.replace(chosen, **applicable)
+
+
+def storage_gates() -> list[str]:
+    """The gates whose profile takes a `storage` backend (`--storage`)."""
+    return [name for name in catalog.available()
+            if any(f.name == "storage"
+                   for f in dataclasses.fields(next(iter(catalog.load(name).PROFILES.values()))))]
 
 
 def _read_json(path: Path) -> dict[str, Any]:
@@ -140,7 +156,8 @@ def run_gate(gate: str, profile: str, artifacts: Path, overrides: dict[str, Any]
     with GateProgress(enabled=show_progress) as progress, catalog.tools_named():
         module.run(run_dir, chosen, progress)
     seconds = time.monotonic() - start
-    write_json(run_dir / PROVENANCE, {"start": start_provenance, "end": provenance.capture()})
+    write_json(run_dir / PROVENANCE, {"start": start_provenance, "end": provenance.capture(),
+                                      "storage": parameters.get("storage", "sqlite")})
     verdict = judge(gate, run_dir)
     write_json(run_dir / VERDICT, {
         "gate": gate, "profile": profile, "parameters": parameters,

@@ -5,7 +5,7 @@ parameter has a direction (`BOUNDS`; unlisted ones must equal the release value)
 
     ">="   more is stronger (cycles, minutes of health checks, soak duration)
     "<="   less is stronger (seconds between checks, a corpus stride, a target)
-    "any"  neither (a seed, a timeout)
+    "any"  neither (a seed, a timeout, the storage backend: each is a release run)
 
 A *waiver* lets one parameter fall below its minimum, on purpose and in writing:
 `--waive soak.duration="1h: this machine cannot hold a 48 h soak"`. Only
@@ -39,9 +39,9 @@ BOUNDS: dict[str, dict[str, str]] = {
     "soak": {"duration_s": ">="},
     "durability": {"canary_per_s": ">=", "write_before_backup_s": ">=",
                    "write_after_backup_s": ">=", "rto_target_s": "<=", "rpo_target_s": "<=",
-                   "search_sample": ">="},
+                   "search_sample": ">=", "storage": "any"},
     "determinism": {"runs": ">=", "seed": "any", "timeout_s": "any"},
-    "chaos": {"kills_per_service": ">="},
+    "chaos": {"kills_per_service": ">=", "pg_down_seconds": ">=", "storage": "any"},
 }
 """gate -> parameter -> direction; a parameter not listed must equal the release value."""
 

@@ -263,7 +263,10 @@ def down(home: Home, *, timeout: float | None = None) -> DownReport:
     else:
         spawned = _spawned.pop(home.root, None)
         if spawned is not None:  # it died (a crash, a SIGKILL): collect its exit status
-            spawned.poll()
+            try:  # wait, not poll: just after a SIGKILL it may not be a zombie yet
+                spawned.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                pass
     if marker:
         for proc in processes_with_marker(marker):
             try:

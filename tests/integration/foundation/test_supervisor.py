@@ -55,6 +55,19 @@ def test_down_leaves_no_process_and_no_bound_port(own_stack: FreshStack) -> None
     assert not list(own_stack.home.run.glob("*.pid"))
 
 
+def test_down_reaps_a_supervisor_killed_under_it(own_stack: FreshStack) -> None:
+    """A power cut (the durability drill): the supervisor SIGKILLed, then `down` at once.
+    The supervisor this process started is waited for, not polled once (just after the
+    kill it may not be a zombie yet): no zombie, no unreaped Popen left behind."""
+    pid = control.supervisor_pid(own_stack.home)
+    assert pid is not None
+    spawned = control._spawned[own_stack.home.root]
+    os.kill(pid, signal.SIGKILL)
+    own_stack.down()
+    assert spawned.returncode == -signal.SIGKILL
+    assert own_stack.home.root not in control._spawned
+
+
 def test_two_homes_run_side_by_side(tmp_path: Path) -> None:
     with FreshStack(tmp_path / "a") as a, FreshStack(tmp_path / "b") as b:
         a.up()

@@ -4,6 +4,7 @@ write). It reads `chaos-report.json` and `chaos-history.jsonl` only."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Callable
 from pathlib import Path
@@ -15,7 +16,8 @@ from gate_runs import chaos
 
 from sonia.errors import ConfigError
 from sonia.gates.chaos import history as h
-from sonia.gates.chaos.evidence import HISTORY, REPORT, judge
+from sonia.gates.chaos.evidence import HISTORY, PG_RESTART, REPORT, judge
+from sonia.gates.chaos.gate import PROFILES
 
 
 def verdict_of(tmp_path: Path, change: Callable[[Run], object] = lambda r: None
@@ -126,3 +128,111 @@ def test_a_voice_turn_answered_but_not_stored_is_no_go(tmp_path: Path) -> None:
     status, failed = verdict_of(tmp_path, lose_a_voice_turn)
     assert status == "NO-GO"
     assert failed["lost_voice_turns"].observed == 1
+
+
+# -- on PostgreSQL: the server restarts must have happened, and nothing may be lost ------
+PG_PROFILE = dataclasses.replace(PROFILES["quick"], storage="postgresql")
+
+
+def pg_verdict(tmp_path: Path, change: Callable[[Run], object] = lambda r: None
+               ) -> tuple[str, dict[str, Any]]:
+    verdict = judge(chaos(tmp_path, PG_PROFILE, change=change))
+    return verdict.status, {c.name: c for c in verdict.failures}
+
+
+def restart(run: Run, mode: str) -> dict[str, Any]:
+    return next(f for f in run.faults if f["kind"] == PG_RESTART and f["detail"]["mode"] == mode)
+
+
+def test_a_good_postgresql_run_is_go(tmp_path: Path) -> None:
+    status, failed = pg_verdict(tmp_path)
+    assert status == "GO", failed
+
+
+def test_a_restart_that_left_the_same_server_running_is_invalid(tmp_path: Path) -> None:
+    def same_postmaster(run: Run) -> None:
+        detail = restart(run, "immediate")["detail"]
+        detail["new_pid"], detail["new_started"] = detail["pid"], detail["started"]
+
+    status, failed = pg_verdict(tmp_path, same_postmaster)
+    assert status == "INVALID"
+    observed = failed["postgres_restarts_took_effect"].observed
+    assert observed["fast"] == "restarted" and "same server" in observed["immediate"]
+
+
+def test_a_restart_no_request_noticed_is_invalid(tmp_path: Path) -> None:
+    status, failed = pg_verdict(tmp_path, lambda r: restart(r, "fast").__setitem__(
+        "effect_s", None))
+    assert status == "INVALID"
+    assert "no request failed" in failed["postgres_restarts_took_effect"].observed["fast"]
+    assert "pg-restart:postgresql" in str(failed["faults_took_effect"].observed)
+
+
+def test_a_restart_mode_that_never_ran_is_invalid(tmp_path: Path) -> None:
+    status, failed = pg_verdict(tmp_path, lambda r: r.faults.remove(restart(r, "fast")))
+    assert status == "INVALID"
+    assert failed["postgres_restarts_took_effect"].observed["fast"] == "never restarted"
+
+
+def test_a_write_acknowledged_after_a_restart_and_then_missing_is_no_go(
+    tmp_path: Path,
+) -> None:
+    def lose_it(run: Run) -> None:
+        at = restart(run, "immediate")["detail"]["back_at_s"]
+        lost = next(o for o in run.ops if o["kind"] == h.MEMORY_WRITE
+                    and o["outcome"] == "ok" and o["invoked_s"] > at)
+        original = run.observed
+
+        def without() -> dict[str, Any]:
+            observed = original()
+            del observed["memory_keys"][lost["key"]]
+            return observed
+
+        run.observed = without  # type: ignore[method-assign]
+
+    status, failed = pg_verdict(tmp_path, lose_it)
+    assert status == "NO-GO"
+    assert failed["lost_memory_writes"].observed == 1
+
+
+def test_postgresql_is_back_only_once_every_ledger_writes_again(tmp_path: Path) -> None:
+    def no_proposal_after(run: Run) -> None:
+        at = restart(run, "fast")["detail"]["back_at_s"]
+        run.ops = [o for o in run.ops if not (o["kind"] == h.ACTION_PROPOSE
+                                              and o["invoked_s"] >= at)]
+        run.op(h.ACTION_PROPOSE, at + 2.0, outcome="failed")
+
+    status, failed = pg_verdict(tmp_path, no_proposal_after)
+    assert status == "NO-GO"
+    assert "pg-restart:postgresql" in str(failed["every_fault_recovered"].observed)
+
+
+def test_a_ledger_file_beside_postgresql_or_another_backend_is_invalid(
+    tmp_path: Path,
+) -> None:
+    def wrote_a_file(run: Run) -> None:
+        report = run.report
+
+        def with_file() -> dict[str, Any]:
+            data = report()
+            data["stored"]["ledger_files"] = ["memory.db"]
+            return data
+
+        run.report = with_file  # type: ignore[method-assign]
+
+    status, failed = pg_verdict(tmp_path, wrote_a_file)
+    assert status == "INVALID"
+    assert failed["storage_as_profiled"].observed["ledger_files"] == ["memory.db"]
+
+    def ran_on_sqlite(run: Run) -> None:
+        report = run.report
+
+        def sqlite() -> dict[str, Any]:
+            data = report()
+            data["storage"] = {"backend": "sqlite"}
+            return data
+
+        run.report = sqlite  # type: ignore[method-assign]
+
+    status, failed = pg_verdict(tmp_path / "b", ran_on_sqlite)
+    assert status == "INVALID" and "storage_as_profiled" in failed

@@ -165,3 +165,40 @@ def test_the_drill_counts_only_backups_that_began_after_its_data_was_in_place(
     chosen = _wait_for_backups(stack, PROFILES["quick"],  # type: ignore[arg-type]
                                CanaryWriter("http://127.0.0.1:9", {}, 1.0), after=first_canary)
     assert [b["name"] for b in chosen] == ["b2", "b3"]
+
+
+def on_postgresql(drill: dict[str, Any], **storage: Any) -> None:
+    drill["profile"]["storage"] = "postgresql"
+    schemas = ["eva", "gateway", "memory", "openclaw"]
+    drill["storage"] = {"backend": "postgresql", "schemas_after_loss": [],
+                        "dump_schemas": schemas, "restored_schemas": schemas} | storage
+
+
+def test_a_postgresql_drill_is_judged_on_its_dump(tmp_path: Path) -> None:
+    status, failed = verdict_of(tmp_path / "good", on_postgresql)
+    assert status == "GO", failed
+
+    status, failed = verdict_of(tmp_path / "kept", lambda d: on_postgresql(
+        d, schemas_after_loss=["memory"]))
+    assert status == "INVALID", "a database that was never lost proves no restore"
+    assert failed["PostgreSQL lost before the restore"].observed == ["memory"]
+
+    status, failed = verdict_of(tmp_path / "partial", lambda d: on_postgresql(
+        d, restored_schemas=["eva", "gateway", "openclaw"]))
+    assert status == "NO-GO"
+    assert "PostgreSQL dump restored" in failed
+
+    status, failed = verdict_of(tmp_path / "nodump", lambda d: on_postgresql(
+        d, dump_schemas=[]))
+    assert status == "NO-GO" and "PostgreSQL dump restored" in failed
+
+
+def test_a_drill_that_ran_on_another_backend_than_its_profile_is_invalid(
+    tmp_path: Path,
+) -> None:
+    def profile_says_postgresql(drill: dict[str, Any]) -> None:
+        drill["profile"]["storage"] = "postgresql"
+
+    status, failed = verdict_of(tmp_path, profile_says_postgresql)
+    assert status == "INVALID"
+    assert failed["storage as profiled"].observed == "sqlite"

@@ -190,3 +190,31 @@ def test_an_unreachable_server_is_unavailable(postgres_server: PostgresServer) -
     with pytest.raises(Unavailable, match="cannot be reached"):
         pg.connect(f"postgresql://sonia@127.0.0.1:{postgres_server.port}/no_such_db",
                    password=postgres_server.password, schema="kit")
+
+
+@pytest.mark.parametrize("mode", ["fast", "immediate"])
+def test_a_restart_in_place_is_a_new_postmaster_that_kept_the_data(mode: str) -> None:
+    server = PostgresServer.start()
+    try:
+        url = server.create_database("kept")
+        with psycopg.connect(url, password=server.password, autocommit=True) as conn:
+            conn.execute("CREATE TABLE t (v int)")
+            conn.execute("INSERT INTO t VALUES (7)")
+        before = server.started()
+        old = psutil.Process(before[0])
+        server.shutdown(mode)
+        assert not old.is_running() or old.status() == psutil.STATUS_ZOMBIE
+        server.start_again()
+        after = server.started()
+        assert after[0] != before[0] and after[1] > before[1]
+        assert server.port == int(url.rsplit(":", 1)[1].split("/")[0])
+        with psycopg.connect(url, password=server.password) as conn:
+            assert conn.execute("SELECT v FROM t").fetchall() == [(7,)]
+    finally:
+        server.stop()
+    assert not server.root.exists()
+
+
+def test_an_unknown_shutdown_mode_is_refused(postgres_server: PostgresServer) -> None:
+    with pytest.raises(ValueError, match="smart"):
+        postgres_server.shutdown("smart")

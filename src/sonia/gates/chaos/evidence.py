@@ -18,26 +18,25 @@ from __future__ import annotations
 
 import json
 import re
-import sqlite3
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from sonia import SERVICES
-from sonia.actions import audit
 from sonia.errors import ConfigError
 from sonia.gates.chaos import history as h
 from sonia.gates.chaos.history import History, Observed, Operation
 from sonia.gates.common.evidence import VALIDITY, Check, Verdict
+from sonia.gates.common.storage import backend_of, read_rows, verify_audit
 from sonia.home import Home
 from sonia.kit.client import DEFAULT_TIMEOUT_S
-from sonia.kit.db import connect
 from sonia.supervisor.state import read_json, state_file
 
 __all__ = ["CLIENT_TIMEOUT_S", "DEPENDENTS", "HISTORY", "MEMORY_KINDS", "REPORT", "Fault",
-           "chaos_checks", "fast_fail", "judge", "observe", "percentile", "recovery",
-           "recover_from_history", "supervisor_restarts"]
+           "PG_KINDS", "PG_RESTART", "PG_RESTART_MODES", "chaos_checks", "fast_fail", "judge",
+           "observe", "percentile", "postgres_restarts", "recovery",
+           "recover_from_history", "storage_checks", "supervisor_restarts"]
 
 REPORT = "chaos-report.json"
 HISTORY = "chaos-history.jsonl"
@@ -51,9 +50,21 @@ DEPENDENTS: dict[str, tuple[str, ...]] = {
     "voice": (h.VOICE_TURN,),
     "openclaw": (h.ACTION_READ,),  # a tier-0 action executes in OpenClaw at once
     "eva": (h.ACTION_PROPOSE,),
+    "postgresql": (h.MEMORY_WRITE, h.ACTION_PROPOSE),  # memory's ledger, EVA's and the gateway's
 }
 """The kinds of request whose success shows, end to end, that a service is back: each
 goes through that service, so no request that bypasses it can stand in for it."""
+ALL_DEPENDENTS: frozenset[str] = frozenset({"postgresql"})
+"""Targets that are back only once every one of their `DEPENDENTS` kinds succeeded again
+(PostgreSQL holds several services' ledgers: one of them writing again is not enough)."""
+PG_KINDS: tuple[str, ...] = (h.MEMORY_WRITE, h.MEMORY_SEARCH, h.CHAT, h.VOICE_TURN,
+                             h.ACTION_READ, h.ACTION_PROPOSE, h.ACTION_APPROVE)
+"""Every kind that needs PostgreSQL when the stack runs on it: an outage shows in any."""
+PG_RESTART = "pg-restart"
+PG_RESTART_MODES: tuple[str, ...] = ("fast", "immediate")
+"""`pg_ctl stop -m` modes the chaos gate restarts PostgreSQL with, each once per run."""
+LEDGERS: tuple[str, ...] = ("memory", "eva", "openclaw")
+"""The services whose ledgers the history is held against."""
 MEMORY_KINDS: tuple[str, ...] = (h.MEMORY_WRITE, h.MEMORY_SEARCH, h.CHAT)
 """Every kind that needs memory: a memory cut shows in any of them (fast-fail latency)."""
 MEMORY_TEXT = re.compile(r"^chaos memory ([0-9a-f]{32})$")
@@ -110,21 +121,6 @@ class Fault:
 
 
 # -- what the stack stored ------------------------------------------------------------
-def _rows(path: Path, sql: str) -> list[tuple[Any, ...]]:
-    """Rows of a read-only query; [] when the database or its table does not exist."""
-    if not path.is_file():
-        return []
-    conn = connect(path, readonly=True)
-    try:
-        return [tuple(r) for r in conn.execute(sql).fetchall()]
-    except sqlite3.OperationalError as exc:
-        if "no such table" in str(exc):
-            return []
-        raise
-    finally:
-        conn.close()
-
-
 def _count(counts: dict[str, int], pattern: re.Pattern[str], text: object) -> None:
     match = pattern.match(text) if isinstance(text, str) else None
     if match is not None:
@@ -132,31 +128,32 @@ def _count(counts: dict[str, int], pattern: re.Pattern[str], text: object) -> No
 
 
 def observe(home: Home) -> tuple[Observed, dict[str, Any]]:
-    """Read what the stack stored (databases read-only, workspace files), after it stopped."""
-    memory_db, eva_db = home.db_path("memory"), home.db_path("eva")
+    """Read what the stack stored (read-only, through the home's storage backend: SQLite
+    files or the schemas on PostgreSQL; and the workspace files), after it stopped."""
     memory_keys: dict[str, int] = {}
     memory_ids = set()
-    for mem_id, content in _rows(memory_db, "SELECT id, content FROM memories"):
+    for mem_id, content in read_rows(home, "memory", "SELECT id, content FROM memories"):
         memory_ids.add(str(mem_id))
         _count(memory_keys, MEMORY_TEXT, content)
     turn_keys: dict[str, int] = {}
     voice_keys: dict[str, int] = {}
     turn_ids = set()
-    for turn_id, role, content in _rows(memory_db, "SELECT id, role, content FROM turns"):
+    for turn_id, role, content in read_rows(home, "memory",
+                                               "SELECT id, role, content FROM turns"):
         turn_ids.add(str(turn_id))
         if role == "user":
             _count(turn_keys, TURN_TEXT, content)
             _count(voice_keys, VOICE_TEXT, content)
     action_keys: dict[str, str] = {}
-    for action_id, args in _rows(eva_db, "SELECT action_id, args FROM decisions"):
+    for action_id, args in read_rows(home, "eva", "SELECT action_id, args FROM decisions"):
         path = json.loads(args).get("path") if isinstance(args, str) else None
         match = ACTION_PATH.match(path) if isinstance(path, str) else None
         if match is not None:
             action_keys[str(action_id)] = match.group(1)
     executed: list[tuple[str, str | None]] = []
     approved: set[str] = set()
-    for kind, action_id, detail in _rows(
-            eva_db, "SELECT kind, action_id, detail FROM audit_log "
+    for kind, action_id, detail in read_rows(
+            home, "eva", "SELECT kind, action_id, detail FROM audit_log "
                     "WHERE kind IN ('executed', 'approved') ORDER BY seq"):
         if action_id not in action_keys:
             continue  # not a chaos tier-2 action (tier-0 reads are executed too)
@@ -165,8 +162,8 @@ def observe(home: Home) -> tuple[Observed, dict[str, Any]]:
         else:
             jti = json.loads(detail).get("jti")
             executed.append((str(action_id), jti if isinstance(jti, str) else None))
-    grants = [(str(j), str(a)) for j, a in _rows(
-        home.db_path("openclaw"), "SELECT jti, action_id FROM consumed_grants")
+    grants = [(str(j), str(a)) for j, a in read_rows(
+        home, "openclaw", "SELECT jti, action_id FROM consumed_grants")
         if str(a) in action_keys]
     effects: dict[str, int] = {}
     foreign_lines = 0
@@ -176,8 +173,11 @@ def observe(home: Home) -> tuple[Observed, dict[str, Any]]:
         lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
         effects[key] = sum(1 for line in lines if line == key)
         foreign_lines += sum(1 for line in lines if line != key)
-    chain = audit.verify(eva_db)
-    facts = {"audit_chain_ok": chain.ok, "audit_records": chain.count,
+    chain = verify_audit(home)
+    facts = {"storage_backend": backend_of(home),
+             "ledger_files": sorted(p.name for p in (home.db_path(s) for s in LEDGERS)
+                                    if p.exists()),
+             "audit_chain_ok": chain.ok, "audit_records": chain.count,
              "audit_reason": chain.reason, "foreign_lines_in_action_files": foreign_lines,
              "memory_rows": len(memory_ids), "turn_rows": len(turn_ids),
              "action_files": len(effects)}
@@ -202,19 +202,24 @@ def _latency(ops: Sequence[Operation]) -> dict[str, Any]:
 def fast_fail(history: History, faults: Sequence[Fault]) -> dict[str, Any]:
     """Latency of the dependent requests sent while a dependency was cut off or stopped.
 
-    One entry per proxy phase ("proxy-drop", "proxy-delay") and per SIGSTOP
-    ("sigstop:<service>"): how many requests, and the latency of the failed ones
+    One entry per proxy phase ("proxy-drop", "proxy-delay"), per SIGSTOP
+    ("sigstop:<service>") and per PostgreSQL restart ("pg-restart:<mode>", from the
+    stop to the server answering again): how many requests, and the latency of the failed ones
     and of all of them (p50/p99/max, by answer code).
     """
     out: dict[str, Any] = {}
     for fault in faults:
+        kinds = MEMORY_KINDS if fault.target == "memory" else DEPENDENTS[fault.target]
         if fault.kind.startswith("proxy-"):
             name, end = fault.kind, fault.detail.get("healed_at_s", fault.at_s)
         elif fault.kind == "sigstop":
             name, end = f"sigstop:{fault.target}", fault.detail.get("resumed_at_s", fault.at_s)
+        elif fault.kind == PG_RESTART:
+            name, end = f"{PG_RESTART}:{fault.detail.get('mode')}", \
+                fault.detail.get("back_at_s", fault.at_s)
+            kinds = PG_KINDS
         else:
             continue
-        kinds = MEMORY_KINDS if fault.target == "memory" else DEPENDENTS[fault.target]
         window = [op for op in history.ops()
                   if op.kind in kinds and fault.at_s <= op.invoked_s < end]
         failed = [op for op in window if op.outcome != "ok"]
@@ -265,10 +270,12 @@ def recover_from_history(faults: Sequence[Fault], history: History,
         kinds = DEPENDENTS.get(fault.target, ())
         after = [] if since is None else [op for op in ops
                                           if op.kind in kinds and op.invoked_s >= since]
-        first = next((op for op in after if op.outcome == "ok" and op.completed_s is not None),
-                     None)
-        e2e = None if first is None or since is None or first.completed_s is None \
-            else first.completed_s - since
+        groups = [(k,) for k in kinds] if fault.target in ALL_DEPENDENTS else [kinds]
+        firsts = [next((op.completed_s for op in after if op.kind in group
+                        and op.outcome == "ok" and op.completed_s is not None), None)
+                  for group in groups]
+        e2e = None if since is None or not firsts or None in firsts \
+            else max(f for f in firsts if f is not None) - since
         ready_in_time = fault.ready_s is not None and fault.ready_s <= deadline_s
         detail = dict(fault.detail) | {"exercised_after": len(after)}
         out.append(Fault(fault.kind, fault.target, fault.at_s, fault.at, detail,
@@ -280,8 +287,13 @@ def recover_from_history(faults: Sequence[Fault], history: History,
 def chaos_checks(profile: Mapping[str, Any], history: History, faults: Sequence[Fault],
                  checked: h.HistoryChecks, stored: Mapping[str, Any],
                  sessions: Mapping[str, Any], restarts: Mapping[str, int],
-                 fails: Mapping[str, Any], leftovers: Sequence[int]) -> list[Check]:
+                 fails: Mapping[str, Any], leftovers: Sequence[int],
+                 storage: Mapping[str, Any] | None = None) -> list[Check]:
     """Every check of the verdict: validity of the run first, then the criteria.
+
+    `storage`: the backend that ran (`{"backend": ...}`, the report's "storage"; None
+    for a report from before PostgreSQL runs: SQLite). On PostgreSQL each restart mode
+    of `PG_RESTART_MODES` must have restarted the server (`postgres_restarts`).
 
     `faults` must come from `recover_from_history`. `sessions`: `acknowledged`
     (session id -> its stop was acknowledged) and `active_at_end` (the ids the
@@ -320,6 +332,7 @@ def chaos_checks(profile: Mapping[str, Any], history: History, faults: Sequence[
                                  if s != "gateway")),
         Check("fast_fail_samples", ">= 1 failed request while memory was dropped",
               drop.get("count", 0), drop.get("count", 0) >= 1, kind=VALIDITY),
+        *storage_checks(profile, storage or {"backend": "sqlite"}, stored, faults),
     ]
     for rule in h.HistoryChecks.RULES:
         checks.append(Check(rule, 0, counts[rule], counts[rule] == 0,
@@ -358,6 +371,52 @@ def chaos_checks(profile: Mapping[str, Any], history: History, faults: Sequence[
     return checks
 
 
+def postgres_restarts(faults: Sequence[Fault]) -> dict[str, str]:
+    """Per restart mode, whether it took effect: a new postmaster (another pid, a later
+    `pg_postmaster_start_time()`) and a request that failed while it was down."""
+    seen: dict[str, str] = {mode: "never restarted" for mode in PG_RESTART_MODES}
+    for fault in faults:
+        if fault.kind != PG_RESTART:
+            continue
+        d = fault.detail
+        new_server = (d.get("pid") is not None and d.get("new_pid") not in (None, d["pid"])
+                      and isinstance(d.get("started"), str)
+                      and isinstance(d.get("new_started"), str)
+                      and d["new_started"] > d["started"])
+        if not new_server:
+            verdict = (f"the same server answered after it (pid {d.get('pid')} -> "
+                       f"{d.get('new_pid')}, started {d.get('started')} -> "
+                       f"{d.get('new_started')})")
+        elif fault.effect_s is None:
+            verdict = "no request failed while it was down"
+        else:
+            verdict = "restarted"
+        seen[str(d.get("mode"))] = verdict
+    return seen
+
+
+def storage_checks(profile: Mapping[str, Any], storage: Mapping[str, Any],
+                   stored: Mapping[str, Any], faults: Sequence[Fault]) -> list[Check]:
+    """The run was on the backend its profile names (and, on PostgreSQL, no ledger file
+    was written beside it); on PostgreSQL the server restarts took effect."""
+    wanted = str(profile.get("storage", "sqlite"))
+    ran = {"profile": wanted, "report": storage.get("backend"),
+           "observed": stored.get("storage_backend", "sqlite")}
+    files = list(stored.get("ledger_files") or [])
+    checks = [Check("storage_as_profiled", f"{wanted} throughout", ran | {"ledger_files": files},
+                    set(ran.values()) == {wanted} and (wanted == "sqlite" or not files),
+                    kind=VALIDITY,
+                    detail="the backend named by the profile is the one the stack wrote to")]
+    if wanted == "postgresql":
+        restarts = postgres_restarts(faults)
+        checks.append(Check("postgres_restarts_took_effect",
+                            {mode: "restarted" for mode in PG_RESTART_MODES}, restarts,
+                            all(v == "restarted" for v in restarts.values()), kind=VALIDITY,
+                            detail=f"pg_ctl stop -m {' / '.join(PG_RESTART_MODES)}, then a "
+                                   "start, under load"))
+    return checks
+
+
 def _load_report(run_dir: Path) -> tuple[dict[str, Any], list[Operation]]:
     report_path, history_path = run_dir / REPORT, run_dir / HISTORY
     try:
@@ -390,7 +449,7 @@ def judge(run_dir: Path) -> Verdict:
         checks = chaos_checks(profile, history, faults, h.check_history(history, observed),
                               report["stored"], report["sessions"],
                               report["supervisor_restarts"], fast_fail(history, faults),
-                              report["orphans"])
+                              report["orphans"], report.get("storage"))
     except (KeyError, TypeError, ValueError) as exc:
         raise ConfigError(f"{run_dir / REPORT} is incomplete: {type(exc).__name__}: {exc}",
                           key="evidence") from exc

@@ -13,6 +13,12 @@ recover, wait for recovery.
               timeout, then SIGCONT
     drop      the proxy resets every connection to memory, then passes again
     delay     the proxy holds every chunk beyond the client timeout, then passes
+    pg-restart  with `storage = "postgresql"` (`--storage postgresql`): the stack runs
+              on a PostgreSQL server of the run's own, stopped under load with
+              `pg_ctl stop -m fast`, started again, then once more with `-m
+              immediate` (crash recovery at the start); the services reconnect on
+              their own (`kit/pg.py`: a broken connection is dropped, the next call
+              opens a new one)
 
 Recovery is measured per fault: from the fault (kill, SIGCONT, proxy back to
 pass) to the service's /readyz answering 200, and to the first successful
@@ -62,6 +68,9 @@ from sonia.gates.chaos.evidence import (
     DEPENDENTS,
     HISTORY,
     MEMORY_KINDS,
+    PG_KINDS,
+    PG_RESTART,
+    PG_RESTART_MODES,
     REPORT,
     Fault,
     fast_fail,
@@ -75,6 +84,8 @@ from sonia.gates.chaos.tcp_proxy import TcpProxy
 from sonia.gates.common.evidence import Verdict, capture_environment, write_json
 from sonia.gates.common.processes import orphans
 from sonia.gates.common.progress import GateProgress
+from sonia.gates.common.storage import gate_storage
+from sonia.pgserver import PostgresServer
 from sonia.supervisor.process import RUN_MARKER_ENV
 from sonia.testing import FreshStack
 
@@ -105,6 +116,11 @@ class ChaosProfile:
     voice_rate: float = 0.5
     request_timeout_s: float = 30.0
     max_in_flight_per_kind: int = 64
+    storage: str = "sqlite"
+    """where the stack keeps its ledgers: sqlite, or postgresql (a server of the run's own,
+    restarted under load once per mode of `PG_RESTART_MODES`)"""
+    pg_down_seconds: float = 3.0
+    """how long PostgreSQL stays stopped in each restart (then it is started again)"""
 
 
 EVIDENCE_FILES: tuple[str, ...] = ("chaos-report.json", "chaos-history.jsonl")
@@ -124,7 +140,7 @@ PROFILES = {
         warmup_seconds=10.0, settle_seconds=5.0, cooldown_seconds=10.0,
         recovery_deadline_s=45.0, memory_write_rate=4.0, memory_search_rate=2.0,
         chat_rate=2.0, session_rate=1.0, action_read_rate=1.0, action_rate=2.0,
-        min_ok_per_kind=20, voice_rate=1.0),
+        min_ok_per_kind=20, voice_rate=1.0, pg_down_seconds=10.0),
 }
 
 
@@ -136,8 +152,9 @@ class Chaos:
     """One run of traffic and faults against a running stack (the async part of the gate)."""
 
     def __init__(self, stack: FreshStack, proxy: TcpProxy, profile: ChaosProfile,
-                 progress: GateProgress) -> None:
+                 progress: GateProgress, postgres: PostgresServer | None = None) -> None:
         self.stack = stack
+        self.postgres = postgres
         self.proxy = proxy
         self.profile = profile
         self.progress = progress
@@ -489,9 +506,52 @@ class Chaos:
         fault.detail["healed_at_s"] = round(healed, 3)
         await self._recover(fault, "memory", healed)
 
+    async def restart_postgres(self, mode: str) -> None:
+        """`pg_ctl stop -m MODE`, PostgreSQL down for `pg_down_seconds`, then started again
+        on the same folder and port; the services must reconnect on their own.
+
+        Effect: a request needing PostgreSQL failed while it was down, and another
+        postmaster (pid, start time) answers after it. Recovery: from the server
+        answering again to every service ready and every `DEPENDENTS["postgresql"]`
+        kind served end to end."""
+        server = self.postgres
+        assert server is not None
+        pid, started = await asyncio.to_thread(server.started)
+        fault = self._fault(PG_RESTART, "postgresql", mode=mode, pid=pid, started=started,
+                            seconds=self.profile.pg_down_seconds)
+
+        async def failing() -> bool:
+            return any(op.kind in PG_KINDS and op.invoked_s >= fault.at_s
+                       and op.outcome in ("failed", "unknown") for op in self.history.ops())
+
+        try:
+            fault.detail["exit_code"] = await asyncio.to_thread(server.shutdown, mode)
+            fault.detail["stopped_at_s"] = round(self.history.now(), 3)
+            seen = await self.wait_for(failing, self.profile.pg_down_seconds)
+            fault.effect_s = None if seen is None else seen - fault.at_s
+            await asyncio.sleep(max(0.0, fault.at_s + self.profile.pg_down_seconds
+                                    - self.history.now()))
+        finally:
+            await asyncio.to_thread(server.start_again)
+        back = self.history.now()
+        new_pid, new_started = await asyncio.to_thread(server.started)
+        fault.detail |= {"new_pid": new_pid, "new_started": new_started,
+                         "back_at_s": round(back, 3)}
+
+        async def everything_ready() -> bool:
+            return all(await asyncio.gather(*(self.ready(s) for s in SERVICES)))
+
+        ready_at = await self.wait_for(everything_ready, self.profile.recovery_deadline_s)
+        ends = [await self.wait_e2e((kind,), back) for kind in DEPENDENTS["postgresql"]]
+        fault.recovered_at_s = back
+        fault.ready_s = None if ready_at is None else ready_at - back
+        fault.e2e_s = None if None in ends else max(e for e in ends if e is not None) - back
+        fault.recovered = fault.ready_s is not None and fault.e2e_s is not None
+
     async def _faults(self) -> None:
         p = self.profile
-        total = p.kills_per_service * len(SERVICES) + len(p.stop_services) + 2
+        restarts = PG_RESTART_MODES if self.postgres is not None else ()
+        total = p.kills_per_service * len(SERVICES) + len(p.stop_services) + 2 + len(restarts)
         task = self.progress.task("chaos faults", total)
         await asyncio.sleep(p.warmup_seconds)
         for _ in range(p.kills_per_service):
@@ -508,6 +568,10 @@ class Chaos:
         await asyncio.sleep(p.settle_seconds)
         await self.cut("delay", p.delay_seconds)
         self.progress.advance(task)
+        for mode in restarts:
+            await asyncio.sleep(p.settle_seconds)
+            await self.restart_postgres(mode)
+            self.progress.advance(task)
         await asyncio.sleep(p.cooldown_seconds)
 
     # -- after the faults -----------------------------------------------------------
@@ -585,30 +649,34 @@ class Chaos:
 
 
 def run(run_dir: Path, profile: ChaosProfile, progress: GateProgress) -> Verdict:
-    marker = f"chaos-{uuid.uuid4().hex}"
-    os.environ[RUN_MARKER_ENV] = marker
     wall = _wall()
-    try:
-        with TcpProxy() as proxy, FreshStack(
-                run_dir / "stack-home",
-                config={"upstreams": {"memory": proxy.url}}) as stack:
-            proxy.set_target(stack.settings.port_of("memory"))
-            ready = stack.up()
-            chaos = Chaos(stack, proxy, profile, progress)
-            asyncio.run(chaos.run())
-            restarts = supervisor_restarts(stack.home)
-            down = stack.down()
-            leftovers = orphans(marker) + down.leftovers_killed
-            proxy_stats = asdict(proxy.stats())
-    finally:
-        os.environ.pop(RUN_MARKER_ENV, None)
-    observed, facts = observe(stack.home)
+    with gate_storage(profile.storage) as storage:
+        marker = f"chaos-{uuid.uuid4().hex}"
+        os.environ[RUN_MARKER_ENV] = marker
+        try:
+            with TcpProxy() as proxy, FreshStack(
+                    run_dir / "stack-home",
+                    config={"upstreams": {"memory": proxy.url}} | storage.config()) as stack:
+                storage.prepare(stack.home)
+                proxy.set_target(stack.settings.port_of("memory"))
+                ready = stack.up()
+                chaos = Chaos(stack, proxy, profile, progress, storage.server)
+                asyncio.run(chaos.run())
+                restarts = supervisor_restarts(stack.home)
+                down = stack.down()
+                leftovers = orphans(marker) + down.leftovers_killed
+                proxy_stats = asdict(proxy.stats())
+        finally:
+            os.environ.pop(RUN_MARKER_ENV, None)
+        observed, facts = observe(stack.home)  # through the backend, still running
+        storage_facts = storage.facts()
     with open(run_dir / HISTORY, "w", encoding="utf-8") as out:
         for op in chaos.history:
             out.write(json.dumps(op.to_dict(), sort_keys=True) + "\n")
     write_json(run_dir / REPORT, {
         "gate": "chaos",
         "profile": asdict(profile),
+        "storage": storage_facts,
         "started_at": wall,
         "duration_s": round(chaos.history.now(), 2),
         "stack_ready_s": {k: round(v, 3) for k, v in ready.items()},
