@@ -462,6 +462,22 @@ def _storage_checks(profile: Mapping[str, Any], storage: Mapping[str, Any]) -> l
     return checks
 
 
+def _sqlite_checks(profile: Mapping[str, Any], facts: Mapping[str, Any],
+                   intact: Mapping[str, Any], after: Mapping[str, Any]) -> list[Check]:
+    """The restored SQLite files: intact, and intact again after the restored stack ran.
+    On SQLite there must be some; on PostgreSQL every ledger is in the server (the
+    dump's checks judge it) and a SQLite file, if one appears, is judged the same."""
+    on_sqlite = str(profile.get("storage", "sqlite")) == "sqlite"
+    if not on_sqlite and not facts and not after:
+        return []
+    return [
+        Check("databases restored intact", "integrity ok, digests = manifest",
+              intact or "all", bool(facts) and not intact),
+        Check("integrity after the restored stack ran", "ok", after,
+              bool(after) and all(v == "ok" for v in after.values())),
+    ]
+
+
 def judge(run_dir: Path) -> Verdict:
     """The durability verdict, derived from `restore-drill.json` only (never verdict.json).
 
@@ -540,8 +556,7 @@ def judge(run_dir: Path) -> Verdict:
         Check("every database in the backup", {"missing": []}, {"missing": missing,
               "in_data_dir": in_dir}, not missing,
               detail=f"not in the manifest: {', '.join(missing)}" if missing else ""),
-        Check("databases restored intact", "integrity ok, digests = manifest",
-              intact or "all", bool(facts) and not intact),
+        *_sqlite_checks(profile, facts, intact, after)[:1],
         Check("restored audit chain verifies", True, chain.get("ok"), chain.get("ok") is True,
               detail=str(chain.get("reason") or "")),
         Check("unexpected errors", 0, unexpected, not any(unexpected.values()),
@@ -551,8 +566,7 @@ def judge(run_dir: Path) -> Verdict:
               {"restored": len(seqs), "newest": max(seqs, default=0)}, prefix),
         Check("restored records served by search", "every sampled canary found",
               search, bool(search) and all(search.values())),
-        Check("integrity after the restored stack ran", "ok", after,
-              bool(after) and all(v == "ok" for v in after.values())),
+        *_sqlite_checks(profile, facts, intact, after)[1:],
         Check("RTO (kill to restored stack ready)", {"seconds_below": rto_target},
               rto_s, rto_s < rto_target),
         *_storage_checks(profile, data.get("storage") or {"backend": "sqlite"}),

@@ -9,7 +9,8 @@ never above, and no two services import each other (they talk over HTTP):
     home                              the home directory, secrets, API keys
     kit                               what every service is built from
     actions                           tool specs, policy, plans, grants, ledger, audit
-    services.<name>, backup, pgdump   the six services (each alone) and the data tools
+    services.<name>, backup, pgdump,  the six services (each alone) and the data tools
+    replica                           (a replica home is made from a home's files)
     services (runner), supervisor,    starting services, watching processes,
     testing, pgserver                 the in-process test client, a throwaway PostgreSQL
     gates, release                    the release gates and the bundle
@@ -36,7 +37,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("home",),
     ("kit",),
     ("actions",),
-    ("services.*", "backup", "pgdump"),
+    ("services.*", "backup", "pgdump", "replica"),
     ("services", "supervisor", "testing", "pgserver"),
     ("gates", "release"),
     ("cli", "__main__"),

@@ -168,7 +168,10 @@ def test_the_drill_counts_only_backups_that_began_after_its_data_was_in_place(
 
 
 def on_postgresql(drill: dict[str, Any], **storage: Any) -> None:
+    """The drill as a PostgreSQL run records it: every ledger in the server, no SQLite."""
     drill["profile"]["storage"] = "postgresql"
+    drill["restore"]["databases"], drill["integrity_after_run"] = {}, {}
+    drill["data_dir_databases"], drill["backups"]["restored"]["databases"] = [], {}
     schemas = ["eva", "gateway", "memory", "openclaw"]
     drill["storage"] = {"backend": "postgresql", "schemas_after_loss": [],
                         "dump_schemas": schemas, "restored_schemas": schemas} | storage
@@ -191,6 +194,25 @@ def test_a_postgresql_drill_is_judged_on_its_dump(tmp_path: Path) -> None:
     status, failed = verdict_of(tmp_path / "nodump", lambda d: on_postgresql(
         d, dump_schemas=[]))
     assert status == "NO-GO" and "PostgreSQL dump restored" in failed
+
+
+def test_restored_sqlite_files_are_judged_on_either_backend(tmp_path: Path) -> None:
+    """On SQLite a drill that restored no database proves nothing (NO-GO); on
+    PostgreSQL no SQLite file is expected, but one that is there must be intact."""
+    def nothing_restored(d: dict[str, Any]) -> None:
+        d["restore"]["databases"], d["integrity_after_run"] = {}, {}
+
+    status, failed = verdict_of(tmp_path / "sqlite", nothing_restored)
+    assert status == "NO-GO" and "databases restored intact" in failed
+
+    def a_torn_sqlite_file(d: dict[str, Any]) -> None:
+        on_postgresql(d)
+        d["restore"]["databases"] = {"gateway.db": {"present": True,
+                                                    "integrity_check": "malformed"}}
+        d["integrity_after_run"] = {"gateway.db": "ok"}
+
+    status, failed = verdict_of(tmp_path / "postgresql", a_torn_sqlite_file)
+    assert status == "NO-GO" and "databases restored intact" in failed
 
 
 def test_a_drill_that_ran_on_another_backend_than_its_profile_is_invalid(
