@@ -65,6 +65,8 @@ PG_RESTART_MODES: tuple[str, ...] = ("fast", "immediate")
 """`pg_ctl stop -m` modes the chaos gate restarts PostgreSQL with, each once per run."""
 LEDGERS: tuple[str, ...] = ("memory", "eva", "openclaw")
 """The services whose ledgers the history is held against."""
+DATABASES: tuple[str, ...] = (*LEDGERS, "gateway")
+"""Every service with a database: on PostgreSQL none may write a SQLite file."""
 MEMORY_KINDS: tuple[str, ...] = (h.MEMORY_WRITE, h.MEMORY_SEARCH, h.CHAT)
 """Every kind that needs memory: a memory cut shows in any of them (fast-fail latency)."""
 MEMORY_TEXT = re.compile(r"^chaos memory ([0-9a-f]{32})$")
@@ -175,7 +177,7 @@ def observe(home: Home) -> tuple[Observed, dict[str, Any]]:
         foreign_lines += sum(1 for line in lines if line != key)
     chain = verify_audit(home)
     facts = {"storage_backend": backend_of(home),
-             "ledger_files": sorted(p.name for p in (home.db_path(s) for s in LEDGERS)
+             "ledger_files": sorted(p.name for p in (home.db_path(s) for s in DATABASES)
                                     if p.exists()),
              "audit_chain_ok": chain.ok, "audit_records": chain.count,
              "audit_reason": chain.reason, "foreign_lines_in_action_files": foreign_lines,
