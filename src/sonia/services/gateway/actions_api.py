@@ -181,9 +181,9 @@ class Actions:
                     c, key.id, idempotency_key, claim))
                 raise
             answer = actions.answer_of_error(exc)
-        except Exception:
-            await self.gw.actions_db.write(lambda c: actions.release_claim(
-                c, key.id, idempotency_key, claim))
+        except BaseException:  # cancelled too: a shutdown's grace ran out under it
+            await asyncio.shield(self.gw.actions_db.write(lambda c: actions.release_claim(
+                c, key.id, idempotency_key, claim)))
             raise
         await self.gw.actions_db.write(lambda c: actions.keep_answer(
             c, key.id, idempotency_key, claim, answer))
