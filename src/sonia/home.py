@@ -111,6 +111,28 @@ class Home:
         return self.root / "sonia.toml"
 
     @property
+    def replica_marker(self) -> Path:
+        """Present in a replica home (`sonia init --replica-of`): names its source home,
+        where the deployment's keys are made and revoked (`replica.make_replica`)."""
+        return self.root / "replica-of"
+
+    def replica_source(self) -> str | None:
+        """The source home a replica was made from, as written; None for a source home."""
+        try:
+            return self.replica_marker.read_text(encoding="utf-8").strip() or "?"
+        except FileNotFoundError:
+            return None
+
+    def _refuse_key_change_on_a_replica(self) -> None:
+        """Keys are the deployment's: a replica's copy is replaced by the next sync, so a
+        key made or revoked here alone would be undone, or would differ between gateways."""
+        source = self.replica_source()
+        if source is not None:
+            raise ConfigError(f"{self.root} is a replica of {source}: make and revoke keys "
+                              "there, then run `sonia init --replica-of` here again",
+                              key="home")
+
+    @property
     def secrets(self) -> Path:
         return self.root / "secrets"
 
@@ -423,6 +445,7 @@ class Home:
         must be free or revoked (revoke the lost key first, `sonia keys revoke`)."""
         if role not in ROLES:
             raise ConfigError(f"role must be one of {', '.join(ROLES)}, not {role!r}", key="role")
+        self._refuse_key_change_on_a_replica()
         with self._api_keys_locked():
             records = self._read_api_key_records()
             if key_id is None:
@@ -458,6 +481,7 @@ class Home:
         request, and console sessions die with their key); None when no key has that id.
         Revoking a revoked key changes nothing. The record stays, so the id keeps naming
         its owner in audit records and can be re-issued (`create_api_key(key_id=...)`)."""
+        self._refuse_key_change_on_a_replica()
         with self._api_keys_locked():
             records = self._read_api_key_records()
             found = next((r for r in records if r.get("id") == key_id), None)

@@ -17,12 +17,13 @@ shared (copied from the source, replaced on every run, so running it again after
     secrets/postgres_password the same `[storage] url` needs the same password
     policies/*.toml           the tool tiers and command allowlist: both EVAs
                               must decide an action alike
-    sonia.toml                all of it but `base_port` (the replica's own) and
-                              `ports` (overrides of the source's ports; dropped)
+    sonia.toml                all of it but what is the host's or the process's own:
+                              `base_port`, `ports`, `bind`, `binds`, `upstreams`
+                              (`HOST_KEYS`: dropped when the replica is made,
+                              the replica's own kept when it is synced again)
 
 its own (never copied: these are one process's or one host's):
-    data/       SQLite files, used only for what is not yet on PostgreSQL (the
-                gateway's chat sessions, paused turns and console sessions)
+    data/       SQLite files (none is written while storage is PostgreSQL)
     logs/, run/ a service's logs and pid files, the supervisor's state
     workspace/  the files OpenClaw acts on. A grant runs once across every
                 OpenClaw of the database (its ledger is there), in the
@@ -31,8 +32,12 @@ its own (never copied: these are one process's or one host's):
                 which is outside Sonia
     artifacts/, backups/
 
-A home that stores in SQLite has no replica (its ledgers are its own files), and
-a home that exists with other tokens is another deployment: both are refused.
+A replica is marked (`Home.replica_marker`, naming its source), and keys are made
+and revoked only at the source (`Home.create_api_key` refuses on a replica): a
+replica's copy is replaced at every sync. A home that stores in SQLite has no
+replica (its ledgers are its own files); a home that exists with other tokens is
+another deployment; a replica is not a source, and a source (tokens alike, no
+marker: the arguments swapped) is not made a replica: all are refused.
 TLS files are the host's own and are not copied; a `[tls]` that names relative
 files needs them in the replica before it starts (`Home.check` says which).
 """
@@ -49,7 +54,10 @@ from sonia.config import Settings
 from sonia.errors import ConfigError
 from sonia.home import PRIVATE_FILE_MODE, Home
 
-__all__ = ["make_replica"]
+__all__ = ["HOST_KEYS", "make_replica"]
+
+HOST_KEYS = ("base_port", "ports", "bind", "binds", "upstreams")
+"""Settings that are the host's or the process's own: never taken from the source."""
 
 
 def make_replica(source: Home, target: Home, *, base_port: int | None = None) -> Settings:
@@ -62,6 +70,11 @@ def make_replica(source: Home, target: Home, *, base_port: int | None = None) ->
                           key="storage.url")
     if target.root == source.root:
         raise ConfigError("a home is not its own replica", key="home")
+    if source.replica_source() is not None:
+        raise ConfigError(f"{source.root} is itself a replica (of "
+                          f"{source.replica_source()}): make replicas from that home",
+                          key="home")
+    own: dict[str, object] = {}
     if target.exists:
         try:
             same = target.all_tokens() == source.all_tokens()
@@ -70,22 +83,43 @@ def make_replica(source: Home, target: Home, *, base_port: int | None = None) ->
         if not same:
             raise ConfigError(f"{target.root} is a home with its own tokens, not a replica "
                               f"of {source.root}: choose a new folder", key="home")
-    target.init(base_port=base_port or settings.base_port)
+        if target.replica_source() is None:
+            raise ConfigError(f"{target.root} is not a replica but a home of this "
+                              f"deployment (a source?): were --home and --replica-of "
+                              "swapped?", key="home")
+        mine = tomlkit.parse(target.config_file.read_text())
+        own = {key: mine[key] for key in HOST_KEYS if key in mine}
+    target.init(base_port=base_port or int(str(own.get("base_port", settings.base_port))))
+    files.write_atomic(target.replica_marker, f"{source.root}\n".encode(), mode=0o644)
     for service in SERVICES:
-        _copy_private(source.token_file(service).read_bytes(), target.token_file(service))
+        _copy_private(_read(source.token_file(service)), target.token_file(service))
     for path in (source.grant_key_file, source.api_keys_file, source.backup_key_file,
                  source.storage_password_file):
         if path.exists():
-            _copy_private(path.read_bytes(), target.secrets / path.name)
+            _copy_private(_read(path), target.secrets / path.name)
     for policy in source.policies.glob("*.toml"):
-        files.write_atomic(target.policies / policy.name, policy.read_bytes(),
-                           mode=_mode(policy))
+        files.write_atomic(target.policies / policy.name, _read(policy), mode=_mode(policy))
     document = tomlkit.parse(source.config_file.read_text())
-    document["base_port"] = base_port or settings.base_port
-    document.pop("ports", None)
+    for key in HOST_KEYS:
+        document.pop(key, None)
+    for key, value in own.items():
+        document[key] = value
+    document["base_port"] = base_port or own.get("base_port") or settings.base_port
     files.write_atomic(target.config_file, tomlkit.dumps(document).encode(),
                        mode=_mode(source.config_file))
     return target.check()
+
+
+def _read(path: Path) -> bytes:
+    """A source file's bytes; a link is refused (a replica holds copies, and a link to
+    a secret would be copied frozen, or not at all when it dangles)."""
+    if path.is_symlink():
+        raise ConfigError(f"{path} is a symbolic link: a replica copies files; put the "
+                          "file itself in the source home", key="home")
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"cannot read {path}: {exc.strerror}", key="home") from None
 
 
 def _copy_private(data: bytes, path: Path) -> None:

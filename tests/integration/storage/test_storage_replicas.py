@@ -272,3 +272,17 @@ def test_a_request_whose_key_is_held_elsewhere_waits_for_that_answer(
     assert (answer.status_code, answer.json()) == (202, kept.body), \
         "the answer of the request that held the key, not a second action"
     assert not (b.home.workspace / "held.txt").exists()
+
+
+def test_a_replicas_gateway_refuses_to_revoke_a_key(pair: Pair) -> None:
+    """Keys are revoked at the source home (its copy is replaced at every sync): the
+    replica's gateway answers 403 and the key keeps working everywhere."""
+    a, b = pair
+    user = key_id(a.user_key)
+    refused = httpx.post(f"{b.url()}/v1/keys/{user}/revoke", headers=b.approver_headers(),
+                         timeout=30)
+    assert (refused.status_code, refused.json()["code"]) == (403, "FORBIDDEN")
+    assert "source home" in refused.json()["detail"]
+    for stack in (a, b):
+        assert httpx.get(f"{stack.url()}/v1/whoami", headers=a.user_headers(),
+                         timeout=30).status_code == 200

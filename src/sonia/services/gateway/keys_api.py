@@ -20,7 +20,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Path
 
-from sonia.errors import NotFound
+from sonia.errors import Forbidden, NotFound
 from sonia.home import ApiKey
 from sonia.services.gateway.state import Gateway
 
@@ -40,6 +40,9 @@ def routers(gw: Gateway) -> list[APIRouter]:
     @api.post("/keys/{key_id}/revoke")
     async def revoke(key: Approver, key_id: Annotated[str, Path(max_length=64)]
                      ) -> dict[str, Any]:
+        if home.replica_source() is not None:
+            raise Forbidden(f"keys are revoked at the source home of this replica "
+                            f"({home.replica_source()}), then copied here")
         revoked = await asyncio.to_thread(home.revoke_api_key, key_id) \
             if KEY_ID.match(key_id) else None
         if revoked is None:
