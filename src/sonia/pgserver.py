@@ -248,7 +248,15 @@ class PostgresServer:
         answers now: both change when the server really restarted."""
         with self.admin() as conn:
             row = conn.execute("SELECT pg_postmaster_start_time()").fetchone()
-        return self.process.pid, row[0].isoformat()
+        return self.postmaster_pid(), row[0].isoformat()
+
+    def postmaster_pid(self) -> int:
+        """The pid the running server wrote in its `postmaster.pid` (its own record, not
+        the process this object started, so a check of it can fail)."""
+        try:
+            return int((self.root / "data" / "postmaster.pid").read_text().split()[0])
+        except (OSError, ValueError, IndexError) as exc:
+            raise SupervisorError(f"no postmaster.pid under {self.root}: {exc}") from None
 
     def log_tail(self, chars: int = 4000) -> str:
         try:

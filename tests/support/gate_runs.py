@@ -517,7 +517,8 @@ def good_chaos_run(profile: Any = None) -> ChaosRun:
             at = drop_at + 20.0 * (n + 1)
             run.fault(PG_RESTART, "postgresql", at, mode=mode, pid=100 + n,
                       started=f"2026-01-01T00:0{n}:00+00:00", new_pid=200 + n,
-                      new_started=f"2026-01-01T00:0{n}:30+00:00", back_at_s=at + 3.0)
+                      new_started=f"2026-01-01T00:0{n}:30+00:00", stopped_at_s=at + 0.5,
+                      back_at_s=at + 3.0)
             run.faults[-1]["recovered_at_s"] = at + 3.0
             run.op(h.MEMORY_WRITE, at + 1.0, outcome="failed")
             run.op(h.MEMORY_WRITE, at + 4.0)

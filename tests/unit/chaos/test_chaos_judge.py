@@ -164,8 +164,35 @@ def test_a_restart_no_request_noticed_is_invalid(tmp_path: Path) -> None:
     status, failed = pg_verdict(tmp_path, lambda r: restart(r, "fast").__setitem__(
         "effect_s", None))
     assert status == "INVALID"
-    assert "no request failed" in failed["postgres_restarts_took_effect"].observed["fast"]
     assert "pg-restart:postgresql" in str(failed["faults_took_effect"].observed)
+
+    def no_failure_while_down(run: Run) -> None:
+        detail = restart(run, "fast")["detail"]
+        run.ops = [o for o in run.ops if not (
+            o["outcome"] == "failed"
+            and detail["stopped_at_s"] <= o["invoked_s"] < detail["back_at_s"])]
+
+    status, failed = pg_verdict(tmp_path / "history", no_failure_while_down)
+    assert status == "INVALID", "the judge reads the outage from the history itself"
+    assert "no request failed" in failed["postgres_restarts_took_effect"].observed["fast"]
+
+
+def test_a_failure_before_the_server_was_down_is_not_the_restarts_effect(
+    tmp_path: Path,
+) -> None:
+    """A request that failed before `pg_ctl stop` returned (say on a pooled connection
+    an earlier restart broke) says nothing of this restart."""
+    def failed_just_before(run: Run) -> None:
+        detail = restart(run, "immediate")["detail"]
+        for op in run.ops:
+            if op["outcome"] == "failed" and \
+                    detail["stopped_at_s"] <= op["invoked_s"] < detail["back_at_s"]:
+                op["invoked_s"] = detail["stopped_at_s"] - 0.2
+
+    status, failed = pg_verdict(tmp_path, failed_just_before)
+    assert status == "INVALID"
+    assert "no request failed" in \
+        failed["postgres_restarts_took_effect"].observed["immediate"]
 
 
 def test_a_restart_mode_that_never_ran_is_invalid(tmp_path: Path) -> None:

@@ -202,11 +202,14 @@ def test_a_restart_in_place_is_a_new_postmaster_that_kept_the_data(mode: str) ->
             conn.execute("INSERT INTO t VALUES (7)")
         before = server.started()
         old = psutil.Process(before[0])
+        assert "postgres" in old.name() and old.pid == server.process.pid, \
+            "the pid is the server's own record of its postmaster"
         server.shutdown(mode)
         assert not old.is_running() or old.status() == psutil.STATUS_ZOMBIE
         server.start_again()
         after = server.started()
         assert after[0] != before[0] and after[1] > before[1]
+        assert after[0] == server.process.pid
         assert server.port == int(url.rsplit(":", 1)[1].split("/")[0])
         with psycopg.connect(url, password=server.password) as conn:
             assert conn.execute("SELECT v FROM t").fetchall() == [(7,)]

@@ -34,7 +34,8 @@ from sonia.kit.client import DEFAULT_TIMEOUT_S
 from sonia.supervisor.state import read_json, state_file
 
 __all__ = ["CLIENT_TIMEOUT_S", "DEPENDENTS", "HISTORY", "MEMORY_KINDS", "REPORT", "Fault",
-           "PG_KINDS", "PG_RESTART", "PG_RESTART_MODES", "chaos_checks", "fast_fail", "judge",
+           "PG_KINDS", "PG_RESTART", "PG_RESTART_MODES", "chaos_checks", "failed_while_down",
+           "fast_fail", "judge",
            "observe", "percentile", "postgres_restarts", "recovery",
            "recover_from_history", "storage_checks", "supervisor_restarts"]
 
@@ -334,7 +335,8 @@ def chaos_checks(profile: Mapping[str, Any], history: History, faults: Sequence[
                                  if s != "gateway")),
         Check("fast_fail_samples", ">= 1 failed request while memory was dropped",
               drop.get("count", 0), drop.get("count", 0) >= 1, kind=VALIDITY),
-        *storage_checks(profile, storage or {"backend": "sqlite"}, stored, faults),
+        *storage_checks(profile, storage or {"backend": "sqlite"}, stored, faults,
+                        history.ops()),
     ]
     for rule in h.HistoryChecks.RULES:
         checks.append(Check(rule, 0, counts[rule], counts[rule] == 0,
@@ -373,7 +375,19 @@ def chaos_checks(profile: Mapping[str, Any], history: History, faults: Sequence[
     return checks
 
 
-def postgres_restarts(faults: Sequence[Fault]) -> dict[str, str]:
+def failed_while_down(fault: Fault, ops: Sequence[Operation]) -> int:
+    """Requests needing PostgreSQL sent while it was down (from `stopped_at_s`, when
+    `pg_ctl stop` had returned, to `back_at_s`) that failed or never answered: the
+    outage seen from outside, re-derived from the history (a failure before the stop,
+    say a pooled connection an earlier restart broke, is not this one's effect)."""
+    down, back = fault.detail.get("stopped_at_s"), fault.detail.get("back_at_s")
+    if not isinstance(down, int | float) or not isinstance(back, int | float):
+        return 0
+    return sum(1 for op in ops if op.kind in PG_KINDS and down <= op.invoked_s < back
+               and op.outcome in ("failed", "unknown"))
+
+
+def postgres_restarts(faults: Sequence[Fault], ops: Sequence[Operation]) -> dict[str, str]:
     """Per restart mode, whether it took effect: a new postmaster (another pid, a later
     `pg_postmaster_start_time()`) and a request that failed while it was down."""
     seen: dict[str, str] = {mode: "never restarted" for mode in PG_RESTART_MODES}
@@ -389,7 +403,7 @@ def postgres_restarts(faults: Sequence[Fault]) -> dict[str, str]:
             verdict = (f"the same server answered after it (pid {d.get('pid')} -> "
                        f"{d.get('new_pid')}, started {d.get('started')} -> "
                        f"{d.get('new_started')})")
-        elif fault.effect_s is None:
+        elif failed_while_down(fault, ops) == 0:
             verdict = "no request failed while it was down"
         else:
             verdict = "restarted"
@@ -398,7 +412,8 @@ def postgres_restarts(faults: Sequence[Fault]) -> dict[str, str]:
 
 
 def storage_checks(profile: Mapping[str, Any], storage: Mapping[str, Any],
-                   stored: Mapping[str, Any], faults: Sequence[Fault]) -> list[Check]:
+                   stored: Mapping[str, Any], faults: Sequence[Fault],
+                   ops: Sequence[Operation]) -> list[Check]:
     """The run was on the backend its profile names (and, on PostgreSQL, no ledger file
     was written beside it); on PostgreSQL the server restarts took effect."""
     wanted = str(profile.get("storage", "sqlite"))
@@ -410,7 +425,7 @@ def storage_checks(profile: Mapping[str, Any], storage: Mapping[str, Any],
                     kind=VALIDITY,
                     detail="the backend named by the profile is the one the stack wrote to")]
     if wanted == "postgresql":
-        restarts = postgres_restarts(faults)
+        restarts = postgres_restarts(faults, ops)
         checks.append(Check("postgres_restarts_took_effect",
                             {mode: "restarted" for mode in PG_RESTART_MODES}, restarts,
                             all(v == "restarted" for v in restarts.values()), kind=VALIDITY,

@@ -520,13 +520,16 @@ class Chaos:
         fault = self._fault(PG_RESTART, "postgresql", mode=mode, pid=pid, started=started,
                             seconds=self.profile.pg_down_seconds)
 
-        async def failing() -> bool:
-            return any(op.kind in PG_KINDS and op.invoked_s >= fault.at_s
+        down_at = float("inf")
+
+        async def failing() -> bool:  # sent once the server was down (not before)
+            return any(op.kind in PG_KINDS and op.invoked_s >= down_at
                        and op.outcome in ("failed", "unknown") for op in self.history.ops())
 
         try:
             fault.detail["exit_code"] = await asyncio.to_thread(server.shutdown, mode)
-            fault.detail["stopped_at_s"] = round(self.history.now(), 3)
+            down_at = self.history.now()
+            fault.detail["stopped_at_s"] = round(down_at, 3)
             seen = await self.wait_for(failing, self.profile.pg_down_seconds)
             fault.effect_s = None if seen is None else seen - fault.at_s
             await asyncio.sleep(max(0.0, fault.at_s + self.profile.pg_down_seconds
