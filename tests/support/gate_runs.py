@@ -331,6 +331,7 @@ def good_drill(profile: Any = None) -> dict[str, Any]:
         "seed": 7,
         "rpo_objective_h": 6.0,
         "configured_interval_h": 6.0,
+        "storage": {"backend": "sqlite", "restored_stack_backend": "sqlite"},
         "setup": {"tier0_actions": 3, "errors": []},
         "canary": {"acknowledged": acked,
                    "errors": [{"seq": 51, "error": "ReadError", "sent_at": KILL_AT - 0.01,

@@ -303,6 +303,17 @@ def _served(stack: FreshStack, key: str, written: list[tuple[int, str, float]],
     return {"restored": restored, "unexpected": unexpected, "search": searched}
 
 
+def _memory_backend(stack: FreshStack) -> str | None:
+    """The backend the restored stack's memory service says it serves from (its
+    `/v1/stats`): observed, where the run's own configuration is only what was asked."""
+    try:
+        r = httpx.get(stack.url("memory") + "/v1/stats", timeout=30,
+                      headers=stack.service_headers("gateway"))
+        return str(r.json()["backend"]) if r.status_code == 200 else None
+    except (httpx.HTTPError, ValueError, KeyError, TypeError):
+        return None
+
+
 def _product_interval_h() -> float:
     """The interval a home gets from `sonia init`, when the backup holds no config."""
     return float(tomllib.loads(DEFAULT_CONFIG.format(base_port=7000))["backup"]["interval_hours"])
@@ -378,6 +389,7 @@ def _drill(run_dir: Path, profile: DurabilityProfile, progress: GateProgress,
         # the lost-home runbook does (keys are not in backups).
         owner_key = restored_stack.home.create_api_key("user", stack.user_key.split("-")[2])
         served = _served(restored_stack, owner_key, writer.written, profile.search_sample)
+        served_from = _memory_backend(restored_stack)
         restored_stack.down()
     integrity_after = {name: database_facts(path)["integrity_check"] for name, path in
                        ((p, restored_stack.home.data / p)
@@ -393,7 +405,7 @@ def _drill(run_dir: Path, profile: DurabilityProfile, progress: GateProgress,
         "storage": storage.facts() | {
             "schemas_after_loss": schemas_after_loss,
             "dump_schemas": list((manifest.get("postgres") or {}).get("schemas") or []),
-            "restored_schemas": restored_schemas},
+            "restored_schemas": restored_schemas, "restored_stack_backend": served_from},
         "drill_started_at": started,
         "setup": {"tier0_actions": profile.audit_actions, "errors": setup_errors},
         "canary": {
@@ -446,8 +458,11 @@ def _storage_checks(profile: Mapping[str, Any], storage: Mapping[str, Any]) -> l
     lost (no Sonia schema left) before the restore, and the dump brought every schema
     it holds back."""
     wanted = str(profile.get("storage", "sqlite"))
-    checks = [Check("storage as profiled", wanted, storage.get("backend"),
-                    storage.get("backend") == wanted, VALIDITY)]
+    ran = {"configured": storage.get("backend"),
+           "restored_stack": storage.get("restored_stack_backend")}
+    checks = [Check("storage as profiled", wanted, ran, set(ran.values()) == {wanted},
+                    VALIDITY, detail="the run's configuration, and the backend the restored "
+                                     "stack's memory service said it served from")]
     if wanted == "postgresql":
         lost = list(storage.get("schemas_after_loss", ["unknown"]))
         dumped = list(storage.get("dump_schemas") or [])

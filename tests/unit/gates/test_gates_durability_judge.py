@@ -173,7 +173,8 @@ def on_postgresql(drill: dict[str, Any], **storage: Any) -> None:
     drill["restore"]["databases"], drill["integrity_after_run"] = {}, {}
     drill["data_dir_databases"], drill["backups"]["restored"]["databases"] = [], {}
     schemas = ["eva", "gateway", "memory", "openclaw"]
-    drill["storage"] = {"backend": "postgresql", "schemas_after_loss": [],
+    drill["storage"] = {"backend": "postgresql", "restored_stack_backend": "postgresql",
+                        "schemas_after_loss": [],
                         "dump_schemas": schemas, "restored_schemas": schemas} | storage
 
 
@@ -223,4 +224,12 @@ def test_a_drill_that_ran_on_another_backend_than_its_profile_is_invalid(
 
     status, failed = verdict_of(tmp_path, profile_says_postgresql)
     assert status == "INVALID"
-    assert failed["storage as profiled"].observed == "sqlite"
+    assert failed["storage as profiled"].observed["configured"] == "sqlite"
+
+    def restored_on_sqlite(drill: dict[str, Any]) -> None:
+        on_postgresql(drill, restored_stack_backend="sqlite")
+
+    status, failed = verdict_of(tmp_path / "restored", restored_on_sqlite)
+    assert status == "INVALID", "what the restored stack served from is observed"
+    assert failed["storage as profiled"].observed == {"configured": "postgresql",
+                                                      "restored_stack": "sqlite"}
