@@ -241,3 +241,44 @@ def test_stream_names_must_fit_a_column() -> None:
         Stream("all", 1, get("/"))
     with pytest.raises(ValueError):
         Stream("a.b", 1, get("/"))
+
+
+def test_a_dropped_kept_alive_connection_is_a_failure_never_a_silent_resend(
+        tmp_path: Path) -> None:
+    """A server that answers the first request of a connection and drops the next one
+    on it: the second GET fails as `transport` (aiohttp would otherwise send it again on
+    a new connection, and the failure would vanish from the soak's evidence)."""
+    requests_seen = 0
+
+    async def main() -> LoadResult:
+        async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            nonlocal requests_seen
+            try:
+                for answered in (True, False):
+                    await reader.readuntil(b"\r\n\r\n")
+                    requests_seen += 1
+                    if not answered:
+                        break  # the kept-alive connection drops under this request
+                    writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+                    await writer.drain()
+            except (asyncio.IncompleteReadError, ConnectionError):
+                pass
+            writer.close()
+
+        server = await asyncio.start_server(serve, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        try:
+            async with open_client(f"http://127.0.0.1:{port}", max_concurrency=1,
+                                   request_timeout_s=10) as client:
+                generator = LoadGenerator(client, [Stream("drop", 2, get("/"))],
+                                          csv_path=tmp_path / "m.csv", window_seconds=10)
+                return await generator.run(1.0)
+        finally:
+            server.close()
+            await server.wait_closed()
+
+    result = asyncio.run(main())
+    assert result.scheduled == 2 and result.completed == 2
+    assert result.routes["drop"]["ok"] == 1
+    assert result.routes["drop"]["err_transport"] == 1, result.routes["drop"]
+    assert requests_seen == 2, "the failed request was not sent again"
