@@ -23,16 +23,16 @@ Remove a guard and its test fails (see the report of the change that added them)
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import threading
 import time
-from collections.abc import Awaitable, Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from typing import Any, TypeVar
 
 import pytest
 from backends import Backend
+from ledger_races import DEADLINE_SECONDS, race, replica_databases
 
 from sonia.errors import NotFound, RateLimited
 from sonia.kit import pg
@@ -44,32 +44,13 @@ from sonia.services.gateway.state import MIGRATIONS, PG_MIGRATIONS
 pytestmark = pytest.mark.parametrize("backend", ["postgresql"], indirect=True)
 
 T = TypeVar("T")
-DEADLINE_SECONDS = 120
 RACERS = 50
 
 
-@contextmanager
-def _replicas(backend: Backend, *, threads: int = 4) -> Iterator[tuple[LedgerDatabase, ...]]:
+def _replicas(backend: Backend, *, threads: int = 4
+              ) -> AbstractContextManager[tuple[LedgerDatabase, ...]]:
     """Two opened gateway databases on `backend`, as two gateway processes hold them."""
-    dbs = tuple(backend.database("gateway", MIGRATIONS, PG_MIGRATIONS, threads=threads)
-                for _ in range(2))
-    for db in dbs:
-        db.open()
-    try:
-        yield dbs
-    finally:
-        for db in dbs:
-            db.close()
-
-
-def _race(calls: list[Callable[[], Awaitable[Any]]]) -> list[Any]:
-    """Run every call at once; their outcomes (exceptions as values), within a deadline."""
-    async def main() -> list[Any]:
-        return await asyncio.wait_for(
-            asyncio.gather(*(call() for call in calls), return_exceptions=True),
-            DEADLINE_SECONDS)
-
-    return asyncio.run(main())
+    return replica_databases(backend, "gateway", MIGRATIONS, PG_MIGRATIONS, threads=threads)
 
 
 def _all_at_once(dbs: tuple[LedgerDatabase, ...], steps: list[Callable[[Conn], Any]]
@@ -85,7 +66,7 @@ def _all_at_once(dbs: tuple[LedgerDatabase, ...], steps: list[Callable[[Conn], A
             return step(c)
         return write
 
-    return _race([functools.partial(dbs[n % 2].write, together(step))
+    return race([functools.partial(dbs[n % 2].write, together(step))
                   for n, step in enumerate(steps)])
 
 

@@ -18,15 +18,14 @@ each test fails.
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import threading
-from collections.abc import Awaitable, Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
 from backends import Backend
+from ledger_races import DEADLINE_SECONDS, race, replica_databases
 
 from sonia.actions import audit, grant_ledger
 from sonia.errors import AlreadyDecided
@@ -45,37 +44,10 @@ from sonia.services.gateway.state import MIGRATIONS as GATEWAY_MIGRATIONS
 pytestmark = pytest.mark.parametrize("backend", ["postgresql"], indirect=True)
 
 EXP = 1_750_000_030
-DEADLINE_SECONDS = 120
-
-
-@contextmanager
-def _replicas(backend: Backend, service: str, sqlite_migrations: list[str],
-              postgres_migrations: list[str], *, threads: int = 4
-              ) -> Iterator[tuple[LedgerDatabase, ...]]:
-    """Two opened ledger databases of `service` on `backend`, as two replicas hold them."""
-    dbs = tuple(backend.database(service, sqlite_migrations, postgres_migrations,
-                                 threads=threads) for _ in range(2))
-    for db in dbs:
-        db.open()
-    try:
-        yield dbs
-    finally:
-        for db in dbs:
-            db.close()
-
-
-def _race(calls: list[Callable[[], Awaitable[Any]]]) -> list[Any]:
-    """Run every call at once; their outcomes (exceptions as values), within a deadline."""
-    async def main() -> list[Any]:
-        return await asyncio.wait_for(
-            asyncio.gather(*(call() for call in calls), return_exceptions=True),
-            DEADLINE_SECONDS)
-
-    return asyncio.run(main())
 
 
 def _eva(backend: Backend, threads: int = 4) -> Any:
-    return _replicas(backend, "eva", EVA_MIGRATIONS, EVA_PG_MIGRATIONS, threads=threads)
+    return replica_databases(backend, "eva", EVA_MIGRATIONS, EVA_PG_MIGRATIONS, threads=threads)
 
 
 APPROVALS = 50
@@ -105,7 +77,7 @@ def test_fifty_approvals_through_two_replicas_have_one_winner(backend: Backend) 
                 return record
             return write
 
-        outcomes = _race([functools.partial((first, second)[n % 2].write,
+        outcomes = race([functools.partial((first, second)[n % 2].write,
                                             approval(f"approver:{n}"))
                           for n in range(APPROVALS)])
         winners = [o for o in outcomes if not isinstance(o, AlreadyDecided)]
@@ -117,7 +89,7 @@ def test_fifty_approvals_through_two_replicas_have_one_winner(backend: Backend) 
 
 
 def test_a_grant_presented_through_two_ledgers_runs_once(backend: Backend) -> None:
-    with _replicas(backend, "openclaw", grant_ledger.MIGRATIONS,
+    with replica_databases(backend, "openclaw", grant_ledger.MIGRATIONS,
                    grant_ledger.PG_MIGRATIONS) as (first, second):
         ran: list[str] = []
 
@@ -128,7 +100,7 @@ def test_a_grant_presented_through_two_ledgers_runs_once(backend: Backend) -> No
             return execute
 
         rounds = [f"jti-{n}" for n in range(100)]
-        outcomes = _race([present(db, jti) for jti in rounds for db in (first, second)])
+        outcomes = race([present(db, jti) for jti in rounds for db in (first, second)])
         assert not [o for o in outcomes if isinstance(o, BaseException)], outcomes
         assert sorted(ran) == sorted(rounds), "every grant ran exactly once"
 
@@ -139,7 +111,7 @@ def test_two_writers_append_one_unbroken_chain(backend: Backend) -> None:
             return lambda c: audit.append(c, "rejected", actor=f"writer-{n % 2}",
                                           detail={"n": n})
 
-        outcomes = _race([functools.partial((first, second)[n % 2].write, append(n))
+        outcomes = race([functools.partial((first, second)[n % 2].write, append(n))
                           for n in range(200)])
         assert not [o for o in outcomes if isinstance(o, BaseException)], outcomes
         assert sorted(o.seq for o in outcomes) == list(range(1, 201))
@@ -151,7 +123,7 @@ def test_two_writers_append_one_unbroken_chain(backend: Backend) -> None:
 
 def test_an_idempotent_answer_saved_through_two_gateways_is_kept_once(
         backend: Backend) -> None:
-    with _replicas(backend, "gateway", GATEWAY_MIGRATIONS,
+    with replica_databases(backend, "gateway", GATEWAY_MIGRATIONS,
                    actions.PG_MIGRATIONS) as (first, second):
         digest = actions.request_hash("file.read", {"path": "a"}, None)
 
@@ -160,7 +132,7 @@ def test_an_idempotent_answer_saved_through_two_gateways_is_kept_once(
                                                  actions.StoredAnswer(status, {"by": status}))
 
         keys = [f"idem-{n}" for n in range(100)]
-        outcomes = _race([functools.partial(db.write, save(key, status)) for key in keys
+        outcomes = race([functools.partial(db.write, save(key, status)) for key in keys
                           for db, status in ((first, 200), (second, 201))])
         assert not [o for o in outcomes if isinstance(o, BaseException)], outcomes
         def kept(c: Conn) -> list[actions.StoredAnswer | None]:
