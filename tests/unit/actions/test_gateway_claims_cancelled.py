@@ -52,7 +52,7 @@ def gateway(db: Any, eva: Eva) -> Any:
         gateway=SimpleNamespace(invalid_proposals_per_minute=100,
                                 max_pending_actions_per_key=100, action_ttl_seconds=600))
     clients = {"eva": eva, "openclaw": Claw()}
-    return SimpleNamespace(actions_db=db, ctx=SimpleNamespace(
+    return SimpleNamespace(db=db, ctx=SimpleNamespace(
         settings=settings, client=lambda name: clients[name]))
 
 

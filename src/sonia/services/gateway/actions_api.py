@@ -154,12 +154,12 @@ class Actions:
         another gateway) holds the claim, wait for its answer, up to the time its work
         can take, then say retry (503)."""
         if not self.claims_in_database:
-            return await self.gw.actions_db.read(lambda c: actions.claim_in_process(
+            return await self.gw.db.read(lambda c: actions.claim_in_process(
                 c, key_id, idempotency_key, digest))
         deadline = time.monotonic() + self.claim_wait
         pause = CLAIM_FIRST_PAUSE
         while True:
-            got = await self.gw.actions_db.write(lambda c: actions.claim_answer(
+            got = await self.gw.db.write(lambda c: actions.claim_answer(
                 c, key_id, idempotency_key, digest))
             if got is not None:
                 return got
@@ -177,15 +177,15 @@ class Actions:
         except ApiError as exc:
             if exc.status >= 500 or isinstance(exc, RateLimited):
                 # "retry later" answers are not kept: a retry must work
-                await self.gw.actions_db.write(lambda c: actions.release_claim(
+                await self.gw.db.write(lambda c: actions.release_claim(
                     c, key.id, idempotency_key, claim))
                 raise
             answer = actions.answer_of_error(exc)
         except BaseException:  # cancelled too: a shutdown's grace ran out under it
-            await asyncio.shield(self.gw.actions_db.write(lambda c: actions.release_claim(
+            await asyncio.shield(self.gw.db.write(lambda c: actions.release_claim(
                 c, key.id, idempotency_key, claim)))
             raise
-        await self.gw.actions_db.write(lambda c: actions.keep_answer(
+        await self.gw.db.write(lambda c: actions.keep_answer(
             c, key.id, idempotency_key, claim, answer))
         return answer
 
@@ -195,7 +195,7 @@ class Actions:
         is asked, so it can neither fill the approval queue nor the audit log."""
         self.refusals.check(key.id)
         since = time.time() - self.action_ttl
-        pending = await self.gw.actions_db.read(lambda c: actions.pending_count(c, key.id, since))
+        pending = await self.gw.db.read(lambda c: actions.pending_count(c, key.id, since))
         limits.check_pending(pending + self._in_flight.get(key.id, 0), self.max_pending)
         self._in_flight[key.id] = self._in_flight.get(key.id, 0) + 1
         try:
@@ -222,7 +222,7 @@ class Actions:
                                          str(decision["grant"]))
             return actions.StoredAnswer(200, {"id": action_id, "status": "executed",
                                               "tool": body.tool, "result": result})
-        await self.gw.actions_db.write(lambda c: actions.save_action(
+        await self.gw.db.write(lambda c: actions.save_action(
             c, action_id, key.id, body.tool, "pending_approval"))
         return actions.StoredAnswer(202, {
             "id": action_id, "status": "pending_approval", "tool": body.tool,
@@ -236,11 +236,11 @@ class Actions:
         except ApiError as exc:
             exc.extra.setdefault("action_id", action_id)
             failure = exc
-            await self.gw.actions_db.write(lambda c: actions.save_action(
+            await self.gw.db.write(lambda c: actions.save_action(
                 c, action_id, key_id, tool, "failed", error=failure))
             raise
         result = answer["result"]
-        await self.gw.actions_db.write(lambda c: actions.save_action(
+        await self.gw.db.write(lambda c: actions.save_action(
             c, action_id, key_id, tool, "executed", result=result))
         return result
 
@@ -282,7 +282,7 @@ class Actions:
         denied = await self.eva.request("POST", f"/v1/decisions/{action_id}/deny",
                                         json_body={"approver": principal(key)})
         owner = key_id_of(str(denied["principal"]))
-        await self.gw.actions_db.write(lambda c: actions.save_action(
+        await self.gw.db.write(lambda c: actions.save_action(
             c, action_id, owner, str(denied["tool"]), "denied"))
         answer = {"id": action_id, "status": "denied", "tool": denied["tool"]}
         turn_id = await self._decided(action_id, {"status": "denied"})
@@ -292,7 +292,7 @@ class Actions:
         record = await self.eva.request("GET", f"/v1/decisions/{action_id}")
         if record["principal"] != principal(key) and key.role != "approver":
             raise NotFound(f"no action {action_id}")
-        row = await self.gw.actions_db.read(lambda c: actions.get_action(c, action_id))
+        row = await self.gw.db.read(lambda c: actions.get_action(c, action_id))
         shown = view(record, row)
         if row is not None and row.result is not None:
             shown["result"] = row.result
@@ -315,7 +315,7 @@ class Actions:
         found = await self.eva.request("GET", "/v1/decisions", params=params)
         records = list(found["decisions"])
         ids = [str(r["action_id"]) for r in records]
-        rows = await self.gw.actions_db.read(lambda c: rows_of(c, ids))
+        rows = await self.gw.db.read(lambda c: rows_of(c, ids))
         after = found.get("next_before")
         return {"actions": [view(r, rows.get(str(r["action_id"]))) for r in records],
                 "next_cursor": None if after is None else str(after)}

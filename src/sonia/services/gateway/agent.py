@@ -429,7 +429,7 @@ class Agent:
         step.update(action_id=action_id, tier=decision["tier"], plan_hash=decision["plan_hash"],
                     decision=decision["decision"])
         if decision["decision"] != "allow":
-            await self.gw.actions_db.write(lambda c: actions.save_action(
+            await self.gw.db.write(lambda c: actions.save_action(
                 c, action_id, record.key_id, tool, "pending_approval"))
             step["status"] = "pending_approval"
             record.status = "pending_approval"

@@ -8,8 +8,7 @@ the gateway: chat sessions (`sessions`), paused and finished agent turns
 each module's SQL the same on both backends (`kit.portable`). Their invariants
 (the session caps, a paused turn resumed once, a console session valid wherever
 it is presented) are the database's, so they hold for several gateways on one
-PostgreSQL database as for one on SQLite. `actions_db` names the same database
-for the action routes."""
+PostgreSQL database as for one on SQLite."""
 
 from __future__ import annotations
 
@@ -49,11 +48,6 @@ class Gateway:
         default_factory=list)
     """Told (session id, event) when a paused chat turn went on after an approver's
     decision or its expiry: the session's open streams show it (`sessions_api`)."""
-
-    @property
-    def actions_db(self) -> LedgerDatabase:
-        """Where the action store lives: the gateway's one database."""
-        return self.db
 
     @classmethod
     def build(cls, ctx: ServiceContext) -> Gateway:
