@@ -270,7 +270,7 @@ def register(app: typer.Typer) -> None:
         console.print(f"private key {private} (keep it secret)")
         console.print(f"public key  {public} (fingerprint {fingerprint(key)})")
         table, name = ("roles", role) if role else ("release", "key")
-        console.print(f"pin it in {SIGNERS_FILE} under [{table}]:")
+        console.print(f"pin it in {SIGNERS_FILE} under [{table}]:", markup=False)
         print(f'{name} = "{public_key_b64(key)}"')
 
     @release_app.command("sign-off")
@@ -341,7 +341,7 @@ def register(app: typer.Typer) -> None:
     def verify(
         bundle: Annotated[Path, typer.Argument(help="the release bundle folder")],
         key: Annotated[Path | None, typer.Option(
-            help="the release public key to pin (default: [release] key of the signers)")
+            help="the release public key to pin (default: the signers file's release key)")
         ] = None,
         signers: Annotated[Path | None, typer.Option(
             help=f"the pinned signers file (default: the checkout's {SIGNERS_FILE})")] = None,

@@ -96,6 +96,7 @@ def test_release_sign_off_finalize_verify(tmp_path: Path) -> None:
 
     made_key = sonia("release", "keygen", "--home", str(home.root), "--role", "engineering")
     assert made_key.returncode == 0 and 'engineering = "' in made_key.stdout
+    assert "under [roles]:" in made_key.stdout  # the table to pin it in, not eaten as markup
     private = {"engineering": home.secrets / "signoff-engineering.pem"}
     for role in ROLES[1:]:
         private[role] = keygen(tmp_path / "people" / f"{role}.pem")[0]
