@@ -14,6 +14,7 @@ from conversation_helpers import (
     refused_status,
 )
 from websockets.exceptions import ConnectionClosed
+from websockets.sync.client import connect
 
 from sonia.kit.deadline import wait_until
 from sonia.testing import FreshStack
@@ -51,6 +52,23 @@ def test_a_text_turn_streams_the_reply_and_stores_it(stack: FreshStack) -> None:
     chat = httpx.post(stack.url() + "/v1/chat", headers=stack.user_headers(), timeout=30,
                       json={"message": "What is my boat called?"})
     assert "Wanderer" in chat.json()["reply"], "the voice turn's fact is remembered"
+
+
+def test_no_stream_is_compressed_even_when_the_client_offers_it(stack: FreshStack) -> None:
+    """permessage-deflate keeps zlib state per connection (and it outlived the
+    connection: voice's memory rose in a soak's session churn); neither the gateway
+    nor the voice service accepts it. The websockets client offers it by default."""
+    session_id = start_session(stack)
+    with open_stream(stack, session_id) as ws:
+        assert ws.request is not None and ws.response is not None
+        assert "permessage-deflate" in ws.request.headers["Sec-WebSocket-Extensions"]
+        assert "Sec-WebSocket-Extensions" not in ws.response.headers
+    voice = stack.url("voice").replace("http://", "ws://") + f"/v1/sessions/{session_id}/stream"
+    with connect(voice + "?mode=text&owner=k", proxy=None, open_timeout=10,
+                 additional_headers=stack.service_headers("gateway")) as direct:
+        assert direct.request is not None and direct.response is not None
+        assert "permessage-deflate" in direct.request.headers["Sec-WebSocket-Extensions"]
+        assert "Sec-WebSocket-Extensions" not in direct.response.headers
 
 
 def test_stop_ends_the_stream_and_the_session(stack: FreshStack) -> None:

@@ -212,6 +212,7 @@ async def open_upstream(url: str, token: str, mode: str, owner: str, *,
         return await connect(
             f"{url}?{urlencode({'mode': mode, 'owner': owner})}", proxy=None, open_timeout=5,
             max_size=MAX_FRAME_BYTES, ssl=tls if url.startswith("wss://") else None,
+            compression=None,  # as the services' servers: no permessage-deflate (runner.py)
             additional_headers={SERVICE_TOKEN_HEADER: token,
                                 correlation.HEADER: correlation.current()})
     except InvalidHandshake as exc:
