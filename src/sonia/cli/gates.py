@@ -7,6 +7,8 @@ Running gates never makes a release (no bundle, no tag), whatever the profile:
 from __future__ import annotations
 
 import dataclasses
+import signal
+from types import FrameType
 from typing import Annotated
 
 import typer
@@ -51,6 +53,19 @@ def failure_details(runs: list[registry.GateRun]) -> list[str]:
     return lines
 
 
+def stop_on_sigterm() -> None:
+    """Make SIGTERM unwind the gate like Ctrl-C, so it stops what it started.
+
+    Python's default for SIGTERM ends the process on the spot: a gate stopped by a
+    CI timeout or `kill` left its stack (the supervisor, in a session of its own,
+    and six services) running, to disturb whatever ran next.
+    """
+    def interrupt(signum: int, frame: FrameType | None) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    signal.signal(signal.SIGTERM, interrupt)
+
+
 def register(app: typer.Typer) -> None:
     @app.command()
     def gate(
@@ -73,6 +88,7 @@ def register(app: typer.Typer) -> None:
         This never releases: `sonia release` is the separate, deliberate step. With
         `--profile release`, an override below the release profile exits 2 unless a
         --waive covers it."""
+        stop_on_sigterm()
         h = resolve_home(home)
         if not h.exists:
             h.init()
