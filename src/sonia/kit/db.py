@@ -30,13 +30,14 @@ A database has up to five connections (the writer and four readers), and each
 cache fills with the pages a growing database adds, for as long as it grows:
 with the default, a service's memory rose 0.1 MiB a minute for the first hour
 of a soak (EVA and memory, 6 MiB/h, up to 10 MiB a database), a bounded cache
-indistinguishable from a leak. Reads that miss come from the kernel's page
-cache, and the hot pages (the B-trees' upper levels) fit in 64 pages.
+indistinguishable from a leak. A read that misses is a pread served by the
+kernel's page cache for files of this size, not a disk read.
 """
 
 
 def connect(path: Path | str, *, readonly: bool = False) -> sqlite3.Connection:
-    """Open `path` with Sonia's pragmas (WAL, FULL sync, foreign keys, busy timeout)."""
+    """Open `path` with Sonia's pragmas (WAL, FULL sync, foreign keys, busy timeout,
+    a bounded page cache)."""
     if readonly:
         conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, check_same_thread=False,
                                isolation_level=None)

@@ -14,6 +14,8 @@ from console_evidence import COMMIT, WAIVER, Artifacts, write_artifacts
 from starlette.testclient import TestClient
 
 from sonia.home import Home
+from sonia.release.signers import load_signers
+from sonia.release.signing import fingerprint
 from sonia.services.gateway import evidence
 from sonia.testing import in_process
 
@@ -107,6 +109,17 @@ def test_a_plot_that_is_not_png_is_not_served(tmp_path: Path) -> None:
     assert evidence.plot_png(run, 0) is None
 
 
+def assert_signed_by_another_key_than_the_pinned(reason: str) -> None:
+    """What `sonia verify` says of a bundle signed with a throwaway key: that its key
+    is not the release key the checkout's signers file pins, or that none is pinned."""
+    signers = load_signers(Path(__file__).resolve().parents[3] / "release" / "signers.toml")
+    if signers.release is None:
+        assert "not pinned" in reason
+    else:
+        expected = f"expected {fingerprint(signers.release)}"
+        assert reason.startswith("signed by key ") and reason.endswith(expected), reason
+
+
 def test_a_bundle_shows_its_waivers_sign_offs_and_verification(runs: Artifacts,
                                                                 approver: TestClient) -> None:
     releases = approver.get("/v1/releases").json()["releases"]
@@ -118,7 +131,7 @@ def test_a_bundle_shows_its_waivers_sign_offs_and_verification(runs: Artifacts,
     assert bundle["gates"] == [{"gate": "go-no-go", "status": "GO"}]
     verify = bundle["verify"]
     assert verify["ok"] is False and verify["exit_code"] == 1
-    assert "not pinned" in verify["reason"]  # signed with a throwaway key, as it should say
+    assert_signed_by_another_key_than_the_pinned(verify["reason"])
 
 
 def test_a_user_key_sees_no_evidence(home: Home, runs: Artifacts) -> None:
