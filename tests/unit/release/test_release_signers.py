@@ -67,6 +67,15 @@ def test_the_committed_signers_file_pins_the_release_key_and_every_role() -> Non
     assert signers.release is not None and signers.missing_roles() == []
 
 
+def test_the_committed_release_public_key_is_the_pinned_one() -> None:
+    """`sonia verify BUNDLE --key release/release_key.pub.pem` and plain `sonia
+    verify` (the signers' [release] key) must check against the same key."""
+    root = Path(__file__).resolve().parents[3]
+    signers = load_signers(root / "release" / "signers.toml")
+    assert signers.release is not None
+    assert b64(root / "release" / "release_key.pub.pem") == public_key_b64(signers.release)
+
+
 def test_one_key_may_not_hold_two_roles(keys: dict[str, tuple[Path, Path]]) -> None:
     shared = b64(keys["qa"][1])
     with pytest.raises(ReleaseError, match="pinned for both engineering and qa"):
