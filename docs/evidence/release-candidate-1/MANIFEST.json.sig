@@ -1,0 +1,1 @@
+{"algorithm":"Ed25519","manifest":"MANIFEST.json","manifest_sha256":"82ae7eb9fe50fd02ec374113d6ee1aaa61c85ea78cca648e93d3c453b729b046","public_key":"2U0ibmkmldCgP3AybVgfWSh5Td5vR7Df9Zn9Vb5n/rA=","signature":"vAG/kgDkx25LMfPToQ2ICHhmWdtCycggaP23bJPHxcVsBe9KweS0MqJbI3p2lB0ZZlfLuPOce7PPiVDVRj0RCA==","type":"sonia-release-signature/1"}
