@@ -109,12 +109,12 @@ def test_the_cli_refuses_one_key_for_two_roles_in_sign_offs_and_in_the_signers_f
     out = bundle(tmp_path, keys["release"][0])
     sign_off(out, "engineering", keys["qa"][0])
     sign_off(out, "qa", keys["qa"][0])
-    code, output = cli("verify", str(out), "--draft",
-                       "--signers", str(signers_file(tmp_path, keys)))
+    verify = ("verify", "--draft", "--repo", str(checkout(tmp_path)))
+    code, output = cli(*verify, str(out), "--signers", str(signers_file(tmp_path, keys)))
     assert code == 1 and "signoffs/engineering.json" in output
     assert "pins" in output and "for engineering" in output  # the qa key is not engineering's
     shared = signers_file(tmp_path, {**keys, "engineering": keys["qa"]})
-    code, output = cli("verify", str(out), "--draft", "--signers", str(shared))
+    code, output = cli(*verify, str(out), "--signers", str(shared))
     assert code == 1 and "pinned for both engineering and qa" in output
     code, output = cli("release", "sign-off", str(out), "--role", "engineering",
                        "--key", str(keys["qa"][0]), "--signers", str(shared))
@@ -145,8 +145,8 @@ def test_a_no_go_manifest_re_signed_with_the_release_key_fails(
     out = bundle(tmp_path, keys["release"][0], gates=verdicts({"soak": False}))
     result = verify_bundle(out, keys["release"][1])
     assert not result.ok and "gate soak is NO-GO" in result.reason
-    code, output = cli("verify", str(out), "--draft", "--signers",
-                       str(signers_file(tmp_path, keys)))
+    code, output = cli("verify", str(out), "--draft", "--repo", str(checkout(tmp_path)),
+                       "--signers", str(signers_file(tmp_path, keys)))
     assert code == 1 and "gate soak is NO-GO" in output
 
 
@@ -162,21 +162,34 @@ def cli(*args: str) -> tuple[int, str]:
     return result.exit_code, result.output + str(result.exception or "")
 
 
+def checkout(tmp_path: Path, *, tag: str | None = None) -> Path:
+    """A git checkout of one commit, with `tag` on it if given. Verifying a test bundle
+    against a checkout of its own keeps it from meeting the project's real tags (this
+    checkout carries `release-candidate-1`, at a commit no test bundle names)."""
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    run = ["git", "-c", "user.email=t@example.invalid", "-c", "user.name=T"]
+    subprocess.run(["git", "init", "-q"], cwd=repo, check=True)
+    subprocess.run([*run, "commit", "-q", "--allow-empty", "-m", "x"], cwd=repo, check=True)
+    if tag is not None:
+        subprocess.run([*run, "tag", "-a", tag, "-m", "elsewhere"], cwd=repo, check=True)
+    return repo
+
+
 def test_verify_refuses_an_unpinned_bundle_key_unless_told_to_trust_it(
         tmp_path: Path, keys: dict[str, tuple[Path, Path]]) -> None:
     out = bundle(tmp_path, keys["release"][0])
     unpinned = signers_file(tmp_path, keys, with_release=False)
-    code, output = cli("verify", str(out), "--draft", "--signers", str(unpinned))
+    verify = ("verify", "--draft", "--repo", str(checkout(tmp_path)))
+    code, output = cli(*verify, str(out), "--signers", str(unpinned))
     assert code == 1 and "not pinned" in output and "--trust-bundle-key" in output
-    code, output = cli("verify", str(out), "--draft", "--signers", str(unpinned),
-                       "--trust-bundle-key")
+    code, output = cli(*verify, str(out), "--signers", str(unpinned), "--trust-bundle-key")
     assert code == 0 and "integrity, not origin" in output
-    assert cli("verify", str(out), "--draft", "--signers", str(unpinned),
+    assert cli(*verify, str(out), "--signers", str(unpinned),
                "--key", str(keys["release"][1]))[0] == 0
     forged, _ = make_key(tmp_path, "forger")
     other = bundle(tmp_path, forged, "forged")
-    code, output = cli("verify", str(other), "--draft",
-                       "--signers", str(signers_file(tmp_path, keys)))
+    code, output = cli(*verify, str(other), "--signers", str(signers_file(tmp_path, keys)))
     assert code == 1 and "MANIFEST.json.sig" in output
 
 
@@ -197,13 +210,7 @@ def test_sign_off_from_the_cli_needs_the_pinned_key_of_the_role(
 
 def test_verify_checks_the_commit_the_tag_points_at(
         tmp_path: Path, keys: dict[str, tuple[Path, Path]]) -> None:
-    repo = tmp_path / "repo"
-    repo.mkdir()
-    run = ["git", "-c", "user.email=t@example.invalid", "-c", "user.name=T"]
-    subprocess.run(["git", "init", "-q"], cwd=repo, check=True)
-    subprocess.run([*run, "commit", "-q", "--allow-empty", "-m", "x"], cwd=repo, check=True)
-    subprocess.run([*run, "tag", "-a", "release-candidate-1", "-m", "elsewhere"], cwd=repo,
-                   check=True)
+    repo = checkout(tmp_path, tag="release-candidate-1")
     out = bundle(tmp_path, keys["release"][0])
     result = verify_bundle(out, keys["release"][1], repo=repo)
     assert not result.ok and "tag release-candidate-1 points at" in result.reason
